@@ -1,0 +1,346 @@
+//! `cairn bench`: measured figures beside the bars of DESIGN.md §6 and the limit measured in
+//! the same run.
+
+use anyhow::{Result, bail};
+use cairn_ledger::{Ledger, testing};
+use cairn_primitives::wire::Encode;
+use cairn_primitives::{
+    Address, Amount, BoundedString, ClassKind, Delegation, Device, DeviceSpec, DeviceStatus,
+    Globals, JobSpec, OpenDeployment, Resources, SignedTx, StakePool, StateKey, StateValue,
+    TxBody, namespace, sha256, verify_batch,
+};
+use cairn_store::Chain;
+use clap::{Args, Subcommand};
+use rand::{RngExt as _, SeedableRng};
+use std::time::Instant;
+
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Ledger: signed transfers applied and durably committed per second (beside the ed25519
+    /// batch-verify rate), matching among N devices, epoch payout for N devices.
+    Ledger {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Transfers to apply and commit.
+        #[arg(long, default_value_t = 100_000)]
+        txs: usize,
+        /// Transfers per block.
+        #[arg(long, default_value_t = 10_000)]
+        block_txs: usize,
+        /// Registered devices for the matching and payout figures.
+        #[arg(long, default_value_t = 1_000_000)]
+        devices: usize,
+        /// Deployments to match.
+        #[arg(long, default_value_t = 2_000)]
+        matches: usize,
+    },
+}
+
+pub(crate) fn run(a: BenchArgs) -> Result<()> {
+    match a.command {
+        BenchCommand::Ledger {
+            json,
+            txs,
+            block_txs,
+            devices,
+            matches,
+        } => ledger(json, txs, block_txs.max(1), devices, matches),
+    }
+}
+
+fn progress(json: bool, msg: &str) {
+    if !json {
+        eprintln!("… {msg}");
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ledger(json: bool, n_txs: usize, block_txs: usize, n_devices: usize, n_matches: usize) -> Result<()> {
+    if n_txs == 0 || n_devices == 0 {
+        bail!("--txs and --devices must be at least 1");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    // 1. Transfers: sign them all first (that is the clients' work), then apply + commit.
+    let n_accounts = 10_000.min(n_txs).max(2);
+    progress(json, &format!("signing {n_txs} transfers from {n_accounts} accounts"));
+    let genesis = crate::ledger_cmd::demo_genesis(n_accounts);
+    let keys: Vec<_> = (0..n_accounts).map(crate::ledger_cmd::demo_key).collect();
+    let mut nonces = vec![0u64; n_accounts];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let signed: Vec<SignedTx> = (0..n_txs)
+        .map(|i| {
+            let from = i % n_accounts;
+            let to = rng.random_range(0..n_accounts);
+            let tx = testing::tx(
+                &keys[from],
+                nonces[from],
+                TxBody::Transfer {
+                    to: keys[to].address(),
+                    amount: Amount::from_base(1 + (i as u64 % 1000)),
+                },
+                &genesis.chain_id,
+            );
+            nonces[from] += 1;
+            tx
+        })
+        .collect();
+
+    // The physical limit beside it: ed25519 batch verification of the same transactions.
+    progress(json, "measuring ed25519 batch verification");
+    let ns = namespace("tx", &genesis.chain_id);
+    let msgs: Vec<_> = signed.iter().map(|t| t.tx.encode()).collect();
+    let sample = signed.len().min(32_768);
+    let t = Instant::now();
+    for (chunk, m) in signed[..sample].chunks(512).zip(msgs[..sample].chunks(512)) {
+        let items: Vec<_> = chunk
+            .iter()
+            .zip(m)
+            .map(|(t, m)| (&t.tx.sender, ns.as_slice(), m.as_ref(), &t.signature))
+            .collect();
+        if !verify_batch(&items) {
+            bail!("benchmark signatures failed to verify");
+        }
+    }
+    let verify_rate_1core = sample as f64 / t.elapsed().as_secs_f64();
+
+    progress(json, &format!("applying and durably committing {n_txs} transfers in blocks of {block_txs}"));
+    let dir = tempfile::tempdir()?;
+    let mut chain = Chain::open(dir.path(), Some(&genesis))?;
+    let t = Instant::now();
+    let mut committed = 0usize;
+    let mut failed = 0usize;
+    for block_txs in signed.chunks(block_txs) {
+        let ts = chain.ledger().globals().last_timestamp_ms + 1_000;
+        let block = chain.ledger().build_block(ts, block_txs.to_vec());
+        let o = chain.commit(&block)?;
+        failed += o.results.iter().filter(|r| r.error.is_some()).count();
+        committed += block_txs.len();
+    }
+    let apply_rate = committed as f64 / t.elapsed().as_secs_f64();
+    if failed > 0 {
+        bail!("{failed} benchmark transfers were rejected");
+    }
+    drop(chain);
+
+    // 2. Matching and payouts among many devices.
+    progress(json, &format!("building a state with {n_devices} registered devices"));
+    let mut ledger = synthetic_fleet(n_devices)?;
+    progress(json, &format!("matching {n_matches} deployments"));
+    let catalog = ledger.params().classes.clone();
+    let mut lat = Vec::with_capacity(n_matches);
+    let mut matched = 0usize;
+    for _ in 0..n_matches {
+        let gpu = rng.random_bool(0.8);
+        let classes: Vec<BoundedString<32>> = if gpu {
+            (0..rng.random_range(1..4))
+                .map(|_| {
+                    let c = &catalog[rng.random_range(0..catalog.len() - 1)];
+                    BoundedString::new(c.name.clone()).unwrap_or_default()
+                })
+                .collect()
+        } else {
+            vec![BoundedString::new("CPU").unwrap_or_default()]
+        };
+        let o = OpenDeployment {
+            resources: Resources {
+                classes,
+                min_vram_mib: 0,
+                gpu_count: u16::from(gpu),
+                cpu_cores: 0,
+                ram_mib: 0,
+            },
+            replicas: rng.random_range(1..=8),
+            region: rng
+                .random_bool(0.5)
+                .then(|| BoundedString::new(REGIONS[rng.random_range(0..REGIONS.len())]).unwrap_or_default()),
+            duration_secs: 3600,
+            max_price_per_hour: rng.random_range(100..2_000),
+            job: JobSpec::default(),
+        };
+        let seed = Address(sha256(&[&rng.random::<u64>().to_be_bytes()]).0);
+        let t = Instant::now();
+        let r = ledger.match_deployment(&o, seed);
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        if r.is_ok() {
+            matched += 1;
+        }
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+
+    progress(json, &format!("closing an epoch that pays {n_devices} attested devices"));
+    let ts = ledger.params().genesis_time_ms + ledger.params().epoch_ms + 1;
+    let block = ledger.build_block(ts, vec![]);
+    let t = Instant::now();
+    let o = ledger.apply(&block)?;
+    let payout_secs = t.elapsed().as_secs_f64();
+    let rewarded = o
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            cairn_ledger::Event::EpochClosed { record } => Some(record.devices_rewarded),
+            _ => None,
+        })
+        .unwrap_or(0);
+
+    let ok_apply = apply_rate >= 60_000.0 && apply_rate >= 0.5 * verify_rate_1core;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "cores": cores,
+                "apply_commit_tx_per_s": apply_rate,
+                "ed25519_batch_verify_per_s_one_core": verify_rate_1core,
+                "apply_over_verify": apply_rate / verify_rate_1core,
+                "apply_bar_met": ok_apply,
+                "match_devices": n_devices,
+                "match_p50_ms": p50,
+                "match_p99_ms": p99,
+                "match_filled": matched,
+                "match_requests": n_matches,
+                "match_bar_met": p99 < 1.0,
+                "epoch_payout_devices": rewarded,
+                "epoch_payout_s": payout_secs,
+                "epoch_bar_met": payout_secs < 1.0,
+            })
+        );
+    } else {
+        println!("cairn bench ledger ({cores} cores)");
+        println!("{:<44} {:>14} {:>22} {:>26}", "figure", "measured", "bar (DESIGN §6)", "limit, same run");
+        println!(
+            "{:<44} {:>14} {:>22} {:>26}",
+            "apply + durable commit, signed transfers",
+            format!("{apply_rate:.0} tx/s"),
+            "≥ 60000 and ≥ 0.5×limit",
+            format!("{verify_rate_1core:.0} verify/s (1 core)")
+        );
+        println!(
+            "{:<44} {:>14} {:>22} {:>26}",
+            format!("matching among {n_devices} devices, p50"),
+            format!("{p50:.3} ms"),
+            "",
+            ""
+        );
+        println!(
+            "{:<44} {:>14} {:>22} {:>26}",
+            format!("matching among {n_devices} devices, p99"),
+            format!("{p99:.3} ms"),
+            "< 1 ms",
+            format!("{matched}/{n_matches} filled")
+        );
+        println!(
+            "{:<44} {:>14} {:>22} {:>26}",
+            format!("epoch payout, {rewarded} devices"),
+            format!("{payout_secs:.3} s"),
+            "< 1 s",
+            ""
+        );
+        println!(
+            "bars met: apply {}, matching {}, epoch {}",
+            yes(ok_apply),
+            yes(p99 < 1.0),
+            yes(payout_secs < 1.0)
+        );
+    }
+    Ok(())
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "NO" }
+}
+
+const REGIONS: [&str; 8] = [
+    "us-east", "us-west", "eu-west", "eu-central", "ap-south", "ap-east", "sa-east", "af-south",
+];
+
+/// A state with `n` active, attested devices (built from records: registering a million
+/// devices through signed transactions would measure signing, not matching).
+fn synthetic_fleet(n: usize) -> Result<Ledger> {
+    let checker = Address([0xcc; 32]);
+    let mut genesis = testing::genesis(&[]);
+    genesis.checkers = vec![checker];
+    let params = genesis.validate()?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut records = Vec::with_capacity(n * 2 + 2);
+    let mut staked = 0u64;
+    for i in 0..n {
+        let addr = Address(sha256(&[b"dev", &(i as u64).to_be_bytes()]).0);
+        let owner = Address(sha256(&[b"own", &((i % 10_000) as u64).to_be_bytes()]).0);
+        let class = rng.random_range(0..params.classes.len());
+        let c = &params.classes[class];
+        let spec = match c.kind {
+            ClassKind::Gpu => DeviceSpec {
+                gpu_count: 1,
+                vram_mib: c.vram_mib,
+                cpu_cores: 16,
+                ram_mib: 65_536,
+            },
+            ClassKind::Cpu => DeviceSpec {
+                gpu_count: 0,
+                vram_mib: 0,
+                cpu_cores: rng.random_range(2..64),
+                ram_mib: 32_768,
+            },
+        };
+        let stake = 100_000_000_000u64;
+        staked += stake;
+        let d = Device {
+            owner,
+            class: class as u16,
+            spec,
+            region: BoundedString::new(REGIONS[rng.random_range(0..REGIONS.len())]).unwrap_or_default(),
+            price_per_hour: rng.random_range(50..2_000),
+            status: DeviceStatus::Active,
+            available: true,
+            reputation_ppm: rng.random_range(0..1_000_000),
+            pool: StakePool {
+                tokens: Amount::from_base(stake),
+                shares: stake,
+            },
+            required_stake: Amount::from_base(stake),
+            lease: None,
+            registered_ms: params.genesis_time_ms,
+            attest_pass: 1,
+            attest_fail: 0,
+            uptime_ppm_sum: 990_000,
+            work: 0,
+            voters: vec![checker],
+        };
+        records.push((StateKey::Device(addr).to_bytes(), StateValue::Device(d).encode_value()));
+        records.push((
+            StateKey::Delegation(addr, owner).to_bytes(),
+            StateValue::Delegation(Delegation { shares: stake }).encode_value(),
+        ));
+    }
+    let g = Globals {
+        supply: Amount::from_base(staked),
+        staked: Amount::from_base(staked),
+        last_timestamp_ms: params.genesis_time_ms,
+        ..Globals::default()
+    };
+    records.push((StateKey::Globals.to_bytes(), StateValue::Globals(g).encode_value()));
+    records.push((
+        StateKey::Checker(checker).to_bytes(),
+        StateValue::Checker(cairn_primitives::CheckerTally {
+            epoch: 0,
+            results: n as u64,
+        })
+        .encode_value(),
+    ));
+    Ledger::from_records(&genesis, records).map_err(anyhow::Error::msg)
+}

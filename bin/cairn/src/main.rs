@@ -1,0 +1,51 @@
+//! `cairn`: one binary for every role. This file parses the command line and dispatches; all
+//! behaviour lives in the crates.
+
+mod bench;
+mod genesis_cmd;
+mod keys;
+mod ledger_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Cairn: a DePIN for compute. Contribute GPUs and CPUs, rent them, prove the hardware is real,
+/// settle everything on a replicated ledger.
+#[derive(Parser)]
+#[command(name = "cairn", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage keys (stored 0600 in the config directory, Solana-compatible).
+    Keys(keys::KeysArgs),
+    /// Write a documented default genesis file, or check one.
+    Genesis(genesis_cmd::GenesisArgs),
+    /// Inspect and verify a node's data directory.
+    Ledger(ledger_cmd::LedgerArgs),
+    /// Measure performance against the bars in DESIGN.md.
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keys(a) => keys::run(a),
+        Command::Genesis(a) => genesis_cmd::run(a),
+        Command::Ledger(a) => ledger_cmd::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,241 @@
+//! Cairn's ledger: a pure, deterministic state machine.
+//!
+//! `Ledger::apply(block)` checks the block against the state, verifies every signature (in
+//! batches), applies each transaction (an invalid one changes nothing and is recorded with a
+//! precise error), closes epochs (emission, reward pools, payouts), and returns the events, the
+//! per-transaction results, the changed records and the new state root. No clock, no I/O, no
+//! randomness but the block's own hash and timestamp: two ledgers fed the same blocks reach
+//! the same root.
+//!
+//! ```
+//! use cairn_ledger::Ledger;
+//! use cairn_primitives::{Amount, Block, Keypair, Tx, TxBody};
+//!
+//! let alice = Keypair::from_seed([1; 32]);
+//! let bob = Keypair::from_seed([2; 32]);
+//! let genesis = cairn_ledger::testing::genesis(&[(alice.address(), 1_000_000_000_000)]);
+//! let mut ledger = Ledger::from_genesis(&genesis).unwrap();
+//! let tx = Tx {
+//!     sender: alice.public_key(),
+//!     nonce: 0,
+//!     fee: Amount::from_base(1_000),
+//!     body: TxBody::Transfer { to: bob.address(), amount: Amount::from_base(5) },
+//! }
+//! .sign(&alice, &genesis.chain_id);
+//! let block = ledger.build_block(genesis.genesis_time_ms + 1_000, vec![tx]);
+//! let outcome = ledger.apply(&block).unwrap();
+//! assert!(outcome.results[0].error.is_none());
+//! assert_eq!(ledger.account(&bob.address()).balance, Amount::from_base(5));
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
+
+mod apply;
+mod epoch;
+mod error;
+mod events;
+mod matching;
+mod merkle;
+mod state;
+pub mod testing;
+pub mod tokenomics;
+
+pub use apply::{MAX_DURATION_SECS, MAX_MATCH_SCAN, MAX_REPLICAS};
+pub use error::{BlockError, Result, TxError};
+pub use events::{BlockOutcome, Event, TxResult};
+
+use cairn_primitives::{
+    Account, Address, Block, Deployment, Device, EpochRecord, Genesis, GenesisError, Globals,
+    Hash, Lease, Params, SignedTx, StateKey, StateProof, StateValue, Unbonding,
+};
+use merkle::BucketTree;
+use state::State;
+use std::sync::Arc;
+
+/// The ledger: state, indexes and state root.
+pub struct Ledger {
+    params: Arc<Params>,
+    state: State,
+    tree: BucketTree,
+    cx: apply::BlockCx,
+}
+
+impl Ledger {
+    /// The state at genesis (height 0).
+    pub fn from_genesis(genesis: &Genesis) -> Result<Self, GenesisError> {
+        let params = Arc::new(genesis.validate()?);
+        let mut state = State::default();
+        let mut g = Globals {
+            supply: params.genesis_supply,
+            ..Globals::default()
+        };
+        g.last_timestamp_ms = params.genesis_time_ms;
+        state.set_globals(g);
+        for (addr, bal) in &params.accounts {
+            state.set_account(
+                *addr,
+                Account {
+                    balance: *bal,
+                    ..Account::default()
+                },
+            );
+        }
+        let mut ledger = Self {
+            params,
+            state,
+            tree: BucketTree::new(),
+            cx: apply::BlockCx::default(),
+        };
+        ledger.finish_block();
+        Ok(ledger)
+    }
+
+    /// Rebuilds a ledger from stored records (as written by [`BlockOutcome::changes`]).
+    pub fn from_records(
+        genesis: &Genesis,
+        records: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+    ) -> std::result::Result<Self, String> {
+        let params = Arc::new(genesis.validate().map_err(|e| e.to_string())?);
+        let mut state = State::default();
+        for (k, v) in records {
+            let key = StateKey::from_bytes(&k).ok_or_else(|| format!("bad state key {k:?}"))?;
+            let value = StateValue::decode_value(&key, &v)
+                .map_err(|e| format!("bad record under {key:?}: {e}"))?;
+            state.raw_set(key, Some(value));
+        }
+        let mut ledger = Self {
+            params,
+            state,
+            tree: BucketTree::new(),
+            cx: apply::BlockCx::default(),
+        };
+        let all: Vec<(Vec<u8>, Option<Vec<u8>>)> = ledger
+            .state
+            .all_keys()
+            .into_iter()
+            .map(|k| (k.to_bytes(), ledger.state.encoded(&k)))
+            .collect();
+        ledger.tree.update(&all);
+        Ok(ledger)
+    }
+
+    /// The chain's resolved genesis parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The state root (a commitment to every record).
+    pub fn state_root(&self) -> Hash {
+        self.tree.root()
+    }
+
+    /// Chain-wide counters (height, supply, minted, burned, …).
+    pub fn globals(&self) -> &Globals {
+        &self.state.globals
+    }
+
+    /// An account (the empty account when it holds nothing).
+    pub fn account(&self, a: &Address) -> Account {
+        self.state.account(a)
+    }
+
+    /// A device.
+    pub fn device(&self, a: &Address) -> Option<&Device> {
+        self.state.devices.get(a)
+    }
+
+    /// Every device, by address.
+    pub fn devices(&self) -> impl Iterator<Item = (&Address, &Device)> {
+        self.state.devices.iter()
+    }
+
+    /// A deployment.
+    pub fn deployment(&self, id: u64) -> Option<&Deployment> {
+        self.state.deployments.get(&id)
+    }
+
+    /// A lease.
+    pub fn lease(&self, id: u64) -> Option<&Lease> {
+        self.state.leases.get(&id)
+    }
+
+    /// An epoch's record, once closed.
+    pub fn epoch(&self, e: u64) -> Option<&EpochRecord> {
+        self.state.epochs.get(&e)
+    }
+
+    /// Stake unbonding, by id.
+    pub fn unbondings(&self) -> impl Iterator<Item = (&u64, &Unbonding)> {
+        self.state.unbondings.iter()
+    }
+
+    /// A staker's shares in a device's pool.
+    pub fn delegation(&self, device: &Address, staker: &Address) -> u64 {
+        self.state
+            .delegations
+            .get(&(*device, *staker))
+            .map_or(0, |d| d.shares)
+    }
+
+    /// Number of records in the state.
+    pub fn record_count(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// Devices that can be matched now.
+    pub fn marketable_devices(&self) -> usize {
+        self.state.market.len()
+    }
+
+    /// An inclusion (or absence) proof for a record against [`Ledger::state_root`].
+    pub fn prove(&self, key: &StateKey) -> StateProof {
+        self.tree.prove(&key.to_bytes(), self.state.encoded(key))
+    }
+
+    /// Every record, encoded: what a store persists at genesis.
+    pub fn records(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.state
+            .all_keys()
+            .into_iter()
+            .filter_map(|k| Some((k.to_bytes(), self.state.encoded(&k)?)))
+            .collect()
+    }
+
+    /// The sum of every holding: balances, stake pools, unbonding stake and (under `direct`)
+    /// token escrow. Always equals `globals().supply`; property tests check that it does.
+    pub fn holdings(&self) -> u128 {
+        let s = &self.state;
+        let balances: u128 = s.accounts.values().map(|a| u128::from(a.balance.base())).sum();
+        let pools: u128 = s.devices.values().map(|d| u128::from(d.pool.tokens.base())).sum();
+        let unbonding: u128 = s.unbondings.values().map(|u| u128::from(u.amount.base())).sum();
+        let escrow = match self.params.payment_model {
+            cairn_primitives::PaymentModel::Direct => u128::from(s.globals.escrow),
+            cairn_primitives::PaymentModel::Bme => 0,
+        };
+        balances + pools + unbonding + escrow
+    }
+
+    /// Builds the next block on this state from `txs` (what a proposer does).
+    pub fn build_block(&self, timestamp_ms: u64, txs: Vec<SignedTx>) -> Block {
+        let g = &self.state.globals;
+        Block::build(
+            g.height + 1,
+            g.last_block,
+            self.state_root(),
+            timestamp_ms.max(g.last_timestamp_ms),
+            Address::default(),
+            txs,
+        )
+    }
+
+    /// Hashes the records changed since the last block into the tree; returns them.
+    fn finish_block(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        let keys = self.state.take_dirty();
+        let changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys
+            .iter()
+            .map(|k| (k.to_bytes(), self.state.encoded(k)))
+            .collect();
+        self.tree.update(&changes);
+        changes
+    }
+}

@@ -1,0 +1,27 @@
+//! Proof of physical work (DESIGN §4): the compute challenge's matrices, its result
+//! commitment, and fraud proofs that anyone can check in O(n).
+//!
+//! A challenge is a 32-byte nonce and a dimension `n` (a power of two). Both sides derive
+//! int8 matrices `A` and `B` from the nonce with counter-mode ChaCha20 streams, so nothing
+//! large is shipped and any element can be regenerated alone (`B` is stored column-major, so a
+//! column is one contiguous run of the stream). The device answers `C = P·A·B` with int32
+//! accumulation, where `P` is a nonce-derived row shuffle (`row r` of `C` uses row
+//! `π(r) = (a·r + b) mod n` of `A`), commits to `C` with a Merkle tree over its rows, and signs
+//! `(nonce, n, root)`.
+//!
+//! ```
+//! use cairn_popw::{Challenge, row_leaf};
+//! let c = Challenge::new([7; 32], 16).unwrap();
+//! let row = c.result_row(3);
+//! assert_eq!(row.len(), 16);
+//! assert_eq!(row[5], c.entry(3, 5));
+//! let _leaf = row_leaf(3, &row);
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
+
+mod fraud;
+mod matrix;
+
+pub use fraud::{FraudError, answer_message, merkle_path, verify_fraud_proof};
+pub use matrix::{Challenge, ChallengeError, MAX_N, row_leaf, rows_root};

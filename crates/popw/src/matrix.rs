@@ -1,0 +1,150 @@
+//! Deriving challenge matrices from a nonce, and the row commitment.
+
+use cairn_primitives::{Hash, merkle_root, sha256};
+use chacha20::ChaCha20;
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+
+/// Largest dimension a challenge may have (so sums fit in i32: n·128·128 < 2^31).
+pub const MAX_N: u32 = 16_384;
+
+/// Why a challenge cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChallengeError {
+    /// `n` is not a power of two in range.
+    #[error("dimension {0} is not a power of two between 2 and {MAX_N}")]
+    BadDimension(u32),
+}
+
+/// A challenge: a nonce and a dimension.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// The nonce.
+    pub nonce: [u8; 32],
+    /// The dimension of the square matrices.
+    pub n: u32,
+    key_a: [u8; 32],
+    key_b: [u8; 32],
+    shuffle_a: u64,
+    shuffle_b: u64,
+}
+
+impl Challenge {
+    /// The challenge for `nonce` at dimension `n`.
+    pub fn new(nonce: [u8; 32], n: u32) -> Result<Self, ChallengeError> {
+        if !(2..=MAX_N).contains(&n) || !n.is_power_of_two() {
+            return Err(ChallengeError::BadDimension(n));
+        }
+        let key_a = sha256(&[b"cairn/popw/A", &nonce]).0;
+        let key_b = sha256(&[b"cairn/popw/B", &nonce]).0;
+        let s = sha256(&[b"cairn/popw/shuffle", &nonce]).0;
+        let mut a = [0u8; 8];
+        let mut b = [0u8; 8];
+        a.copy_from_slice(&s[..8]);
+        b.copy_from_slice(&s[8..16]);
+        Ok(Self {
+            nonce,
+            n,
+            key_a,
+            key_b,
+            // An odd multiplier makes r -> a·r + b a permutation of Z/n for n a power of two.
+            shuffle_a: u64::from_le_bytes(a) | 1,
+            shuffle_b: u64::from_le_bytes(b),
+        })
+    }
+
+    fn stream(key: &[u8; 32], offset: u64, out: &mut [u8]) {
+        let mut c = ChaCha20::new(key.into(), &[0u8; 12].into());
+        c.seek(offset);
+        out.fill(0);
+        c.apply_keystream(out);
+    }
+
+    /// Which row of `A` feeds row `r` of the result.
+    pub fn shuffled_row(&self, r: u32) -> u32 {
+        let n = u64::from(self.n);
+        let v = self
+            .shuffle_a
+            .wrapping_mul(u64::from(r))
+            .wrapping_add(self.shuffle_b)
+            % n;
+        v as u32
+    }
+
+    /// Row `i` of `A`.
+    pub fn a_row(&self, i: u32) -> Vec<i8> {
+        let n = self.n as usize;
+        let mut buf = vec![0u8; n];
+        Self::stream(&self.key_a, u64::from(i) * u64::from(self.n), &mut buf);
+        buf.into_iter().map(|b| b as i8).collect()
+    }
+
+    /// Column `j` of `B` (stored column-major: one contiguous run of the stream).
+    pub fn b_col(&self, j: u32) -> Vec<i8> {
+        let n = self.n as usize;
+        let mut buf = vec![0u8; n];
+        Self::stream(&self.key_b, u64::from(j) * u64::from(self.n), &mut buf);
+        buf.into_iter().map(|b| b as i8).collect()
+    }
+
+    /// One entry of the result, computed alone in O(n).
+    pub fn entry(&self, r: u32, j: u32) -> i32 {
+        let a = self.a_row(self.shuffled_row(r));
+        let b = self.b_col(j);
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| i32::from(*x) * i32::from(*y))
+            .sum()
+    }
+
+    /// One row of the result, computed alone in O(n²).
+    pub fn result_row(&self, r: u32) -> Vec<i32> {
+        let a = self.a_row(self.shuffled_row(r));
+        (0..self.n)
+            .map(|j| {
+                let b = self.b_col(j);
+                a.iter()
+                    .zip(&b)
+                    .map(|(x, y)| i32::from(*x) * i32::from(*y))
+                    .sum()
+            })
+            .collect()
+    }
+}
+
+/// The leaf committing to result row `r`.
+pub fn row_leaf(r: u32, values: &[i32]) -> Hash {
+    let mut bytes = Vec::with_capacity(4 + values.len() * 4);
+    bytes.extend_from_slice(&r.to_be_bytes());
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    sha256(&[&[0x10], &bytes])
+}
+
+/// The commitment to a whole result: the Merkle root over its rows' leaves.
+pub fn rows_root(rows: &[Vec<i32>]) -> Hash {
+    let leaves: Vec<Hash> = rows
+        .iter()
+        .enumerate()
+        .map(|(r, v)| row_leaf(r as u32, v))
+        .collect();
+    merkle_root(&leaves)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_and_shuffle_is_a_permutation() {
+        let c = Challenge::new([1; 32], 64).unwrap();
+        let d = Challenge::new([1; 32], 64).unwrap();
+        assert_eq!(c.a_row(5), d.a_row(5));
+        assert_ne!(c.a_row(5), Challenge::new([2; 32], 64).unwrap().a_row(5));
+        let mut seen: Vec<u32> = (0..64).map(|r| c.shuffled_row(r)).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..64).collect::<Vec<_>>());
+        assert!(Challenge::new([0; 32], 3).is_err());
+        assert!(Challenge::new([0; 32], MAX_N * 2).is_err());
+    }
+}

@@ -1,0 +1,556 @@
+//! The genesis file: everything a founder decides before the first block.
+//!
+//! The file is TOML. Amounts are decimal strings in whole tokens (`"1000.5"`), converted
+//! exactly to base units with the token's decimals; a bad value is reported with the name of
+//! its field. [`Genesis::validate`] turns the file into [`Params`], the resolved numbers the
+//! ledger runs on.
+
+use crate::{Address, Amount, ClassKind, DeviceClass, Hash, sha256};
+use serde::{Deserialize, Serialize};
+
+/// Fixed-point scale of the per-epoch decay factor (18 decimal places).
+pub const DECAY_SCALE: u128 = 1_000_000_000_000_000_000;
+
+/// How customers pay (DESIGN §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentModel {
+    /// Burn tokens for USD-priced credits; leases consume credits; providers earn emission.
+    Bme,
+    /// Customers pay providers in tokens; a protocol fee is burned.
+    Direct,
+}
+
+/// The token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Token {
+    /// Ticker, such as `CAIRN`.
+    pub symbol: String,
+    /// Decimal places of one token in base units.
+    pub decimals: u8,
+    /// No more than this many tokens will ever exist (whole tokens, decimal string).
+    pub supply_cap: String,
+}
+
+/// The emission schedule: `E_h = E_0 · r^h` per epoch, with `E_0` chosen so the schedule sums
+/// exactly to `budget` over `epochs` epochs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Emission {
+    /// Tokens emitted over the whole schedule (decimal string).
+    pub budget: String,
+    /// Length of the schedule in epochs.
+    pub epochs: u64,
+    /// `r`, the factor between consecutive epochs, as a decimal in (0, 1] with up to 18 places.
+    pub decay_per_epoch: String,
+    /// After the schedule, re-mint what was burned each epoch (Helium's net emissions), up to
+    /// the supply cap.
+    #[serde(default)]
+    pub net_emission: bool,
+}
+
+/// Fees.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fees {
+    /// Smallest fee a transaction may carry; fees are burned (decimal string).
+    pub min_fee: String,
+    /// Under `direct`, the share of each payment burned, in basis points.
+    pub protocol_fee_bps: u32,
+}
+
+/// How each epoch's emission is split, in basis points summing to 10,000.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardSplit {
+    /// Verified, available devices by class weight and uptime.
+    pub capacity_bps: u32,
+    /// Devices by work served.
+    pub work_bps: u32,
+    /// Stake behind verified devices.
+    pub stakers_bps: u32,
+    /// Checkers by results attested.
+    pub checkers_bps: u32,
+    /// The treasury.
+    pub treasury_bps: u32,
+}
+
+/// Staking.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Staking {
+    /// Stake per unit at a class multiplier of 100% (decimal string).
+    pub min_stake: String,
+    /// How long retired or undelegated stake waits before it is released.
+    pub unbonding_secs: u64,
+    /// Share of a device's stake burned when a fraud proof lands, basis points.
+    pub slash_bps: u32,
+}
+
+/// The price oracle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Oracle {
+    /// Keys allowed to submit prices.
+    pub keys: Vec<Address>,
+    /// Submissions older than this are stale and ignored.
+    pub max_age_secs: u64,
+}
+
+/// A consensus validator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validator {
+    /// Its ed25519 identity key.
+    pub key: Address,
+    /// Where peers reach it (`host:port`).
+    pub p2p: String,
+}
+
+/// An account funded at genesis.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisAccount {
+    /// The account.
+    pub address: Address,
+    /// Its balance (decimal string).
+    pub balance: String,
+}
+
+/// The genesis file as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    /// Network name; signed into every transaction.
+    pub chain_id: String,
+    /// Start of epoch 0, milliseconds since the Unix epoch.
+    pub genesis_time_ms: u64,
+    /// How customers pay.
+    pub payment_model: PaymentModel,
+    /// Epoch length in seconds.
+    pub epoch_secs: u64,
+    /// The token.
+    pub token: Token,
+    /// Emission.
+    pub emission: Emission,
+    /// Fees.
+    pub fees: Fees,
+    /// Reward split.
+    pub rewards: RewardSplit,
+    /// Receives the treasury share and every remainder.
+    pub treasury: Address,
+    /// Staking.
+    pub staking: Staking,
+    /// Price oracle.
+    pub oracle: Oracle,
+    /// Consensus validators.
+    #[serde(default)]
+    pub validators: Vec<Validator>,
+    /// Keys allowed to attest.
+    #[serde(default)]
+    pub checkers: Vec<Address>,
+    /// Funded accounts.
+    #[serde(default)]
+    pub accounts: Vec<GenesisAccount>,
+    /// The device class catalog.
+    #[serde(rename = "class")]
+    pub classes: Vec<DeviceClass>,
+}
+
+/// A genesis file that is not valid, with the field at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GenesisError {
+    /// Not TOML, or a field of the wrong type.
+    #[error("genesis file does not parse: {0}")]
+    Parse(String),
+    /// A field with a bad value.
+    #[error("genesis field `{field}`: {message}")]
+    Field {
+        /// The field's path, such as `emission.budget`.
+        field: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+fn field_err(field: impl Into<String>, message: impl Into<String>) -> GenesisError {
+    GenesisError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The resolved numbers the ledger runs on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    /// Network name.
+    pub chain_id: String,
+    /// Start of epoch 0.
+    pub genesis_time_ms: u64,
+    /// How customers pay.
+    pub payment_model: PaymentModel,
+    /// Epoch length.
+    pub epoch_ms: u64,
+    /// Token decimals.
+    pub decimals: u8,
+    /// Token symbol.
+    pub symbol: String,
+    /// Supply cap in base units.
+    pub supply_cap: Amount,
+    /// Emission budget in base units.
+    pub emission_budget: Amount,
+    /// Schedule length in epochs.
+    pub emission_epochs: u64,
+    /// `r` scaled by [`DECAY_SCALE`].
+    pub decay_per_epoch: u128,
+    /// Net emissions after the schedule.
+    pub net_emission: bool,
+    /// Minimum fee.
+    pub min_fee: Amount,
+    /// Protocol fee under `direct`, bps.
+    pub protocol_fee_bps: u32,
+    /// Reward split.
+    pub rewards: RewardSplit,
+    /// Treasury.
+    pub treasury: Address,
+    /// Stake per unit at 100%.
+    pub min_stake: Amount,
+    /// Unbonding period.
+    pub unbonding_ms: u64,
+    /// Slash share, bps.
+    pub slash_bps: u32,
+    /// Oracle keys.
+    pub oracle_keys: Vec<Address>,
+    /// Oracle staleness bound.
+    pub oracle_max_age_ms: u64,
+    /// Validators.
+    pub validators: Vec<Validator>,
+    /// Checkers.
+    pub checkers: Vec<Address>,
+    /// Funded accounts in base units.
+    pub accounts: Vec<(Address, Amount)>,
+    /// The class catalog.
+    pub classes: Vec<DeviceClass>,
+    /// Tokens at genesis.
+    pub genesis_supply: Amount,
+    /// SHA-256 of the canonical genesis TOML.
+    pub genesis_hash: Hash,
+}
+
+impl Params {
+    /// The class with `name`, with its id.
+    pub fn class_by_name(&self, name: &str) -> Option<(u16, &DeviceClass)> {
+        self.classes
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == name)
+            .and_then(|(i, c)| Some((u16::try_from(i).ok()?, c)))
+    }
+}
+
+/// Parses a decimal such as `0.999986` into a fixed-point integer with `DECAY_SCALE`.
+fn parse_fixed18(s: &str) -> Option<u128> {
+    let (int, frac) = s.trim().split_once('.').unwrap_or((s.trim(), ""));
+    if int.is_empty() || frac.len() > 18 || !int.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let int_v: u128 = int.parse().ok()?;
+    let mut f = frac.to_string();
+    while f.len() < 18 {
+        f.push('0');
+    }
+    let frac_v: u128 = f.parse().ok()?;
+    int_v.checked_mul(DECAY_SCALE)?.checked_add(frac_v)
+}
+
+impl Genesis {
+    /// Parses a genesis file.
+    pub fn from_toml(text: &str) -> Result<Self, GenesisError> {
+        toml::from_str(text).map_err(|e| GenesisError::Parse(e.to_string()))
+    }
+
+    /// The canonical TOML text (what the genesis hash covers).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("genesis serializes")
+    }
+
+    /// Checks every field and resolves the numbers.
+    pub fn validate(&self) -> Result<Params, GenesisError> {
+        if self.chain_id.is_empty()
+            || self.chain_id.len() > 64
+            || !self
+                .chain_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(field_err(
+                "chain_id",
+                "must be 1-64 characters of letters, digits, '-' or '_'",
+            ));
+        }
+        let d = self.token.decimals;
+        if d > 18 {
+            return Err(field_err("token.decimals", "must be at most 18"));
+        }
+        if self.token.symbol.is_empty() || self.token.symbol.len() > 12 {
+            return Err(field_err("token.symbol", "must be 1-12 characters"));
+        }
+        let amount = |field: &str, s: &str| {
+            Amount::parse_decimal(s, d).map_err(|e| field_err(field, e.to_string()))
+        };
+        let supply_cap = amount("token.supply_cap", &self.token.supply_cap)?;
+        let emission_budget = amount("emission.budget", &self.emission.budget)?;
+        let min_fee = amount("fees.min_fee", &self.fees.min_fee)?;
+        let min_stake = amount("staking.min_stake", &self.staking.min_stake)?;
+        if self.epoch_secs == 0 {
+            return Err(field_err("epoch_secs", "must be at least 1"));
+        }
+        if self.emission.epochs == 0 {
+            return Err(field_err("emission.epochs", "must be at least 1"));
+        }
+        let decay = parse_fixed18(&self.emission.decay_per_epoch)
+            .filter(|r| *r > 0 && *r <= DECAY_SCALE)
+            .ok_or_else(|| {
+                field_err(
+                    "emission.decay_per_epoch",
+                    format!(
+                        "'{}' must be a decimal in (0, 1] with at most 18 places",
+                        self.emission.decay_per_epoch
+                    ),
+                )
+            })?;
+        if self.fees.protocol_fee_bps > 10_000 {
+            return Err(field_err("fees.protocol_fee_bps", "must be at most 10000"));
+        }
+        if self.staking.slash_bps > 10_000 {
+            return Err(field_err("staking.slash_bps", "must be at most 10000"));
+        }
+        let r = &self.rewards;
+        let total = [
+            r.capacity_bps,
+            r.work_bps,
+            r.stakers_bps,
+            r.checkers_bps,
+            r.treasury_bps,
+        ]
+        .iter()
+        .try_fold(0u32, |acc, v| acc.checked_add(*v));
+        if total != Some(10_000) {
+            return Err(field_err(
+                "rewards",
+                format!("the five shares must sum to 10000 basis points, not {total:?}"),
+            ));
+        }
+        let mut accounts = Vec::with_capacity(self.accounts.len());
+        let mut genesis_supply = Amount::ZERO;
+        for (i, a) in self.accounts.iter().enumerate() {
+            let bal = amount(&format!("accounts[{i}].balance"), &a.balance)?;
+            if accounts.iter().any(|(addr, _)| *addr == a.address) {
+                return Err(field_err(
+                    format!("accounts[{i}].address"),
+                    format!("{} is listed twice", a.address),
+                ));
+            }
+            genesis_supply = genesis_supply.checked_add(bal).ok_or_else(|| {
+                field_err("accounts", "balances add up to more than 2^64 base units")
+            })?;
+            accounts.push((a.address, bal));
+        }
+        let reachable = genesis_supply.checked_add(emission_budget);
+        if reachable.is_none_or(|t| t > supply_cap) {
+            return Err(field_err(
+                "token.supply_cap",
+                format!(
+                    "genesis balances ({}) plus the emission budget ({}) exceed the cap ({})",
+                    genesis_supply.display(d),
+                    emission_budget.display(d),
+                    supply_cap.display(d)
+                ),
+            ));
+        }
+        if self.classes.is_empty() {
+            return Err(field_err("class", "the catalog needs at least one class"));
+        }
+        if self.classes.len() > usize::from(u16::MAX) {
+            return Err(field_err("class", "too many classes"));
+        }
+        for (i, c) in self.classes.iter().enumerate() {
+            if c.name.is_empty() || c.name.len() > 32 {
+                return Err(field_err(format!("class[{i}].name"), "must be 1-32 bytes"));
+            }
+            if self.classes[..i].iter().any(|o| o.name == c.name) {
+                return Err(field_err(
+                    format!("class[{i}].name"),
+                    format!("'{}' appears twice", c.name),
+                ));
+            }
+            if c.kind == ClassKind::Gpu && c.vram_mib == 0 {
+                return Err(field_err(
+                    format!("class[{i}].vram_mib"),
+                    "a GPU class needs its memory size",
+                ));
+            }
+            if c.stake_multiplier_pct == 0 {
+                return Err(field_err(
+                    format!("class[{i}].stake_multiplier_pct"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if self.checkers.len() > crate::MAX_CHECKERS {
+            return Err(field_err(
+                "checkers",
+                format!("at most {} checkers", crate::MAX_CHECKERS),
+            ));
+        }
+        for (i, v) in self.validators.iter().enumerate() {
+            if v.key.public_key().is_none() {
+                return Err(field_err(
+                    format!("validators[{i}].key"),
+                    "is not an ed25519 public key",
+                ));
+            }
+            if v.p2p.parse::<std::net::SocketAddr>().is_err() {
+                return Err(field_err(
+                    format!("validators[{i}].p2p"),
+                    format!("'{}' is not host:port", v.p2p),
+                ));
+            }
+        }
+        Ok(Params {
+            chain_id: self.chain_id.clone(),
+            genesis_time_ms: self.genesis_time_ms,
+            payment_model: self.payment_model,
+            epoch_ms: self
+                .epoch_secs
+                .checked_mul(1000)
+                .ok_or_else(|| field_err("epoch_secs", "too large"))?,
+            decimals: d,
+            symbol: self.token.symbol.clone(),
+            supply_cap,
+            emission_budget,
+            emission_epochs: self.emission.epochs,
+            decay_per_epoch: decay,
+            net_emission: self.emission.net_emission,
+            min_fee,
+            protocol_fee_bps: self.fees.protocol_fee_bps,
+            rewards: self.rewards.clone(),
+            treasury: self.treasury,
+            min_stake,
+            unbonding_ms: self
+                .staking
+                .unbonding_secs
+                .checked_mul(1000)
+                .ok_or_else(|| field_err("staking.unbonding_secs", "too large"))?,
+            slash_bps: self.staking.slash_bps,
+            oracle_keys: self.oracle.keys.clone(),
+            oracle_max_age_ms: self
+                .oracle
+                .max_age_secs
+                .checked_mul(1000)
+                .ok_or_else(|| field_err("oracle.max_age_secs", "too large"))?,
+            validators: self.validators.clone(),
+            checkers: self.checkers.clone(),
+            accounts,
+            classes: self.classes.clone(),
+            genesis_supply,
+            genesis_hash: sha256(&[self.to_toml().as_bytes()]),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed18_parses_exactly() {
+        assert_eq!(parse_fixed18("1"), Some(DECAY_SCALE));
+        assert_eq!(parse_fixed18("0.5"), Some(DECAY_SCALE / 2));
+        assert_eq!(
+            parse_fixed18("0.999986060000000001"),
+            Some(999_986_060_000_000_001)
+        );
+        assert_eq!(parse_fixed18("0.9999999999999999999"), None);
+        assert_eq!(parse_fixed18("x"), None);
+        assert_eq!(parse_fixed18(".5"), None);
+    }
+}
+
+/// One comment per field, written above it in the documented genesis file.
+const FIELD_DOCS: &[(&str, &str)] = &[
+    ("chain_id", "Network name. Signed into every transaction: a transaction for one network is invalid on another."),
+    ("genesis_time_ms", "Start of epoch 0, milliseconds since the Unix epoch."),
+    ("payment_model", "\"bme\": customers burn tokens for USD-priced credits, providers earn emission (Helium, Render).\n\"direct\": customers pay providers in tokens and a protocol fee is burned (io.net)."),
+    ("epoch_secs", "Epoch length. Rewards are paid in the first block past each boundary (an hour in production)."),
+    ("token.symbol", "Ticker."),
+    ("token.decimals", "Base units per token = 10^decimals."),
+    ("token.supply_cap", "No more tokens than this will ever exist (whole tokens, decimal string)."),
+    ("emission.budget", "Tokens emitted over the whole schedule; E_h = E_0 * r^h sums to exactly this."),
+    ("emission.epochs", "Length of the schedule in epochs (io.net: 20 years of hourly epochs = 175200)."),
+    ("emission.decay_per_epoch", "r, the factor between consecutive epochs (18 decimal places).\nFrom an annual factor A: r = A^(epoch_secs / 31536000); `cairn genesis --annual-decay` computes it."),
+    ("emission.net_emission", "After the schedule, re-mint what was burned each epoch, up to the cap (Helium's net emissions)."),
+    ("fees.min_fee", "Smallest fee a transaction may carry; every fee is burned."),
+    ("fees.protocol_fee_bps", "Under \"direct\": share of each lease payment burned, in basis points."),
+    ("rewards.capacity_bps", "Share of emission for verified, available devices, by class weight and uptime."),
+    ("rewards.work_bps", "Share of emission for devices by work served (credits or tokens consumed)."),
+    ("rewards.stakers_bps", "Share of emission added to the stake pools of verified devices."),
+    ("rewards.checkers_bps", "Share of emission for checkers, by results attested."),
+    ("rewards.treasury_bps", "Share of emission for the treasury. The five shares sum to 10000."),
+    ("treasury", "Receives the treasury share, every rounding remainder and any pool with nobody to pay."),
+    ("staking.min_stake", "Stake bonded per unit (GPU or CPU core) at a class multiplier of 100%."),
+    ("staking.unbonding_secs", "How long retired or undelegated stake waits before it is released."),
+    ("staking.slash_bps", "Share of a device's stake pool burned when a fraud proof against it lands."),
+    ("oracle.keys", "Keys allowed to submit the token price; the ledger uses the median of fresh prices."),
+    ("oracle.max_age_secs", "Prices older than this are stale; buying credits without a fresh price is refused."),
+    ("validators", "Consensus validators: identity key and p2p address. One is enough; 3f+1 tolerate f faults."),
+    ("checkers", "Keys allowed to attest challenge results and uptime."),
+    ("accounts", "Accounts funded at genesis (balances in whole tokens)."),
+    ("class", "The device class catalog (see crates/primitives/catalog/classes.toml for sources)."),
+];
+
+impl Genesis {
+    /// The genesis as TOML with a comment above every field, for founders to edit.
+    pub fn to_documented_toml(&self) -> String {
+        let text = toml::to_string_pretty(self).unwrap_or_default();
+        let mut out = String::from(
+            "# Cairn genesis file. Edit, then check with `cairn genesis --check FILE`.\n\
+             # Amounts are decimal strings in whole tokens; every field is checked when a node starts.\n\n",
+        );
+        let mut table = String::new();
+        let mut seen_arrays = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            let t = line.trim();
+            if let Some(h) = t.strip_prefix("[[").and_then(|s| s.strip_suffix("]]")) {
+                table = h.to_string();
+                if seen_arrays.insert(h.to_string()) {
+                    if let Some((_, doc)) = FIELD_DOCS.iter().find(|(k, _)| *k == h) {
+                        for d in doc.lines() {
+                            out.push_str(&format!("# {d}\n"));
+                        }
+                    }
+                }
+            } else if let Some(h) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+                table = h.to_string();
+            } else if let Some((k, _)) = t.split_once(" = ") {
+                let path = if table.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{table}.{k}")
+                };
+                if let Some((_, doc)) = FIELD_DOCS.iter().find(|(p, _)| *p == path || (*p == k && table.is_empty())) {
+                    for d in doc.lines() {
+                        out.push_str(&format!("# {d}\n"));
+                    }
+                }
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
