@@ -177,7 +177,6 @@ impl Ledger {
         self.state.revert_to(mark);
         self.cx.events.truncate(events);
         self.cx.ts = saved_ts;
-        // Discard the dirty marks the dry run left; they would only cause rehashing.
         r
     }
 

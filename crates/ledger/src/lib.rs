@@ -230,10 +230,11 @@ impl Ledger {
 
     /// Hashes the records changed since the last block into the tree; returns them.
     fn finish_block(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        let keys = self.state.take_dirty();
-        let changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = keys
-            .iter()
-            .map(|k| (k.to_bytes(), self.state.encoded(k)))
+        let changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
+            .state
+            .take_changes()
+            .into_iter()
+            .map(|(k, v)| (k.to_bytes(), v))
             .collect();
         self.tree.update(&changes);
         changes

@@ -7,7 +7,7 @@ use cairn_primitives::{
     Account, Address, CheckerTally, Delegation, Deployment, Device, DeviceStatus, EpochRecord,
     Globals, Lease, LeaseState, OraclePrice, StateKey, StateValue, Unbonding,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Default)]
 pub(crate) struct State {
@@ -30,7 +30,6 @@ pub(crate) struct State {
     pub(crate) tallied: BTreeSet<Address>,
 
     journal: Vec<(StateKey, Option<StateValue>)>,
-    dirty: HashSet<StateKey>,
 }
 
 impl State {
@@ -51,18 +50,29 @@ impl State {
         }
     }
 
-    /// Forgets the journal (the block is final) and hands back the changed keys.
-    pub(crate) fn take_dirty(&mut self) -> Vec<StateKey> {
-        self.journal.clear();
-        let mut keys: Vec<StateKey> = self.dirty.drain().collect();
-        keys.sort_unstable();
-        keys
+    /// Forgets the journal (the block is final) and hands back the records that differ from
+    /// the block's start: `(key, Some(encoded))` written, `(key, None)` deleted. A record
+    /// touched and then restored (by a rejected transaction) is not a change.
+    pub(crate) fn take_changes(&mut self) -> Vec<(StateKey, Option<Vec<u8>>)> {
+        let journal = std::mem::take(&mut self.journal);
+        let mut first: HashMap<StateKey, Option<StateValue>> = HashMap::new();
+        for (k, old) in journal {
+            first.entry(k).or_insert(old);
+        }
+        let mut out: Vec<(StateKey, Option<Vec<u8>>)> = first
+            .into_iter()
+            .filter_map(|(k, old)| {
+                let now = self.value(&k);
+                (now != old).then(|| (k, now.map(|v| v.encode_value())))
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     pub(crate) fn put(&mut self, key: StateKey, value: Option<StateValue>) {
         let old = self.raw_set(key, value);
         self.journal.push((key, old));
-        self.dirty.insert(key);
     }
 
     pub(crate) fn set_globals(&mut self, g: Globals) {
@@ -197,8 +207,13 @@ impl State {
 
     /// The current record under `key`, encoded.
     pub(crate) fn encoded(&self, key: &StateKey) -> Option<Vec<u8>> {
+        self.value(key).map(|v| v.encode_value())
+    }
+
+    /// The current record under `key`.
+    pub(crate) fn value(&self, key: &StateKey) -> Option<StateValue> {
         use StateValue as V;
-        let v = match key {
+        Some(match key {
             StateKey::Globals => V::Globals(self.globals.clone()),
             StateKey::Account(a) => V::Account(self.accounts.get(a)?.clone()),
             StateKey::Device(a) => V::Device(self.devices.get(a)?.clone()),
@@ -209,8 +224,7 @@ impl State {
             StateKey::Oracle(a) => V::Oracle(self.oracles.get(a)?.clone()),
             StateKey::Checker(a) => V::Checker(self.checkers.get(a)?.clone()),
             StateKey::Epoch(e) => V::Epoch(self.epochs.get(e)?.clone()),
-        };
-        Some(v.encode_value())
+        })
     }
 
     /// Every record, for a full rebuild of the root.

@@ -1,0 +1,4 @@
+//! Store integration tests.
+
+/// SIGKILL a committing child process at random moments; every reopen equals a replay.
+mod crash;
