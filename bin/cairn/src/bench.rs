@@ -6,8 +6,8 @@ use cairn_ledger::{Ledger, testing};
 use cairn_primitives::wire::Encode;
 use cairn_primitives::{
     Address, Amount, BoundedString, ClassKind, Delegation, Device, DeviceSpec, DeviceStatus,
-    Globals, JobSpec, OpenDeployment, Resources, SignedTx, StakePool, StateKey, StateValue,
-    TxBody, namespace, sha256, verify_batch,
+    Globals, JobSpec, OpenDeployment, Resources, SignedTx, StakePool, StateKey, StateValue, TxBody,
+    namespace, sha256, verify_batch,
 };
 use cairn_store::Chain;
 use clap::{Args, Subcommand};
@@ -69,7 +69,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn ledger(json: bool, n_txs: usize, block_txs: usize, n_devices: usize, n_matches: usize) -> Result<()> {
+fn ledger(
+    json: bool,
+    n_txs: usize,
+    block_txs: usize,
+    n_devices: usize,
+    n_matches: usize,
+) -> Result<()> {
     if n_txs == 0 || n_devices == 0 {
         bail!("--txs and --devices must be at least 1");
     }
@@ -77,7 +83,10 @@ fn ledger(json: bool, n_txs: usize, block_txs: usize, n_devices: usize, n_matche
 
     // 1. Transfers: sign them all first (that is the clients' work), then apply + commit.
     let n_accounts = 10_000.min(n_txs).max(2);
-    progress(json, &format!("signing {n_txs} transfers from {n_accounts} accounts"));
+    progress(
+        json,
+        &format!("signing {n_txs} transfers from {n_accounts} accounts"),
+    );
     let genesis = crate::ledger_cmd::demo_genesis(n_accounts);
     let keys: Vec<_> = (0..n_accounts).map(crate::ledger_cmd::demo_key).collect();
     let mut nonces = vec![0u64; n_accounts];
@@ -118,7 +127,10 @@ fn ledger(json: bool, n_txs: usize, block_txs: usize, n_devices: usize, n_matche
     }
     let verify_rate_1core = sample as f64 / t.elapsed().as_secs_f64();
 
-    progress(json, &format!("applying and durably committing {n_txs} transfers in blocks of {block_txs}"));
+    progress(
+        json,
+        &format!("applying and durably committing {n_txs} transfers in blocks of {block_txs}"),
+    );
     let dir = tempfile::tempdir()?;
     let mut chain = Chain::open(dir.path(), Some(&genesis))?;
     let t = Instant::now();
@@ -138,7 +150,10 @@ fn ledger(json: bool, n_txs: usize, block_txs: usize, n_devices: usize, n_matche
     drop(chain);
 
     // 2. Matching and payouts among many devices.
-    progress(json, &format!("building a state with {n_devices} registered devices"));
+    progress(
+        json,
+        &format!("building a state with {n_devices} registered devices"),
+    );
     let mut ledger = synthetic_fleet(n_devices)?;
     progress(json, &format!("matching {n_matches} deployments"));
     let catalog = ledger.params().classes.clone();
@@ -165,9 +180,9 @@ fn ledger(json: bool, n_txs: usize, block_txs: usize, n_devices: usize, n_matche
                 ram_mib: 0,
             },
             replicas: rng.random_range(1..=8),
-            region: rng
-                .random_bool(0.5)
-                .then(|| BoundedString::new(REGIONS[rng.random_range(0..REGIONS.len())]).unwrap_or_default()),
+            region: rng.random_bool(0.5).then(|| {
+                BoundedString::new(REGIONS[rng.random_range(0..REGIONS.len())]).unwrap_or_default()
+            }),
             duration_secs: 3600,
             max_price_per_hour: rng.random_range(100..2_000),
             job: JobSpec::default(),
@@ -183,7 +198,10 @@ fn ledger(json: bool, n_txs: usize, block_txs: usize, n_devices: usize, n_matche
     lat.sort_by(|a, b| a.total_cmp(b));
     let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
 
-    progress(json, &format!("closing an epoch that pays {n_devices} attested devices"));
+    progress(
+        json,
+        &format!("closing an epoch that pays {n_devices} attested devices"),
+    );
     let ts = ledger.params().genesis_time_ms + ledger.params().epoch_ms + 1;
     let block = ledger.build_block(ts, vec![]);
     let t = Instant::now();
@@ -221,7 +239,10 @@ fn ledger(json: bool, n_txs: usize, block_txs: usize, n_devices: usize, n_matche
         );
     } else {
         println!("cairn bench ledger ({cores} cores)");
-        println!("{:<44} {:>14} {:>22} {:>26}", "figure", "measured", "bar (DESIGN §6)", "limit, same run");
+        println!(
+            "{:<44} {:>14} {:>22} {:>26}",
+            "figure", "measured", "bar (DESIGN §6)", "limit, same run"
+        );
         println!(
             "{:<44} {:>14} {:>22} {:>26}",
             "apply + durable commit, signed transfers",
@@ -265,7 +286,14 @@ fn yes(b: bool) -> &'static str {
 }
 
 const REGIONS: [&str; 8] = [
-    "us-east", "us-west", "eu-west", "eu-central", "ap-south", "ap-east", "sa-east", "af-south",
+    "us-east",
+    "us-west",
+    "eu-west",
+    "eu-central",
+    "ap-south",
+    "ap-east",
+    "sa-east",
+    "af-south",
 ];
 
 /// A state with `n` active, attested devices (built from records: registering a million
@@ -303,7 +331,8 @@ fn synthetic_fleet(n: usize) -> Result<Ledger> {
             owner,
             class: class as u16,
             spec,
-            region: BoundedString::new(REGIONS[rng.random_range(0..REGIONS.len())]).unwrap_or_default(),
+            region: BoundedString::new(REGIONS[rng.random_range(0..REGIONS.len())])
+                .unwrap_or_default(),
             price_per_hour: rng.random_range(50..2_000),
             status: DeviceStatus::Active,
             available: true,
@@ -321,7 +350,10 @@ fn synthetic_fleet(n: usize) -> Result<Ledger> {
             work: 0,
             voters: vec![checker],
         };
-        records.push((StateKey::Device(addr).to_bytes(), StateValue::Device(d).encode_value()));
+        records.push((
+            StateKey::Device(addr).to_bytes(),
+            StateValue::Device(d).encode_value(),
+        ));
         records.push((
             StateKey::Delegation(addr, owner).to_bytes(),
             StateValue::Delegation(Delegation { shares: stake }).encode_value(),
@@ -333,7 +365,10 @@ fn synthetic_fleet(n: usize) -> Result<Ledger> {
         last_timestamp_ms: params.genesis_time_ms,
         ..Globals::default()
     };
-    records.push((StateKey::Globals.to_bytes(), StateValue::Globals(g).encode_value()));
+    records.push((
+        StateKey::Globals.to_bytes(),
+        StateValue::Globals(g).encode_value(),
+    ));
     records.push((
         StateKey::Checker(checker).to_bytes(),
         StateValue::Checker(cairn_primitives::CheckerTally {

@@ -66,7 +66,9 @@ pub(crate) fn run(a: GenesisArgs) -> Result<()> {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         let g = Genesis::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
-        let p = g.validate().with_context(|| format!("in {}", path.display()))?;
+        let p = g
+            .validate()
+            .with_context(|| format!("in {}", path.display()))?;
         println!(
             "{} is valid: chain {}, {} accounts holding {} {}, {} validators, {} classes, genesis hash {}",
             path.display(),
@@ -117,7 +119,8 @@ pub(crate) fn run(a: GenesisArgs) -> Result<()> {
     if let Some(t) = a.treasury {
         g.treasury = t;
     }
-    g.validate().context("the genesis these options describe is invalid")?;
+    g.validate()
+        .context("the genesis these options describe is invalid")?;
     let text = g.to_documented_toml();
     if a.out.as_os_str() == "-" {
         print!("{text}");

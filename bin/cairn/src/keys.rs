@@ -106,7 +106,10 @@ pub(crate) fn run(a: KeysArgs) -> Result<()> {
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
             } else if rows.is_empty() {
-                eprintln!("no keys in {}; create one with `cairn keys new`", ks.dir().display());
+                eprintln!(
+                    "no keys in {}; create one with `cairn keys new`",
+                    ks.dir().display()
+                );
             } else {
                 for (n, a) in rows {
                     match a {

@@ -58,10 +58,10 @@ pub(crate) fn demo_key(i: usize) -> Keypair {
     Keypair::from_seed(sha256(&[b"cairn/demo", &(i as u64).to_be_bytes()]).0)
 }
 
-/// The genesis `generate` uses: `accounts` demo keys with a million tokens each.
+/// The genesis `generate` uses: `accounts` demo keys with ten thousand tokens each.
 pub(crate) fn demo_genesis(accounts: usize) -> Genesis {
     let funded: Vec<_> = (0..accounts)
-        .map(|i| (demo_key(i).address(), 1_000_000_000_000_000))
+        .map(|i| (demo_key(i).address(), 10_000_000_000_000))
         .collect();
     testing::genesis(&funded)
 }
@@ -154,7 +154,12 @@ pub(crate) fn run(a: LedgerArgs) -> Result<()> {
                         to: keys[to].address(),
                         amount: Amount::from_base(rng.random_range(1..1_000_000)),
                     };
-                    batch.push(testing::tx(&keys[from], nonces[from], body, &genesis.chain_id));
+                    batch.push(testing::tx(
+                        &keys[from],
+                        nonces[from],
+                        body,
+                        &genesis.chain_id,
+                    ));
                     nonces[from] += 1;
                 }
                 let ts = chain.ledger().globals().last_timestamp_ms + 1_000;

@@ -30,7 +30,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// No key by that name.
-    #[error("no key named '{0}'; create one with `cairn keys new {0}` or list them with `cairn keys list`")]
+    #[error(
+        "no key named '{0}'; create one with `cairn keys new {0}` or list them with `cairn keys list`"
+    )]
     NotFound(String),
     /// A key by that name exists already.
     #[error("a key named '{0}' exists already; choose another name")]
@@ -99,10 +101,14 @@ pub fn keypair_from_bytes(bytes: &[u8]) -> Result<Keypair> {
 /// A keypair from a secret written as base58 (Solana's export) or hex, 32 or 64 bytes.
 pub fn parse_secret(s: &str) -> Result<Keypair> {
     let s = s.trim();
-    if let Ok(b) = hex::decode(s) {
+    if let Ok(b) = hex::decode(s).map_err(drop).and_then(|b| {
         if b.len() == 32 || b.len() == 64 {
-            return keypair_from_bytes(&b);
+            Ok(b)
+        } else {
+            Err(())
         }
+    }) {
+        return keypair_from_bytes(&b);
     }
     let b = bs58::decode(s)
         .into_vec()
@@ -176,7 +182,8 @@ impl Keystore {
                     }
                 }
             })?;
-        f.write_all(to_solana_json(k).as_bytes()).map_err(io(&path))?;
+        f.write_all(to_solana_json(k).as_bytes())
+            .map_err(io(&path))?;
         f.sync_all().map_err(io(&path))?;
         Ok(())
     }
@@ -256,10 +263,8 @@ mod tests {
         assert!(matches!(keypair_from_bytes(&bytes), Err(Error::Invalid(_))));
         let hex_seed = hex::encode(k.seed());
         assert_eq!(parse_secret(&hex_seed).unwrap().address(), k.address());
-        let b58 = bs58::encode(
-            [k.seed().as_slice(), k.address().0.as_slice()].concat(),
-        )
-        .into_string();
+        let b58 =
+            bs58::encode([k.seed().as_slice(), k.address().0.as_slice()].concat()).into_string();
         assert_eq!(parse_secret(&b58).unwrap().address(), k.address());
     }
 }

@@ -6,11 +6,10 @@ use crate::tokenomics::{ceil_mul_div, floor_mul_div};
 use crate::{BlockError, Ledger, Result, TxError};
 use cairn_primitives::wire::Encode;
 use cairn_primitives::{
-    Address, Amount, Block, ClassId, ClassKind, Credits, Delegation, Deployment,
-    DeploymentStatus, Device, DeviceStatus, Hash, Lease, LeaseReportKind, LeaseState,
-    MAX_BLOCK_TXS, OpenDeployment, OraclePrice, PaymentModel, RegisterDevice, SignedTx,
-    StakePool, Tx, TxBody, Unbonding, Usage, device_pop_message, namespace, sha256,
-    verify_batch, verify_signature,
+    Address, Amount, Block, ClassId, ClassKind, Credits, Delegation, Deployment, DeploymentStatus,
+    Device, DeviceStatus, Hash, Lease, LeaseReportKind, LeaseState, MAX_BLOCK_TXS, OpenDeployment,
+    OraclePrice, PaymentModel, RegisterDevice, SignedTx, StakePool, Tx, TxBody, Unbonding, Usage,
+    device_pop_message, namespace, sha256, verify_batch, verify_signature,
 };
 use rayon::prelude::*;
 
@@ -217,7 +216,10 @@ impl Ledger {
                 got: tx.fee.base(),
             });
         }
-        acct.nonce = acct.nonce.checked_add(1).ok_or(TxError::Overflow("nonce"))?;
+        acct.nonce = acct
+            .nonce
+            .checked_add(1)
+            .ok_or(TxError::Overflow("nonce"))?;
         self.state.set_account(sender, acct);
         self.debit(&payer, tx.fee)?;
         self.burn_supply(tx.fee)?;
@@ -370,8 +372,14 @@ impl Ledger {
             return Ok(());
         }
         let mut g = self.state.globals.clone();
-        g.supply = g.supply.checked_sub(amount).ok_or(TxError::Overflow("supply"))?;
-        g.burned = g.burned.checked_add(amount).ok_or(TxError::Overflow("burned"))?;
+        g.supply = g
+            .supply
+            .checked_sub(amount)
+            .ok_or(TxError::Overflow("supply"))?;
+        g.burned = g
+            .burned
+            .checked_add(amount)
+            .ok_or(TxError::Overflow("burned"))?;
         g.epoch_burned = g
             .epoch_burned
             .checked_add(amount)
@@ -404,11 +412,9 @@ impl Ledger {
         if amount == Amount::ZERO {
             return Err(TxError::ZeroAmount);
         }
-        let price = self
-            .oracle_price(self.cx.ts)
-            .ok_or(TxError::StalePrice {
-                max_age_secs: self.params.oracle_max_age_ms / 1000,
-            })?;
+        let price = self.oracle_price(self.cx.ts).ok_or(TxError::StalePrice {
+            max_age_secs: self.params.oracle_max_age_ms / 1000,
+        })?;
         // credits = tokens · (µUSD/token) / (µUSD/credit), tokens = base / 10^decimals.
         let scale = 10u128.pow(u32::from(self.params.decimals));
         let credits = u128::from(amount.base())
@@ -495,7 +501,9 @@ impl Ledger {
                     return Err(mismatch("a GPU device has 1-16 GPUs"));
                 }
                 if r.spec.vram_mib > class.vram_mib || r.spec.vram_mib < class.vram_mib / 10 * 9 {
-                    return Err(mismatch("memory per GPU must be within 90-100% of the class's"));
+                    return Err(mismatch(
+                        "memory per GPU must be within 90-100% of the class's",
+                    ));
                 }
                 u64::from(r.spec.gpu_count)
             }
@@ -576,14 +584,20 @@ impl Ledger {
 
     fn add_staked(&mut self, amount: Amount) -> Result<()> {
         let mut g = self.state.globals.clone();
-        g.staked = g.staked.checked_add(amount).ok_or(TxError::Overflow("staked"))?;
+        g.staked = g
+            .staked
+            .checked_add(amount)
+            .ok_or(TxError::Overflow("staked"))?;
         self.state.set_globals(g);
         Ok(())
     }
 
     fn sub_staked(&mut self, amount: Amount) -> Result<()> {
         let mut g = self.state.globals.clone();
-        g.staked = g.staked.checked_sub(amount).ok_or(TxError::Overflow("staked"))?;
+        g.staked = g
+            .staked
+            .checked_sub(amount)
+            .ok_or(TxError::Overflow("staked"))?;
         self.state.set_globals(g);
         Ok(())
     }
@@ -605,7 +619,10 @@ impl Ledger {
             return Err(TxError::NoDelegation(staker));
         }
         if shares == 0 || shares > held {
-            return Err(TxError::NotEnoughShares { asked: shares, held });
+            return Err(TxError::NotEnoughShares {
+                asked: shares,
+                held,
+            });
         }
         let tokens = floor_mul_div(d.pool.tokens.base(), shares, d.pool.shares)
             .ok_or(TxError::Overflow("redeem"))?;
@@ -615,7 +632,11 @@ impl Ledger {
             .tokens
             .checked_sub(tokens)
             .ok_or(TxError::Overflow("pool"))?;
-        d.pool.shares = d.pool.shares.checked_sub(shares).ok_or(TxError::Overflow("shares"))?;
+        d.pool.shares = d
+            .pool
+            .shares
+            .checked_sub(shares)
+            .ok_or(TxError::Overflow("shares"))?;
         self.sub_staked(tokens)?;
         // The last shares out take the dust that flooring left: no token is stranded.
         let mut out = tokens;
@@ -749,14 +770,20 @@ impl Ledger {
             .tokens
             .checked_add(amount)
             .ok_or(TxError::Overflow("pool"))?;
-        d.pool.shares = d.pool.shares.checked_add(shares).ok_or(TxError::Overflow("shares"))?;
+        d.pool.shares = d
+            .pool
+            .shares
+            .checked_add(shares)
+            .ok_or(TxError::Overflow("shares"))?;
         self.state.set_device(*device, d);
         let held = self.delegation(device, &sender);
         self.state.set_delegation(
             *device,
             sender,
             Delegation {
-                shares: held.checked_add(shares).ok_or(TxError::Overflow("shares"))?,
+                shares: held
+                    .checked_add(shares)
+                    .ok_or(TxError::Overflow("shares"))?,
             },
         );
         self.emit(Event::Delegated {
@@ -822,15 +849,21 @@ impl Ledger {
         let mut total: u64 = 0;
         for a in &picked {
             let price = devices.get(a).map_or(0, |d| d.price_per_hour);
-            let dep = ceil_mul_div(price, o.duration_secs, 3600).ok_or(TxError::Overflow("deposit"))?;
+            let dep =
+                ceil_mul_div(price, o.duration_secs, 3600).ok_or(TxError::Overflow("deposit"))?;
             total = total.checked_add(dep).ok_or(TxError::Overflow("deposit"))?;
             deposits.push((*a, price, dep));
         }
         self.take_payment(&sender, total)?;
         let mut g = self.state.globals.clone();
         let dep_id = g.next_deployment;
-        g.next_deployment = dep_id.checked_add(1).ok_or(TxError::Overflow("deployment id"))?;
-        g.escrow = g.escrow.checked_add(total).ok_or(TxError::Overflow("escrow"))?;
+        g.next_deployment = dep_id
+            .checked_add(1)
+            .ok_or(TxError::Overflow("deployment id"))?;
+        g.escrow = g
+            .escrow
+            .checked_add(total)
+            .ok_or(TxError::Overflow("escrow"))?;
         let first_lease = g.next_lease;
         g.next_lease = g
             .next_lease
@@ -962,14 +995,14 @@ impl Ledger {
             PaymentModel::Direct => self.debit(who, Amount::from_base(units)),
             PaymentModel::Bme => {
                 let mut a = self.state.account(who);
-                a.credits = a
-                    .credits
-                    .checked_sub(Credits(units))
-                    .ok_or(TxError::InsufficientCredits {
-                        account: *who,
-                        need: units,
-                        have: a.credits.0,
-                    })?;
+                a.credits =
+                    a.credits
+                        .checked_sub(Credits(units))
+                        .ok_or(TxError::InsufficientCredits {
+                            account: *who,
+                            need: units,
+                            have: a.credits.0,
+                        })?;
                 self.state.set_account(*who, a);
                 let mut g = self.state.globals.clone();
                 g.credits_outstanding = g
@@ -988,7 +1021,10 @@ impl Ledger {
             return Ok(());
         }
         let mut g = self.state.globals.clone();
-        g.escrow = g.escrow.checked_sub(units).ok_or(TxError::Overflow("escrow"))?;
+        g.escrow = g
+            .escrow
+            .checked_sub(units)
+            .ok_or(TxError::Overflow("escrow"))?;
         if self.params.payment_model == PaymentModel::Bme {
             g.credits_outstanding = g
                 .credits_outstanding
@@ -1028,7 +1064,10 @@ impl Ledger {
             .min(l.deposit);
         let delta = due.saturating_sub(l.paid);
         l.settled_ms = until;
-        l.paid = l.paid.checked_add(delta).ok_or(TxError::Overflow("lease pay"))?;
+        l.paid = l
+            .paid
+            .checked_add(delta)
+            .ok_or(TxError::Overflow("lease pay"))?;
         let device = l.device;
         let deployment = l.deployment;
         self.state.set_lease(id, l);
@@ -1036,7 +1075,10 @@ impl Ledger {
             return Ok(());
         }
         let mut g = self.state.globals.clone();
-        g.escrow = g.escrow.checked_sub(delta).ok_or(TxError::Overflow("escrow"))?;
+        g.escrow = g
+            .escrow
+            .checked_sub(delta)
+            .ok_or(TxError::Overflow("escrow"))?;
         self.state.set_globals(g);
         let mut d = self
             .state
@@ -1048,7 +1090,10 @@ impl Ledger {
         let owner = d.owner;
         self.state.set_device(device, d);
         if let Some(mut dep) = self.state.deployments.get(&deployment).cloned() {
-            dep.paid = dep.paid.checked_add(delta).ok_or(TxError::Overflow("paid"))?;
+            dep.paid = dep
+                .paid
+                .checked_add(delta)
+                .ok_or(TxError::Overflow("paid"))?;
             self.state.set_deployment(deployment, dep);
         }
         if self.params.payment_model == PaymentModel::Direct {
@@ -1092,7 +1137,10 @@ impl Ledger {
             .cloned()
             .ok_or(TxError::UnknownDeployment(deployment))?;
         self.refund(&dep.owner, refund)?;
-        dep.refunded = dep.refunded.checked_add(refund).ok_or(TxError::Overflow("refund"))?;
+        dep.refunded = dep
+            .refunded
+            .checked_add(refund)
+            .ok_or(TxError::Overflow("refund"))?;
         let all_done = dep.leases.iter().all(|x| {
             self.state
                 .leases
@@ -1223,7 +1271,12 @@ impl Ledger {
             d.uptime_ppm_sum = d.uptime_ppm_sum.saturating_add(u64::from(e.uptime_ppm));
             self.state.set_device(e.device, d);
         }
-        let mut t = self.state.checkers.get(&sender).cloned().unwrap_or_default();
+        let mut t = self
+            .state
+            .checkers
+            .get(&sender)
+            .cloned()
+            .unwrap_or_default();
         if t.epoch != current {
             t = cairn_primitives::CheckerTally {
                 epoch: current,
@@ -1263,7 +1316,11 @@ impl Ledger {
             .tokens
             .mul_div_floor(u64::from(self.params.slash_bps), 10_000)
             .ok_or(TxError::Overflow("slash"))?;
-        d.pool.tokens = d.pool.tokens.checked_sub(slash).ok_or(TxError::Overflow("slash"))?;
+        d.pool.tokens = d
+            .pool
+            .tokens
+            .checked_sub(slash)
+            .ok_or(TxError::Overflow("slash"))?;
         d.status = DeviceStatus::Slashed;
         d.reputation_ppm = 0;
         self.state.set_device(p.device, d);
@@ -1286,4 +1343,3 @@ impl Ledger {
 fn invariant(e: TxError) -> BlockError {
     BlockError::Invariant(e.to_string())
 }
-

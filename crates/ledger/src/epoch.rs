@@ -71,7 +71,9 @@ impl Ledger {
             if verified {
                 let class = p.classes.get(usize::from(d.class));
                 let (weight, units) = match class {
-                    Some(c) if c.kind == ClassKind::Gpu => (c.reward_weight, u64::from(d.spec.gpu_count)),
+                    Some(c) if c.kind == ClassKind::Gpu => {
+                        (c.reward_weight, u64::from(d.spec.gpu_count))
+                    }
                     Some(c) => (c.reward_weight, u64::from(d.spec.cpu_cores)),
                     None => (0, 0),
                 };
@@ -132,7 +134,9 @@ impl Ledger {
             }
         }
         let paid = paid_cap + paid_work + paid_check + paid_stake;
-        let treasury = minted.checked_sub(paid).ok_or(TxError::Overflow("epoch split"))?;
+        let treasury = minted
+            .checked_sub(paid)
+            .ok_or(TxError::Overflow("epoch split"))?;
 
         // Mint and pay.
         let mut g = self.state.globals.clone();

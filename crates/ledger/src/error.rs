@@ -19,7 +19,9 @@ pub enum TxError {
         need: u64,
         have: u64,
     },
-    #[error("account {account} has {have} credits; {need} are needed; buy some with `cairn credits buy`")]
+    #[error(
+        "account {account} has {have} credits; {need} are needed; buy some with `cairn credits buy`"
+    )]
     InsufficientCredits {
         account: Address,
         need: u64,
@@ -71,7 +73,9 @@ pub enum TxError {
     BadDuration { max_secs: u64 },
     #[error("the job needs an image or a command")]
     EmptyJob,
-    #[error("not enough capacity: {wanted} devices wanted, {found} available at up to {max_price} per hour")]
+    #[error(
+        "not enough capacity: {wanted} devices wanted, {found} available at up to {max_price} per hour"
+    )]
     NotEnoughCapacity {
         wanted: u16,
         found: u16,

@@ -45,8 +45,8 @@ pub use error::{BlockError, Result, TxError};
 pub use events::{BlockOutcome, Event, TxResult};
 
 use cairn_primitives::{
-    Account, Address, Block, Deployment, Device, EpochRecord, Genesis, GenesisError, Globals,
-    Hash, Lease, Params, SignedTx, StateKey, StateProof, StateValue, Unbonding,
+    Account, Address, Block, Deployment, Device, EpochRecord, Genesis, GenesisError, Globals, Hash,
+    Lease, Params, SignedTx, StateKey, StateProof, StateValue, Unbonding,
 };
 use merkle::BucketTree;
 use state::State;
@@ -205,9 +205,21 @@ impl Ledger {
     /// token escrow. Always equals `globals().supply`; property tests check that it does.
     pub fn holdings(&self) -> u128 {
         let s = &self.state;
-        let balances: u128 = s.accounts.values().map(|a| u128::from(a.balance.base())).sum();
-        let pools: u128 = s.devices.values().map(|d| u128::from(d.pool.tokens.base())).sum();
-        let unbonding: u128 = s.unbondings.values().map(|u| u128::from(u.amount.base())).sum();
+        let balances: u128 = s
+            .accounts
+            .values()
+            .map(|a| u128::from(a.balance.base()))
+            .sum();
+        let pools: u128 = s
+            .devices
+            .values()
+            .map(|d| u128::from(d.pool.tokens.base()))
+            .sum();
+        let unbonding: u128 = s
+            .unbondings
+            .values()
+            .map(|u| u128::from(u.amount.base()))
+            .sum();
         let escrow = match self.params.payment_model {
             cairn_primitives::PaymentModel::Direct => u128::from(s.globals.escrow),
             cairn_primitives::PaymentModel::Bme => 0,

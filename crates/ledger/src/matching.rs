@@ -78,6 +78,7 @@ impl Market {
     /// Picks `wanted` devices in order among `classes` (and `region`), at most `max_price`,
     /// that pass `fits`; scans at most `scan_limit` candidates. Returns what it found (fewer
     /// than wanted when capacity is short) and how many it scanned.
+    #[allow(clippy::too_many_arguments)] // Each is one facet of the request; a struct adds nothing.
     pub(crate) fn pick(
         &self,
         classes: &[ClassId],

@@ -34,7 +34,11 @@ impl BucketTree {
     }
 
     pub(crate) fn root(&self) -> Hash {
-        self.levels.last().and_then(|l| l.first()).copied().unwrap_or(Hash::ZERO)
+        self.levels
+            .last()
+            .and_then(|l| l.first())
+            .copied()
+            .unwrap_or(Hash::ZERO)
     }
 
     /// Applies `(key, Some(value))` inserts and `(key, None)` deletes, then rehashes what changed.

@@ -66,7 +66,7 @@ impl State {
                 (now != old).then(|| (k, now.map(|v| v.encode_value())))
             })
             .collect();
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.sort_unstable_by_key(|x| x.0);
         out
     }
 
@@ -109,7 +109,11 @@ impl State {
     }
 
     /// Sets a record without journaling, keeping the indexes true; returns the old record.
-    pub(crate) fn raw_set(&mut self, key: StateKey, value: Option<StateValue>) -> Option<StateValue> {
+    pub(crate) fn raw_set(
+        &mut self,
+        key: StateKey,
+        value: Option<StateValue>,
+    ) -> Option<StateValue> {
         use StateValue as V;
         match (key, value) {
             (StateKey::Globals, Some(V::Globals(g))) => {
@@ -232,7 +236,11 @@ impl State {
         let mut keys = vec![StateKey::Globals];
         keys.extend(self.accounts.keys().map(|a| StateKey::Account(*a)));
         keys.extend(self.devices.keys().map(|a| StateKey::Device(*a)));
-        keys.extend(self.delegations.keys().map(|(d, s)| StateKey::Delegation(*d, *s)));
+        keys.extend(
+            self.delegations
+                .keys()
+                .map(|(d, s)| StateKey::Delegation(*d, *s)),
+        );
         keys.extend(self.unbondings.keys().map(|i| StateKey::Unbonding(*i)));
         keys.extend(self.deployments.keys().map(|i| StateKey::Deployment(*i)));
         keys.extend(self.leases.keys().map(|i| StateKey::Lease(*i)));

@@ -2,8 +2,8 @@
 
 use cairn_primitives::{
     Address, Amount, BoundedString, DeviceClass, DeviceSpec, Emission, Fees, Genesis,
-    GenesisAccount, Keypair, Oracle, PaymentModel, RegisterDevice, RewardSplit, SignedTx,
-    Staking, Token, Tx, TxBody, device_pop_message, namespace,
+    GenesisAccount, Keypair, Oracle, PaymentModel, RegisterDevice, RewardSplit, SignedTx, Staking,
+    Token, Tx, TxBody, device_pop_message, namespace,
 };
 
 /// Genesis time used by tests: 2023-11-14T22:13:20Z.
@@ -85,7 +85,10 @@ pub fn register(
     price_per_hour: u64,
     chain_id: &str,
 ) -> TxBody {
-    let pop = device.sign(&namespace("device-pop", chain_id), &device_pop_message(owner));
+    let pop = device.sign(
+        &namespace("device-pop", chain_id),
+        &device_pop_message(owner),
+    );
     TxBody::RegisterDevice(RegisterDevice {
         device_key: device.public_key(),
         class: BoundedString::new(class).unwrap_or_default(),

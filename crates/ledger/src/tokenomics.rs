@@ -33,12 +33,10 @@ pub fn cumulative_emission(budget: Amount, r: u128, epochs: u64, h: u64) -> Amou
     } else {
         let num = DECAY_SCALE.saturating_sub(pow_fixed(r, h));
         let den = DECAY_SCALE.saturating_sub(pow_fixed(r, epochs));
-        if den == 0 {
-            b.saturating_mul(u128::from(h)) / u128::from(epochs)
-        } else {
-            // b < 2^64 and num < 2^60, so the product fits in 128 bits.
-            b.saturating_mul(num) / den
-        }
+        // b < 2^64 and num < 2^60, so the product fits in 128 bits.
+        b.saturating_mul(num)
+            .checked_div(den)
+            .unwrap_or_else(|| b.saturating_mul(u128::from(h)) / u128::from(epochs))
     };
     Amount::from_base(u64::try_from(v.min(b)).unwrap_or(budget.base()))
 }

@@ -69,10 +69,19 @@ fn root_from_path(leaf: Hash, mut index: u32, path: &[Hash]) -> Hash {
 
 /// Checks a fraud proof in O(n): the device's signature on the root, the opened row's path to
 /// the root, and that the named entry differs from the true dot product.
-pub fn verify_fraud_proof(chain_id: &str, device: &PublicKey, p: &FraudProof) -> Result<(), FraudError> {
+pub fn verify_fraud_proof(
+    chain_id: &str,
+    device: &PublicKey,
+    p: &FraudProof,
+) -> Result<(), FraudError> {
     let c = Challenge::new(p.nonce.0, p.n)?;
     let msg = answer_message(&p.nonce.0, p.n, &p.root);
-    if !verify_signature(device, &namespace("popw-answer", chain_id), &msg, &p.device_signature) {
+    if !verify_signature(
+        device,
+        &namespace("popw-answer", chain_id),
+        &msg,
+        &p.device_signature,
+    ) {
         return Err(FraudError::BadSignature);
     }
     if p.values.len() != p.n as usize || p.row >= p.n || p.col >= p.n {
@@ -84,7 +93,11 @@ pub fn verify_fraud_proof(chain_id: &str, device: &PublicKey, p: &FraudProof) ->
     if root_from_path(row_leaf(p.row, &p.values), p.row, &p.path) != p.root {
         return Err(FraudError::BadPath);
     }
-    let claimed = p.values.get(p.col as usize).copied().ok_or(FraudError::OutOfRange)?;
+    let claimed = p
+        .values
+        .get(p.col as usize)
+        .copied()
+        .ok_or(FraudError::OutOfRange)?;
     if claimed == c.entry(p.row, p.col) {
         return Err(FraudError::EntryCorrect);
     }
@@ -104,8 +117,15 @@ mod tests {
             rows[4][7] += 1;
         }
         let root = rows_root(&rows);
-        let leaves: Vec<Hash> = rows.iter().enumerate().map(|(r, v)| row_leaf(r as u32, v)).collect();
-        let sig = key.sign(&namespace("popw-answer", "t"), &answer_message(&[9; 32], 16, &root));
+        let leaves: Vec<Hash> = rows
+            .iter()
+            .enumerate()
+            .map(|(r, v)| row_leaf(r as u32, v))
+            .collect();
+        let sig = key.sign(
+            &namespace("popw-answer", "t"),
+            &answer_message(&[9; 32], 16, &root),
+        );
         FraudProof {
             device: key.address(),
             nonce: Hash([9; 32]),
@@ -134,7 +154,10 @@ mod tests {
         );
         let mut forged = proof(&key, true);
         forged.values[7] -= 1; // Opening a row the device never committed to.
-        assert_eq!(verify_fraud_proof("t", &pk, &forged), Err(FraudError::BadPath));
+        assert_eq!(
+            verify_fraud_proof("t", &pk, &forged),
+            Err(FraudError::BadPath)
+        );
         let _ = Address::default();
     }
 }

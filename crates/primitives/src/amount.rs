@@ -209,7 +209,10 @@ mod tests {
         assert_eq!(a.base(), 12_500_000_000);
         assert_eq!(a.to_string(), "12.5");
         assert_eq!(Amount::parse_decimal("0.000000001", 9).unwrap().base(), 1);
-        assert_eq!(Amount::parse_decimal("1_000", 9).unwrap().base(), 1_000_000_000_000);
+        assert_eq!(
+            Amount::parse_decimal("1_000", 9).unwrap().base(),
+            1_000_000_000_000
+        );
         assert!(matches!(
             Amount::parse_decimal("0.0000000001", 9),
             Err(ParseAmountError::TooPrecise(..))

@@ -43,7 +43,10 @@ impl<const MAX: usize> BoundedString<MAX> {
     pub fn new(s: impl Into<String>) -> Result<Self, String> {
         let s = s.into();
         if s.len() > MAX {
-            return Err(format!("{} bytes is longer than the limit of {MAX}", s.len()));
+            return Err(format!(
+                "{} bytes is longer than the limit of {MAX}",
+                s.len()
+            ));
         }
         Ok(Self(s))
     }
@@ -67,7 +70,7 @@ impl<const MAX: usize> std::fmt::Display for BoundedString<MAX> {
 
 impl<const MAX: usize> Write for BoundedString<MAX> {
     fn write(&self, buf: &mut impl BufMut) {
-        self.0.as_bytes().len().write(buf);
+        self.0.len().write(buf);
         buf.put_slice(self.0.as_bytes());
     }
 }

@@ -182,4 +182,3 @@ pub fn verify_batch(items: &[(&PublicKey, &[u8], &[u8], &Signature)]) -> bool {
         &commonware_parallel::Sequential,
     )
 }
-

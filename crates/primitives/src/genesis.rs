@@ -463,54 +463,114 @@ impl Genesis {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fixed18_parses_exactly() {
-        assert_eq!(parse_fixed18("1"), Some(DECAY_SCALE));
-        assert_eq!(parse_fixed18("0.5"), Some(DECAY_SCALE / 2));
-        assert_eq!(
-            parse_fixed18("0.999986060000000001"),
-            Some(999_986_060_000_000_001)
-        );
-        assert_eq!(parse_fixed18("0.9999999999999999999"), None);
-        assert_eq!(parse_fixed18("x"), None);
-        assert_eq!(parse_fixed18(".5"), None);
-    }
-}
-
 /// One comment per field, written above it in the documented genesis file.
 const FIELD_DOCS: &[(&str, &str)] = &[
-    ("chain_id", "Network name. Signed into every transaction: a transaction for one network is invalid on another."),
-    ("genesis_time_ms", "Start of epoch 0, milliseconds since the Unix epoch."),
-    ("payment_model", "\"bme\": customers burn tokens for USD-priced credits, providers earn emission (Helium, Render).\n\"direct\": customers pay providers in tokens and a protocol fee is burned (io.net)."),
-    ("epoch_secs", "Epoch length. Rewards are paid in the first block past each boundary (an hour in production)."),
+    (
+        "chain_id",
+        "Network name. Signed into every transaction: a transaction for one network is invalid on another.",
+    ),
+    (
+        "genesis_time_ms",
+        "Start of epoch 0, milliseconds since the Unix epoch.",
+    ),
+    (
+        "payment_model",
+        "\"bme\": customers burn tokens for USD-priced credits, providers earn emission (Helium, Render).\n\"direct\": customers pay providers in tokens and a protocol fee is burned (io.net).",
+    ),
+    (
+        "epoch_secs",
+        "Epoch length. Rewards are paid in the first block past each boundary (an hour in production).",
+    ),
     ("token.symbol", "Ticker."),
     ("token.decimals", "Base units per token = 10^decimals."),
-    ("token.supply_cap", "No more tokens than this will ever exist (whole tokens, decimal string)."),
-    ("emission.budget", "Tokens emitted over the whole schedule; E_h = E_0 * r^h sums to exactly this."),
-    ("emission.epochs", "Length of the schedule in epochs (io.net: 20 years of hourly epochs = 175200)."),
-    ("emission.decay_per_epoch", "r, the factor between consecutive epochs (18 decimal places).\nFrom an annual factor A: r = A^(epoch_secs / 31536000); `cairn genesis --annual-decay` computes it."),
-    ("emission.net_emission", "After the schedule, re-mint what was burned each epoch, up to the cap (Helium's net emissions)."),
-    ("fees.min_fee", "Smallest fee a transaction may carry; every fee is burned."),
-    ("fees.protocol_fee_bps", "Under \"direct\": share of each lease payment burned, in basis points."),
-    ("rewards.capacity_bps", "Share of emission for verified, available devices, by class weight and uptime."),
-    ("rewards.work_bps", "Share of emission for devices by work served (credits or tokens consumed)."),
-    ("rewards.stakers_bps", "Share of emission added to the stake pools of verified devices."),
-    ("rewards.checkers_bps", "Share of emission for checkers, by results attested."),
-    ("rewards.treasury_bps", "Share of emission for the treasury. The five shares sum to 10000."),
-    ("treasury", "Receives the treasury share, every rounding remainder and any pool with nobody to pay."),
-    ("staking.min_stake", "Stake bonded per unit (GPU or CPU core) at a class multiplier of 100%."),
-    ("staking.unbonding_secs", "How long retired or undelegated stake waits before it is released."),
-    ("staking.slash_bps", "Share of a device's stake pool burned when a fraud proof against it lands."),
-    ("oracle.keys", "Keys allowed to submit the token price; the ledger uses the median of fresh prices."),
-    ("oracle.max_age_secs", "Prices older than this are stale; buying credits without a fresh price is refused."),
-    ("validators", "Consensus validators: identity key and p2p address. One is enough; 3f+1 tolerate f faults."),
-    ("checkers", "Keys allowed to attest challenge results and uptime."),
-    ("accounts", "Accounts funded at genesis (balances in whole tokens)."),
-    ("class", "The device class catalog (see crates/primitives/catalog/classes.toml for sources)."),
+    (
+        "token.supply_cap",
+        "No more tokens than this will ever exist (whole tokens, decimal string).",
+    ),
+    (
+        "emission.budget",
+        "Tokens emitted over the whole schedule; E_h = E_0 * r^h sums to exactly this.",
+    ),
+    (
+        "emission.epochs",
+        "Length of the schedule in epochs (io.net: 20 years of hourly epochs = 175200).",
+    ),
+    (
+        "emission.decay_per_epoch",
+        "r, the factor between consecutive epochs (18 decimal places).\nFrom an annual factor A: r = A^(epoch_secs / 31536000); `cairn genesis --annual-decay` computes it.",
+    ),
+    (
+        "emission.net_emission",
+        "After the schedule, re-mint what was burned each epoch, up to the cap (Helium's net emissions).",
+    ),
+    (
+        "fees.min_fee",
+        "Smallest fee a transaction may carry; every fee is burned.",
+    ),
+    (
+        "fees.protocol_fee_bps",
+        "Under \"direct\": share of each lease payment burned, in basis points.",
+    ),
+    (
+        "rewards.capacity_bps",
+        "Share of emission for verified, available devices, by class weight and uptime.",
+    ),
+    (
+        "rewards.work_bps",
+        "Share of emission for devices by work served (credits or tokens consumed).",
+    ),
+    (
+        "rewards.stakers_bps",
+        "Share of emission added to the stake pools of verified devices.",
+    ),
+    (
+        "rewards.checkers_bps",
+        "Share of emission for checkers, by results attested.",
+    ),
+    (
+        "rewards.treasury_bps",
+        "Share of emission for the treasury. The five shares sum to 10000.",
+    ),
+    (
+        "treasury",
+        "Receives the treasury share, every rounding remainder and any pool with nobody to pay.",
+    ),
+    (
+        "staking.min_stake",
+        "Stake bonded per unit (GPU or CPU core) at a class multiplier of 100%.",
+    ),
+    (
+        "staking.unbonding_secs",
+        "How long retired or undelegated stake waits before it is released.",
+    ),
+    (
+        "staking.slash_bps",
+        "Share of a device's stake pool burned when a fraud proof against it lands.",
+    ),
+    (
+        "oracle.keys",
+        "Keys allowed to submit the token price; the ledger uses the median of fresh prices.",
+    ),
+    (
+        "oracle.max_age_secs",
+        "Prices older than this are stale; buying credits without a fresh price is refused.",
+    ),
+    (
+        "validators",
+        "Consensus validators: identity key and p2p address. One is enough; 3f+1 tolerate f faults.",
+    ),
+    (
+        "checkers",
+        "Keys allowed to attest challenge results and uptime.",
+    ),
+    (
+        "accounts",
+        "Accounts funded at genesis (balances in whole tokens).",
+    ),
+    (
+        "class",
+        "The device class catalog (see crates/primitives/catalog/classes.toml for sources).",
+    ),
 ];
 
 impl Genesis {
@@ -527,11 +587,10 @@ impl Genesis {
             let t = line.trim();
             if let Some(h) = t.strip_prefix("[[").and_then(|s| s.strip_suffix("]]")) {
                 table = h.to_string();
-                if seen_arrays.insert(h.to_string()) {
-                    if let Some((_, doc)) = FIELD_DOCS.iter().find(|(k, _)| *k == h) {
-                        for d in doc.lines() {
-                            out.push_str(&format!("# {d}\n"));
-                        }
+                let doc = FIELD_DOCS.iter().find(|(k, _)| *k == h);
+                if let (true, Some((_, doc))) = (seen_arrays.insert(h.to_string()), doc) {
+                    for d in doc.lines() {
+                        out.push_str(&format!("# {d}\n"));
                     }
                 }
             } else if let Some(h) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
@@ -542,7 +601,10 @@ impl Genesis {
                 } else {
                     format!("{table}.{k}")
                 };
-                if let Some((_, doc)) = FIELD_DOCS.iter().find(|(p, _)| *p == path || (*p == k && table.is_empty())) {
+                if let Some((_, doc)) = FIELD_DOCS
+                    .iter()
+                    .find(|(p, _)| *p == path || (*p == k && table.is_empty()))
+                {
                     for d in doc.lines() {
                         out.push_str(&format!("# {d}\n"));
                     }
@@ -552,5 +614,23 @@ impl Genesis {
             out.push('\n');
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed18_parses_exactly() {
+        assert_eq!(parse_fixed18("1"), Some(DECAY_SCALE));
+        assert_eq!(parse_fixed18("0.5"), Some(DECAY_SCALE / 2));
+        assert_eq!(
+            parse_fixed18("0.999986060000000001"),
+            Some(999_986_060_000_000_001)
+        );
+        assert_eq!(parse_fixed18("0.9999999999999999999"), None);
+        assert_eq!(parse_fixed18("x"), None);
+        assert_eq!(parse_fixed18(".5"), None);
     }
 }

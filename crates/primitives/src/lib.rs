@@ -51,17 +51,17 @@ pub use hash::{Hash, merkle_root, sha256};
 pub use proof::{
     BUCKET_BITS, BucketEntry, ProofError, StateProof, bucket_hash, bucket_of, leaf_hash, node_hash,
 };
-pub use state::{MAX_CHECKERS, MAX_JOB_ARGS, MAX_RESOURCE_CLASSES};
 pub use state::{
     Account, Attestation, CheckerTally, Delegation, Deployment, DeploymentStatus, Device,
     DeviceSpec, DeviceStatus, EpochRecord, Globals, JobSpec, Lease, LeaseState, OraclePrice,
     Resources, StakePool, StateKey, StateValue, Unbonding, Usage,
 };
-pub use tx::{MAX_ATTEST_ENTRIES, MAX_OPENED_ROW, MAX_PROOF_PATH};
+pub use state::{MAX_CHECKERS, MAX_JOB_ARGS, MAX_RESOURCE_CLASSES};
 pub use tx::{
-    AttestEntry, FraudProof, LeaseReportKind, OpenDeployment, RegisterDevice, SignedTx, Tx,
-    TxBody, device_pop_message, namespace,
+    AttestEntry, FraudProof, LeaseReportKind, OpenDeployment, RegisterDevice, SignedTx, Tx, TxBody,
+    device_pop_message, namespace,
 };
+pub use tx::{MAX_ATTEST_ENTRIES, MAX_OPENED_ROW, MAX_PROOF_PATH};
 
 /// Re-exported so that callers encode and decode without naming the codec crate.
 pub use commonware_codec as wire;

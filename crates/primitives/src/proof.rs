@@ -36,7 +36,11 @@ pub fn bucket_hash<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a Hash)>) 
         h.update(k);
         h.update(leaf.0);
     }
-    if any { Hash(h.finalize().into()) } else { Hash::ZERO }
+    if any {
+        Hash(h.finalize().into())
+    } else {
+        Hash::ZERO
+    }
 }
 
 /// The hash of an inner node; two empty children make an empty node.

@@ -26,7 +26,12 @@ pub struct DeviceSpec {
     /// RAM in MiB.
     pub ram_mib: u64,
 }
-codec_struct!(DeviceSpec { gpu_count: (), vram_mib: (), cpu_cores: (), ram_mib: () });
+codec_struct!(DeviceSpec {
+    gpu_count: (),
+    vram_mib: (),
+    cpu_cores: (),
+    ram_mib: ()
+});
 
 /// What each replica of a deployment needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,7 +83,12 @@ pub struct Usage {
     /// Bytes of log output.
     pub log_bytes: u64,
 }
-codec_struct!(Usage { cpu_ms: (), gpu_ms: (), max_rss_mib: (), log_bytes: () });
+codec_struct!(Usage {
+    cpu_ms: (),
+    gpu_ms: (),
+    max_rss_mib: (),
+    log_bytes: ()
+});
 
 /// An account.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -90,7 +100,11 @@ pub struct Account {
     /// Compute credits (non-transferable).
     pub credits: Credits,
 }
-codec_struct!(Account { balance: (), nonce: (), credits: () });
+codec_struct!(Account {
+    balance: (),
+    nonce: (),
+    credits: ()
+});
 
 impl Account {
     /// Whether the account holds nothing and has never sent: such accounts are not stored.
@@ -108,7 +122,10 @@ pub struct StakePool {
     /// Shares outstanding.
     pub shares: u64,
 }
-codec_struct!(StakePool { tokens: (), shares: () });
+codec_struct!(StakePool {
+    tokens: (),
+    shares: ()
+});
 
 /// Where a device is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -220,7 +237,11 @@ pub struct Unbonding {
     /// Block time at or after which it is released.
     pub release_ms: u64,
 }
-codec_struct!(Unbonding { owner: (), amount: (), release_ms: () });
+codec_struct!(Unbonding {
+    owner: (),
+    amount: (),
+    release_ms: ()
+});
 
 /// Where a deployment is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -376,7 +397,10 @@ pub struct OraclePrice {
     /// Block time it was submitted.
     pub at_ms: u64,
 }
-codec_struct!(OraclePrice { micro_usd_per_token: (), at_ms: () });
+codec_struct!(OraclePrice {
+    micro_usd_per_token: (),
+    at_ms: ()
+});
 
 /// A checker's attestations in the current epoch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -386,7 +410,10 @@ pub struct CheckerTally {
     /// Device results attested this epoch.
     pub results: u64,
 }
-codec_struct!(CheckerTally { epoch: (), results: () });
+codec_struct!(CheckerTally {
+    epoch: (),
+    results: ()
+});
 
 /// An attestation result kept for an epoch.
 pub type Attestation = crate::tx::AttestEntry;
@@ -612,15 +639,29 @@ impl StateValue {
         use commonware_codec::DecodeExt;
         Ok(match key {
             StateKey::Globals => Self::Globals(Globals::decode(commonware_codec::Copying(bytes))?),
-            StateKey::Account(_) => Self::Account(Account::decode(commonware_codec::Copying(bytes))?),
+            StateKey::Account(_) => {
+                Self::Account(Account::decode(commonware_codec::Copying(bytes))?)
+            }
             StateKey::Device(_) => Self::Device(Device::decode(commonware_codec::Copying(bytes))?),
-            StateKey::Delegation(..) => Self::Delegation(Delegation::decode(commonware_codec::Copying(bytes))?),
-            StateKey::Unbonding(_) => Self::Unbonding(Unbonding::decode(commonware_codec::Copying(bytes))?),
-            StateKey::Deployment(_) => Self::Deployment(Deployment::decode(commonware_codec::Copying(bytes))?),
+            StateKey::Delegation(..) => {
+                Self::Delegation(Delegation::decode(commonware_codec::Copying(bytes))?)
+            }
+            StateKey::Unbonding(_) => {
+                Self::Unbonding(Unbonding::decode(commonware_codec::Copying(bytes))?)
+            }
+            StateKey::Deployment(_) => {
+                Self::Deployment(Deployment::decode(commonware_codec::Copying(bytes))?)
+            }
             StateKey::Lease(_) => Self::Lease(Lease::decode(commonware_codec::Copying(bytes))?),
-            StateKey::Oracle(_) => Self::Oracle(OraclePrice::decode(commonware_codec::Copying(bytes))?),
-            StateKey::Checker(_) => Self::Checker(CheckerTally::decode(commonware_codec::Copying(bytes))?),
-            StateKey::Epoch(_) => Self::Epoch(EpochRecord::decode(commonware_codec::Copying(bytes))?),
+            StateKey::Oracle(_) => {
+                Self::Oracle(OraclePrice::decode(commonware_codec::Copying(bytes))?)
+            }
+            StateKey::Checker(_) => {
+                Self::Checker(CheckerTally::decode(commonware_codec::Copying(bytes))?)
+            }
+            StateKey::Epoch(_) => {
+                Self::Epoch(EpochRecord::decode(commonware_codec::Copying(bytes))?)
+            }
         })
     }
 }

@@ -3,11 +3,11 @@
 //! A transaction is signed by its sender under the namespace `cairn/tx/<chain id>`: the chain id
 //! is part of every signed message, so a transaction for one network is invalid on another.
 
+use crate::Amount;
 use crate::codec::{BoundedString, vec_cfg};
 use crate::crypto::{self, Address, Keypair, PublicKey, Signature};
 use crate::hash::{Hash, sha256};
 use crate::state::{DeviceSpec, JobSpec, Resources, Usage};
-use crate::Amount;
 use bytes::BufMut;
 use commonware_codec::{Buf, Encode, EncodeSize, Error, Read, ReadExt, Write};
 
@@ -83,8 +83,16 @@ impl SignedTx {
     }
 }
 
-codec_struct!(Tx { sender: (), nonce: (), fee: (), body: () });
-codec_struct!(SignedTx { tx: (), signature: () });
+codec_struct!(Tx {
+    sender: (),
+    nonce: (),
+    fee: (),
+    body: ()
+});
+codec_struct!(SignedTx {
+    tx: (),
+    signature: ()
+});
 
 /// What a transaction does (DESIGN §3).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,7 +292,11 @@ pub struct AttestEntry {
     /// Its measured availability over the epoch, parts per million.
     pub uptime_ppm: u32,
 }
-codec_struct!(AttestEntry { device: (), passed: (), uptime_ppm: () });
+codec_struct!(AttestEntry {
+    device: (),
+    passed: (),
+    uptime_ppm: ()
+});
 
 /// Evidence that a device signed a wrong answer to a challenge: its signed commitment and one
 /// opened result row containing an entry that differs from the true dot product.
@@ -484,4 +496,3 @@ impl Read for TxBody {
         })
     }
 }
-

@@ -51,13 +51,15 @@ pub enum Error {
     #[error("{0} holds no chain yet; give a genesis file to create one")]
     NoGenesis(PathBuf),
     /// The data directory belongs to another genesis.
-    #[error("data directory was created from another genesis (hash {stored}); use another directory or --reset")]
+    #[error(
+        "data directory was created from another genesis (hash {stored}); use another directory or --reset"
+    )]
     GenesisMismatch {
         /// The stored genesis hash.
         stored: Hash,
     },
-    /// The genesis stored in the data directory is invalid.
-    #[error("stored genesis: {0}")]
+    /// The genesis (given or stored) is invalid.
+    #[error("genesis: {0}")]
     Genesis(String),
     /// A block was refused by the ledger.
     #[error("block refused: {0}")]
@@ -101,13 +103,14 @@ impl Chain {
         let stored = if existed { read_genesis(&db)? } else { None };
         match (stored, genesis) {
             (Some(stored), given) => {
-                if let Some(g) = given {
-                    if g.to_toml() != stored.to_toml() {
-                        let p = stored.validate().map_err(|e| Error::Genesis(e.to_string()))?;
-                        return Err(Error::GenesisMismatch {
-                            stored: p.genesis_hash,
-                        });
-                    }
+                if let Some(g) = given.filter(|g| g.to_toml() != stored.to_toml()) {
+                    let _ = g;
+                    let p = stored
+                        .validate()
+                        .map_err(|e| Error::Genesis(e.to_string()))?;
+                    return Err(Error::GenesisMismatch {
+                        stored: p.genesis_hash,
+                    });
                 }
                 Self::load(db, stored)
             }
@@ -121,8 +124,10 @@ impl Chain {
         let w = db.begin_write().map_err(db_err)?;
         {
             let mut meta = w.open_table(META).map_err(dberr)?;
-            meta.insert("genesis", genesis.to_toml().as_bytes()).map_err(dberr)?;
-            meta.insert("height", 0u64.to_be_bytes().as_slice()).map_err(dberr)?;
+            meta.insert("genesis", genesis.to_toml().as_bytes())
+                .map_err(dberr)?;
+            meta.insert("height", 0u64.to_be_bytes().as_slice())
+                .map_err(dberr)?;
             let mut state = w.open_table(STATE).map_err(dberr)?;
             for (k, v) in ledger.records() {
                 state.insert(k.as_slice(), v.as_slice()).map_err(dberr)?;
@@ -206,7 +211,9 @@ impl Chain {
         let w = self.db.begin_write().map_err(db_err)?;
         {
             let mut blocks = w.open_table(BLOCKS).map_err(dberr)?;
-            blocks.insert(o.height, block.encode().as_ref()).map_err(dberr)?;
+            blocks
+                .insert(o.height, block.encode().as_ref())
+                .map_err(dberr)?;
             let mut roots = w.open_table(ROOTS).map_err(dberr)?;
             let rec = root_record(&o.state_root, &o.block_hash);
             roots.insert(o.height, rec.as_slice()).map_err(dberr)?;
@@ -229,10 +236,12 @@ impl Chain {
                 if let Some(e) = &r.error {
                     v.extend_from_slice(e.code().as_bytes());
                 }
-                txs.insert(r.hash.0.as_slice(), v.as_slice()).map_err(dberr)?;
+                txs.insert(r.hash.0.as_slice(), v.as_slice())
+                    .map_err(dberr)?;
             }
             let mut meta = w.open_table(META).map_err(dberr)?;
-            meta.insert("height", o.height.to_be_bytes().as_slice()).map_err(dberr)?;
+            meta.insert("height", o.height.to_be_bytes().as_slice())
+                .map_err(dberr)?;
         }
         w.commit().map_err(dberr)?;
         Ok(())
@@ -371,7 +380,8 @@ pub fn replay(dir: impl AsRef<Path>, mut progress: impl FnMut(u64, u64)) -> Resu
     }
     let mut txs = 0u64;
     for h in 1..=height {
-        let block = read_block(&r, h)?.ok_or_else(|| Error::Corrupt(format!("block {h} missing")))?;
+        let block =
+            read_block(&r, h)?.ok_or_else(|| Error::Corrupt(format!("block {h} missing")))?;
         txs += block.txs.len() as u64;
         let o = ledger.apply(&block)?;
         let (root, hash) =

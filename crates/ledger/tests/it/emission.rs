@@ -48,7 +48,10 @@ fn each_epoch_is_within_one_unit_of_the_exact_geometric_term() {
         let got = emission_between(&p, h, h + 1).base() as f64;
         let want = e0 * r.powi(h as i32);
         // Fixed point at 1e-18 relative error per step is far inside this.
-        assert!((got - want).abs() <= want * 1e-6 + 1.0, "h={h}: {got} vs {want}");
+        assert!(
+            (got - want).abs() <= want * 1e-6 + 1.0,
+            "h={h}: {got} vs {want}"
+        );
     }
 }
 
@@ -63,7 +66,10 @@ fn the_cap_is_never_crossed() {
         assert!(c >= last && c <= p.emission_budget);
         last = c;
     }
-    let mut g = cairn_ledger::testing::genesis(&[(cairn_primitives::Address([1; 32]), 500_000_001_000_000_000)]);
+    let mut g = cairn_ledger::testing::genesis(&[(
+        cairn_primitives::Address([1; 32]),
+        500_000_001_000_000_000,
+    )]);
     g.token.supply_cap = "800000000".into();
     let err = g.validate().unwrap_err().to_string();
     assert!(err.contains("token.supply_cap"), "{err}");

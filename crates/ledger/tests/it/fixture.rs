@@ -19,8 +19,10 @@ impl World {
         let devices: Vec<Keypair> = (0..4).map(|i| Keypair::from_seed([50 + i; 32])).collect();
         let oracle = Keypair::from_seed([90; 32]);
         let checker = Keypair::from_seed([91; 32]);
-        let mut funded: Vec<(Address, u64)> =
-            users.iter().map(|k| (k.address(), 100_000 * TOKEN)).collect();
+        let mut funded: Vec<(Address, u64)> = users
+            .iter()
+            .map(|k| (k.address(), 100_000 * TOKEN))
+            .collect();
         funded.push((oracle.address(), 10 * TOKEN));
         funded.push((checker.address(), 10 * TOKEN));
         let mut genesis = testing::genesis(&funded);
@@ -88,7 +90,11 @@ impl World {
                 - u128::from(g.burned.base()),
             "supply = genesis + minted - burned"
         );
-        assert_eq!(self.ledger.holdings(), u128::from(g.supply.base()), "holdings = supply");
+        assert_eq!(
+            self.ledger.holdings(),
+            u128::from(g.supply.base()),
+            "holdings = supply"
+        );
         assert!(g.supply <= p.supply_cap);
     }
 }

@@ -17,7 +17,10 @@ fn open(replicas: u16, secs: u64, max: u64) -> TxBody {
         max_price_per_hour: max,
         job: JobSpec {
             image: None,
-            command: vec![BoundedString::new("echo").unwrap(), BoundedString::new("hi").unwrap()],
+            command: vec![
+                BoundedString::new("echo").unwrap(),
+                BoundedString::new("hi").unwrap(),
+            ],
             env: vec![],
         },
     })
@@ -30,27 +33,61 @@ fn bme_deployment_is_escrowed_consumed_and_refunded_pro_rata() {
     let customer = w.users[1].clone();
     // No price yet: buying credits is refused with a clear error.
     assert!(matches!(
-        w.run(&customer, TxBody::BuyCredits { amount: Amount::from_base(TOKEN) }),
+        w.run(
+            &customer,
+            TxBody::BuyCredits {
+                amount: Amount::from_base(TOKEN)
+            }
+        ),
         Some(TxError::StalePrice { .. })
     ));
     let oracle = w.oracle.clone();
-    assert_eq!(w.run(&oracle, TxBody::SubmitPrice { micro_usd_per_token: 2_000_000 }), None);
+    assert_eq!(
+        w.run(
+            &oracle,
+            TxBody::SubmitPrice {
+                micro_usd_per_token: 2_000_000
+            }
+        ),
+        None
+    );
     // 10 tokens at $2 = $20 = 2,000,000 credits.
-    assert_eq!(w.run(&customer, TxBody::BuyCredits { amount: Amount::from_base(10 * TOKEN) }), None);
+    assert_eq!(
+        w.run(
+            &customer,
+            TxBody::BuyCredits {
+                amount: Amount::from_base(10 * TOKEN)
+            }
+        ),
+        None
+    );
     assert_eq!(w.ledger.account(&customer.address()).credits.0, 2_000_000);
     // Not enough capacity: clear error, nothing escrowed.
     assert!(matches!(
         w.run(&customer, open(2, 3600, 5000)),
-        Some(TxError::NotEnoughCapacity { wanted: 2, found: 1, .. })
+        Some(TxError::NotEnoughCapacity {
+            wanted: 2,
+            found: 1,
+            ..
+        })
     ));
     assert_eq!(w.ledger.account(&customer.address()).credits.0, 2_000_000);
     // One replica for an hour at 3600/h: deposit 3600 credits.
     assert_eq!(w.run(&customer, open(1, 3600, 5000)), None);
-    assert_eq!(w.ledger.account(&customer.address()).credits.0, 2_000_000 - 3600);
+    assert_eq!(
+        w.ledger.account(&customer.address()).credits.0,
+        2_000_000 - 3600
+    );
     let device = w.devices[0].address();
-    assert!(!w.ledger.is_marketable(&device), "a leased device leaves the market");
+    assert!(
+        !w.ledger.is_marketable(&device),
+        "a leased device leaves the market"
+    );
     // Booking it twice is impossible.
-    assert!(matches!(w.run(&customer, open(1, 60, 5000)), Some(TxError::NotEnoughCapacity { .. })));
+    assert!(matches!(
+        w.run(&customer, open(1, 60, 5000)),
+        Some(TxError::NotEnoughCapacity { .. })
+    ));
     // 30 minutes later the customer closes: half is paid, half comes back.
     let lease = w.ledger.deployment(0).unwrap().leases[0];
     let start = w.ledger.lease(lease).unwrap().start_ms;
@@ -64,7 +101,10 @@ fn bme_deployment_is_escrowed_consumed_and_refunded_pro_rata() {
     let dep = w.ledger.deployment(0).unwrap();
     assert_eq!(dep.status, DeploymentStatus::Closed);
     assert_eq!(dep.paid + dep.refunded, dep.deposit);
-    assert_eq!(w.ledger.account(&customer.address()).credits.0, 2_000_000 - 1800);
+    assert_eq!(
+        w.ledger.account(&customer.address()).credits.0,
+        2_000_000 - 1800
+    );
     assert_eq!(w.ledger.globals().escrow, 0);
     assert!(w.ledger.is_marketable(&device));
     // Closing again is refused.
@@ -85,7 +125,13 @@ fn direct_payment_pays_the_provider_and_burns_the_fee() {
     assert_eq!(w.run(&customer, open(1, 60, 2_000_000)), None);
     // The lease runs out after 60 s: 1,000,000/h for a minute = 16,666 (floor); 5% burned.
     let o = w.block(61_000, vec![]);
-    assert!(o.events.iter().any(|(_, e)| matches!(e, Event::LeaseEnded { state: LeaseState::Expired, .. })));
+    assert!(o.events.iter().any(|(_, e)| matches!(
+        e,
+        Event::LeaseEnded {
+            state: LeaseState::Expired,
+            ..
+        }
+    )));
     let paid = 16_666u64;
     let fee = (paid * 500).div_ceil(10_000);
     // The minute also closed epoch 0, whose work pool pays the provider for serving.
@@ -93,14 +139,21 @@ fn direct_payment_pays_the_provider_and_burns_the_fee() {
         .events
         .iter()
         .filter_map(|(_, e)| match e {
-            Event::Reward { account, capacity, work, checkers, .. } if *account == provider => {
-                Some(capacity.base() + work.base() + checkers.base())
-            }
+            Event::Reward {
+                account,
+                capacity,
+                work,
+                checkers,
+                ..
+            } if *account == provider => Some(capacity.base() + work.base() + checkers.base()),
             _ => None,
         })
         .sum();
     assert!(rewards > 0, "the work pool paid the serving device");
-    assert_eq!(w.ledger.account(&provider).balance.base(), before + paid - fee + rewards);
+    assert_eq!(
+        w.ledger.account(&provider).balance.base(),
+        before + paid - fee + rewards
+    );
     let dep = w.ledger.deployment(0).unwrap();
     assert_eq!(dep.paid, paid);
     assert_eq!(dep.paid + dep.refunded, dep.deposit);
@@ -120,12 +173,18 @@ fn lease_reports_come_from_the_device_key_only() {
         usage: Default::default(),
     };
     let other = w.devices[1].clone();
-    assert!(matches!(w.run(&other, report(0)), Some(TxError::NotLeaseDevice { .. })));
+    assert!(matches!(
+        w.run(&other, report(0)),
+        Some(TxError::NotLeaseDevice { .. })
+    ));
     let dev = w.devices[0].clone();
     // The device holds no tokens: its owner pays the report's fee.
     assert_eq!(w.run(&dev, report(3)), None);
     assert_eq!(w.ledger.lease(lease).unwrap().exit_code, Some(3));
-    assert!(matches!(w.run(&dev, report(0)), Some(TxError::LeaseNotActive(_))));
+    assert!(matches!(
+        w.run(&dev, report(0)),
+        Some(TxError::LeaseNotActive(_))
+    ));
     w.check_supply();
 }
 
@@ -138,13 +197,24 @@ fn epoch_pays_attested_devices_stakers_checkers_and_treasury_exactly() {
     let attest = TxBody::Attest {
         epoch: 0,
         entries: vec![
-            cairn_primitives::AttestEntry { device: w.devices[0].address(), passed: true, uptime_ppm: 1_000_000 },
-            cairn_primitives::AttestEntry { device: w.devices[1].address(), passed: false, uptime_ppm: 1_000_000 },
+            cairn_primitives::AttestEntry {
+                device: w.devices[0].address(),
+                passed: true,
+                uptime_ppm: 1_000_000,
+            },
+            cairn_primitives::AttestEntry {
+                device: w.devices[1].address(),
+                passed: false,
+                uptime_ppm: 1_000_000,
+            },
         ],
     };
     assert_eq!(w.run(&checker, attest.clone()), None);
     // One vote per checker per device per epoch.
-    assert!(matches!(w.run(&checker, attest), Some(TxError::DuplicateAttestation(_))));
+    assert!(matches!(
+        w.run(&checker, attest),
+        Some(TxError::DuplicateAttestation(_))
+    ));
     let owner0 = w.users[0].address();
     let before = w.ledger.account(&owner0).balance;
     let o = w.block(genesis_ms() + 60_000 - w.now(), vec![]);
@@ -157,15 +227,35 @@ fn epoch_pays_attested_devices_stakers_checkers_and_treasury_exactly() {
         })
         .expect("epoch closed");
     assert!(rec.minted > Amount::ZERO);
-    let sum = rec.capacity.base() + rec.work.base() + rec.stakers.base() + rec.checkers.base() + rec.treasury.base();
-    assert_eq!(sum, rec.minted.base(), "every minted token is accounted for");
+    let sum = rec.capacity.base()
+        + rec.work.base()
+        + rec.stakers.base()
+        + rec.checkers.base()
+        + rec.treasury.base();
+    assert_eq!(
+        sum,
+        rec.minted.base(),
+        "every minted token is accounted for"
+    );
     // Only the passing device earns capacity; nobody served work, so that pool went to the treasury.
     assert_eq!(rec.devices_rewarded, 1);
     assert!(w.ledger.account(&owner0).balance > before);
     assert!(rec.checkers > Amount::ZERO);
     assert_eq!(rec.work, Amount::ZERO);
-    assert!(w.ledger.device(&w.devices[0].address()).unwrap().reputation_ppm > 500_000);
-    assert!(w.ledger.device(&w.devices[1].address()).unwrap().reputation_ppm < 500_000);
+    assert!(
+        w.ledger
+            .device(&w.devices[0].address())
+            .unwrap()
+            .reputation_ppm
+            > 500_000
+    );
+    assert!(
+        w.ledger
+            .device(&w.devices[1].address())
+            .unwrap()
+            .reputation_ppm
+            < 500_000
+    );
     assert_eq!(w.ledger.epoch(0).unwrap(), &rec);
     w.check_supply();
 }
@@ -180,7 +270,13 @@ fn retiring_unbonds_after_the_period() {
     assert_eq!(bonded.base(), 2 * 100 * TOKEN / 100);
     // The owner cannot pull the bond below the class minimum while active.
     assert!(matches!(
-        w.run(&owner, TxBody::Undelegate { device: dev, shares: 1 }),
+        w.run(
+            &owner,
+            TxBody::Undelegate {
+                device: dev,
+                shares: 1
+            }
+        ),
         Some(TxError::StakeBelowMinimum)
     ));
     let before = w.ledger.account(&owner.address()).balance;
@@ -193,7 +289,11 @@ fn retiring_unbonds_after_the_period() {
     let fee = Amount::from_base(cairn_ledger::testing::TEST_FEE);
     assert_eq!(
         w.ledger.account(&owner.address()).balance,
-        before.checked_add(bonded).unwrap().checked_sub(fee).unwrap()
+        before
+            .checked_add(bonded)
+            .unwrap()
+            .checked_sub(fee)
+            .unwrap()
     );
     w.check_supply();
 }
@@ -207,7 +307,12 @@ fn registration_needs_the_device_keys_proof_of_possession() {
         &w.users[1].address(),
         &w.devices[0],
         "CPU",
-        cairn_primitives::DeviceSpec { gpu_count: 0, vram_mib: 0, cpu_cores: 2, ram_mib: 1 },
+        cairn_primitives::DeviceSpec {
+            gpu_count: 0,
+            vram_mib: 0,
+            cpu_cores: 2,
+            ram_mib: 1,
+        },
         "eu",
         10,
         &w.genesis.chain_id,
@@ -218,14 +323,27 @@ fn registration_needs_the_device_keys_proof_of_possession() {
         &owner.address(),
         &w.devices[0],
         "H100-SXM",
-        cairn_primitives::DeviceSpec { gpu_count: 1, vram_mib: 24_000, cpu_cores: 2, ram_mib: 1 },
+        cairn_primitives::DeviceSpec {
+            gpu_count: 1,
+            vram_mib: 24_000,
+            cpu_cores: 2,
+            ram_mib: 1,
+        },
         "eu",
         10,
         &w.genesis.chain_id,
     );
-    assert!(matches!(w.run(&owner, body), Some(TxError::SpecMismatch { .. })));
     assert!(matches!(
-        w.run(&owner, TxBody::RetireDevice { device: w.devices[0].address() }),
+        w.run(&owner, body),
+        Some(TxError::SpecMismatch { .. })
+    ));
+    assert!(matches!(
+        w.run(
+            &owner,
+            TxBody::RetireDevice {
+                device: w.devices[0].address()
+            }
+        ),
         Some(TxError::UnknownDevice(_))
     ));
 }
@@ -240,7 +358,11 @@ fn a_fraud_proof_slashes_the_device() {
     let mut rows: Vec<Vec<i32>> = (0..8).map(|r| c.result_row(r)).collect();
     rows[2][1] += 1; // The lie.
     let root = rows_root(&rows);
-    let leaves: Vec<_> = rows.iter().enumerate().map(|(r, v)| row_leaf(r as u32, v)).collect();
+    let leaves: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .map(|(r, v)| row_leaf(r as u32, v))
+        .collect();
     let sig = dev.sign(
         &cairn_primitives::namespace("popw-answer", &w.genesis.chain_id),
         &answer_message(&[4; 32], 8, &root),
@@ -281,7 +403,10 @@ fn state_proofs_verify_without_the_ledger() {
     p.verify(&root).unwrap();
     let acct: cairn_primitives::Account = {
         use cairn_primitives::wire::DecodeExt;
-        cairn_primitives::Account::decode(cairn_primitives::wire::Copying(p.value.as_ref().unwrap())).unwrap()
+        cairn_primitives::Account::decode(cairn_primitives::wire::Copying(
+            p.value.as_ref().unwrap(),
+        ))
+        .unwrap()
     };
     assert_eq!(acct, w.ledger.account(&w.users[0].address()));
     // A forged balance fails.
@@ -291,7 +416,9 @@ fn state_proofs_verify_without_the_ledger() {
     forged.value = Some(v);
     assert!(forged.verify(&root).is_err());
     // Absence: an address nobody has used.
-    let none = w.ledger.prove(&StateKey::Account(cairn_primitives::Address([0x42; 32])));
+    let none = w
+        .ledger
+        .prove(&StateKey::Account(cairn_primitives::Address([0x42; 32])));
     assert_eq!(none.value, None);
     none.verify(&root).unwrap();
 }

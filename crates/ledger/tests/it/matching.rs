@@ -1,7 +1,7 @@
 use cairn_ledger::{Ledger, TxError, testing};
 use cairn_primitives::{
-    Address, Amount, BoundedString, Delegation, Device, DeviceSpec, DeviceStatus, Globals,
-    JobSpec, OpenDeployment, Resources, StakePool, StateKey, StateValue, sha256,
+    Address, Amount, BoundedString, Delegation, Device, DeviceSpec, DeviceStatus, Globals, JobSpec,
+    OpenDeployment, Resources, StakePool, StateKey, StateValue, sha256,
 };
 use proptest::prelude::*;
 
@@ -33,7 +33,10 @@ fn fleet_ledger(fleet: &[(u16, usize, u64, u32, u32, bool)]) -> (Ledger, Vec<Add
             status: DeviceStatus::Active,
             available: true,
             reputation_ppm: *rep,
-            pool: StakePool { tokens: Amount::from_base(10), shares: 10 },
+            pool: StakePool {
+                tokens: Amount::from_base(10),
+                shares: 10,
+            },
             required_stake: Amount::from_base(10),
             lease: leased.then_some(0),
             registered_ms: 0,
@@ -44,7 +47,10 @@ fn fleet_ledger(fleet: &[(u16, usize, u64, u32, u32, bool)]) -> (Ledger, Vec<Add
             voters: vec![],
         };
         staked += 10;
-        recs.push((StateKey::Device(a).to_bytes(), StateValue::Device(d).encode_value()));
+        recs.push((
+            StateKey::Device(a).to_bytes(),
+            StateValue::Device(d).encode_value(),
+        ));
         recs.push((
             StateKey::Delegation(a, Address([1; 32])).to_bytes(),
             StateValue::Delegation(Delegation { shares: 10 }).encode_value(),
@@ -56,14 +62,26 @@ fn fleet_ledger(fleet: &[(u16, usize, u64, u32, u32, bool)]) -> (Ledger, Vec<Add
         last_timestamp_ms: params.genesis_time_ms,
         ..Globals::default()
     };
-    recs.push((StateKey::Globals.to_bytes(), StateValue::Globals(g).encode_value()));
+    recs.push((
+        StateKey::Globals.to_bytes(),
+        StateValue::Globals(g).encode_value(),
+    ));
     (Ledger::from_records(&genesis, recs).unwrap(), addrs)
 }
 
-fn request(classes: &[&str], replicas: u16, region: Option<usize>, cores: u32, max: u64) -> OpenDeployment {
+fn request(
+    classes: &[&str],
+    replicas: u16,
+    region: Option<usize>,
+    cores: u32,
+    max: u64,
+) -> OpenDeployment {
     OpenDeployment {
         resources: Resources {
-            classes: classes.iter().map(|c| BoundedString::new(*c).unwrap()).collect(),
+            classes: classes
+                .iter()
+                .map(|c| BoundedString::new(*c).unwrap())
+                .collect(),
             min_vram_mib: 0,
             gpu_count: 0,
             cpu_cores: cores,
@@ -78,11 +96,7 @@ fn request(classes: &[&str], replicas: u16, region: Option<usize>, cores: u32, m
 }
 
 /// The reference: sort every eligible device by (price, reputation desc, rotated address).
-fn brute_force(
-    l: &Ledger,
-    o: &OpenDeployment,
-    seed: Address,
-) -> Result<Vec<Address>, ()> {
+fn brute_force(l: &Ledger, o: &OpenDeployment, seed: Address) -> Result<Vec<Address>, ()> {
     let classes: Vec<u16> = o
         .resources
         .classes
@@ -104,7 +118,11 @@ fn brute_force(
     if cands.len() < usize::from(o.replicas) {
         return Err(());
     }
-    Ok(cands.iter().take(usize::from(o.replicas)).map(|c| c.3).collect())
+    Ok(cands
+        .iter()
+        .take(usize::from(o.replicas))
+        .map(|c| c.3)
+        .collect())
 }
 
 proptest! {

@@ -29,7 +29,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0..4usize, 0..4usize, 0..200_000 * TOKEN).prop_map(|(a, b, c)| Op::Transfer(a, b, c)),
         (0..4usize, 0..10_000 * TOKEN).prop_map(|(a, b)| Op::BuyCredits(a, b)),
         (0..3_000_000u64).prop_map(Op::Price),
-        (0..4usize, 0..4usize, 1..16u32, 1..500u64).prop_map(|(a, b, c, d)| Op::Register(a, b, c, d)),
+        (0..4usize, 0..4usize, 1..16u32, 1..500u64)
+            .prop_map(|(a, b, c, d)| Op::Register(a, b, c, d)),
         (0..4usize, 0..4usize, 0..1_000 * TOKEN).prop_map(|(a, b, c)| Op::Delegate(a, b, c)),
         (0..4usize, 0..4usize, 0..2_000 * TOKEN).prop_map(|(a, b, c)| Op::Undelegate(a, b, c)),
         (0..4usize, 0..4usize).prop_map(|(a, b)| Op::Retire(a, b)),

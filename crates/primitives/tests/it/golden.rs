@@ -1,0 +1,261 @@
+//! Every wire and ledger type's encoding, pinned in `golden.txt`. Run with `CAIRN_BLESS=1` to
+//! rewrite the file after a deliberate format change (and say why in the commit).
+
+use cairn_primitives::wire::Encode;
+use cairn_primitives::*;
+
+fn samples() -> Vec<(&'static str, Vec<u8>)> {
+    let k = Keypair::from_seed([1; 32]);
+    let d = Keypair::from_seed([2; 32]);
+    let a = Address([3; 32]);
+    fn s<const N: usize>(x: &str) -> BoundedString<N> {
+        BoundedString::new(x).unwrap()
+    }
+    let spec = DeviceSpec {
+        gpu_count: 1,
+        vram_mib: 24_576,
+        cpu_cores: 16,
+        ram_mib: 65_536,
+    };
+    let od = OpenDeployment {
+        resources: Resources {
+            classes: vec![s("RTX-4090")],
+            min_vram_mib: 1,
+            gpu_count: 1,
+            cpu_cores: 2,
+            ram_mib: 3,
+        },
+        replicas: 2,
+        region: Some(s("eu-west")),
+        duration_secs: 3600,
+        max_price_per_hour: 500,
+        job: JobSpec {
+            image: Some(s("busybox")),
+            command: vec![s("echo"), s("hi")],
+            env: vec![(s("K"), s("V"))],
+        },
+    };
+    let bodies = vec![
+        (
+            "transfer",
+            TxBody::Transfer {
+                to: a,
+                amount: Amount::from_base(5),
+            },
+        ),
+        (
+            "buy_credits",
+            TxBody::BuyCredits {
+                amount: Amount::from_base(6),
+            },
+        ),
+        (
+            "submit_price",
+            TxBody::SubmitPrice {
+                micro_usd_per_token: 7,
+            },
+        ),
+        (
+            "register_device",
+            TxBody::RegisterDevice(RegisterDevice {
+                device_key: d.public_key(),
+                class: s("RTX-4090"),
+                spec: spec.clone(),
+                region: s("eu-west"),
+                price_per_hour: 100,
+                pop: d.sign(b"ns", b"msg"),
+            }),
+        ),
+        (
+            "update_device",
+            TxBody::UpdateDevice {
+                device: a,
+                price_per_hour: Some(9),
+                available: Some(false),
+            },
+        ),
+        ("retire_device", TxBody::RetireDevice { device: a }),
+        (
+            "delegate",
+            TxBody::Delegate {
+                device: a,
+                amount: Amount::from_base(10),
+            },
+        ),
+        (
+            "undelegate",
+            TxBody::Undelegate {
+                device: a,
+                shares: 11,
+            },
+        ),
+        ("open_deployment", TxBody::OpenDeployment(od.clone())),
+        (
+            "close_deployment",
+            TxBody::CloseDeployment { deployment: 12 },
+        ),
+        (
+            "lease_report",
+            TxBody::LeaseReport {
+                lease: 13,
+                kind: LeaseReportKind::Failed { reason: s("oom") },
+                usage: Usage {
+                    cpu_ms: 1,
+                    gpu_ms: 2,
+                    max_rss_mib: 3,
+                    log_bytes: 4,
+                },
+            },
+        ),
+        (
+            "attest",
+            TxBody::Attest {
+                epoch: 14,
+                entries: vec![AttestEntry {
+                    device: a,
+                    passed: true,
+                    uptime_ppm: 999_000,
+                }],
+            },
+        ),
+        (
+            "submit_fraud_proof",
+            TxBody::SubmitFraudProof(FraudProof {
+                device: a,
+                nonce: Hash([4; 32]),
+                n: 2,
+                root: Hash([5; 32]),
+                device_signature: d.sign(b"ns", b"x"),
+                row: 1,
+                values: vec![-1, 2],
+                path: vec![Hash([6; 32])],
+                col: 0,
+            }),
+        ),
+    ];
+    let mut out: Vec<(&'static str, Vec<u8>)> = bodies
+        .into_iter()
+        .map(|(n, body)| {
+            let tx = Tx {
+                sender: k.public_key(),
+                nonce: 1,
+                fee: Amount::from_base(1000),
+                body,
+            }
+            .sign(&k, "cairn-golden");
+            (n, tx.encode().to_vec())
+        })
+        .collect();
+    let block = Block::build(
+        1,
+        Hash([7; 32]),
+        Hash([8; 32]),
+        1_700_000_000_000,
+        a,
+        vec![],
+    );
+    out.push(("block", block.encode().to_vec()));
+    out.push((
+        "account",
+        Account {
+            balance: Amount::from_base(1),
+            nonce: 2,
+            credits: Credits(3),
+        }
+        .encode()
+        .to_vec(),
+    ));
+    let device = Device {
+        owner: a,
+        class: 6,
+        spec,
+        region: s("eu-west"),
+        price_per_hour: 100,
+        status: DeviceStatus::Active,
+        available: true,
+        reputation_ppm: 500_000,
+        pool: StakePool {
+            tokens: Amount::from_base(10),
+            shares: 10,
+        },
+        required_stake: Amount::from_base(10),
+        lease: Some(3),
+        registered_ms: 4,
+        attest_pass: 1,
+        attest_fail: 0,
+        uptime_ppm_sum: 999_000,
+        work: 5,
+        voters: vec![a],
+    };
+    out.push(("device", device.encode().to_vec()));
+    let lease = Lease {
+        deployment: 1,
+        device: a,
+        price_per_hour: 2,
+        start_ms: 3,
+        end_ms: 4,
+        settled_ms: 5,
+        paid: 6,
+        deposit: 7,
+        state: LeaseState::Active,
+        started: true,
+        exit_code: Some(-1),
+        usage: Usage::default(),
+    };
+    out.push(("lease", lease.encode().to_vec()));
+    let dep = Deployment {
+        owner: a,
+        request: od,
+        created_ms: 1,
+        status: DeploymentStatus::Open,
+        leases: vec![1, 2],
+        deposit: 3,
+        paid: 4,
+        refunded: 5,
+    };
+    out.push(("deployment", dep.encode().to_vec()));
+    out.push(("globals", Globals::default().encode().to_vec()));
+    out.push(("epoch_record", EpochRecord::default().encode().to_vec()));
+    out.push((
+        "unbonding",
+        Unbonding {
+            owner: a,
+            amount: Amount::from_base(1),
+            release_ms: 2,
+        }
+        .encode()
+        .to_vec(),
+    ));
+    out
+}
+
+#[test]
+fn encodings_match_golden_file() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/golden.txt");
+    let actual: String = samples()
+        .into_iter()
+        .map(|(n, b)| format!("{n} {}\n", hex::encode(b)))
+        .collect();
+    if std::env::var_os("CAIRN_BLESS").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+    }
+    let expected =
+        std::fs::read_to_string(&path).expect("golden.txt exists (CAIRN_BLESS=1 writes it)");
+    for (a, e) in actual.lines().zip(expected.lines()) {
+        assert_eq!(
+            a, e,
+            "encoding changed; if deliberate, rerun with CAIRN_BLESS=1"
+        );
+    }
+    assert_eq!(actual.lines().count(), expected.lines().count());
+}
+
+#[test]
+fn every_golden_sample_decodes_back() {
+    use cairn_primitives::wire::{Copying, DecodeExt};
+    for (name, bytes) in samples().into_iter().take(13) {
+        let tx = SignedTx::decode(Copying(&bytes)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(tx.encode().to_vec(), bytes, "{name}");
+        assert!(tx.verify("cairn-golden"), "{name}");
+    }
+}
