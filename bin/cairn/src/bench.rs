@@ -5,9 +5,9 @@ use anyhow::{Result, bail};
 use cairn_ledger::{Ledger, testing};
 use cairn_primitives::wire::Encode;
 use cairn_primitives::{
-    Address, Amount, BoundedString, ClassKind, Delegation, Device, DeviceSpec, DeviceStatus,
-    Globals, JobSpec, OpenDeployment, Resources, SignedTx, StakePool, StateKey, StateValue, TxBody,
-    namespace, sha256, verify_batch,
+    Address, Amount, BoundedString, ClassKind, Delegation, Device, DeviceSpec, Globals, JobSpec,
+    OpenDeployment, Resources, SignedTx, StateKey, StateValue, TxBody, namespace, sha256,
+    verify_batch,
 };
 use cairn_store::Chain;
 use clap::{Args, Subcommand};
@@ -327,28 +327,14 @@ fn synthetic_fleet(n: usize) -> Result<Ledger> {
         };
         let stake = 100_000_000_000u64;
         staked += stake;
+        let region = REGIONS[rng.random_range(0..REGIONS.len())];
+        let price = rng.random_range(50..2_000);
+        let reputation = rng.random_range(0..1_000_000);
         let d = Device {
-            owner,
-            class: class as u16,
-            spec,
-            region: BoundedString::new(REGIONS[rng.random_range(0..REGIONS.len())])
-                .unwrap_or_default(),
-            price_per_hour: rng.random_range(50..2_000),
-            status: DeviceStatus::Active,
-            available: true,
-            reputation_ppm: rng.random_range(0..1_000_000),
-            pool: StakePool {
-                tokens: Amount::from_base(stake),
-                shares: stake,
-            },
-            required_stake: Amount::from_base(stake),
-            lease: None,
-            registered_ms: params.genesis_time_ms,
             attest_pass: 1,
-            attest_fail: 0,
             uptime_ppm_sum: 990_000,
-            work: 0,
             voters: vec![checker],
+            ..testing::device_record(owner, class as u16, spec, region, price, reputation, stake)
         };
         records.push((
             StateKey::Device(addr).to_bytes(),

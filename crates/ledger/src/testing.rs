@@ -98,3 +98,39 @@ pub fn register(
         pop,
     })
 }
+
+/// An active, available, unleased device record with `stake` bonded, for states built from
+/// records (benchmarks and matching tests: registering a million devices through signed
+/// transactions would measure signing, not the ledger).
+pub fn device_record(
+    owner: Address,
+    class: cairn_primitives::ClassId,
+    spec: DeviceSpec,
+    region: &str,
+    price_per_hour: u64,
+    reputation_ppm: u32,
+    stake: u64,
+) -> cairn_primitives::Device {
+    cairn_primitives::Device {
+        owner,
+        class,
+        spec,
+        region: BoundedString::new(region).unwrap_or_default(),
+        price_per_hour,
+        status: cairn_primitives::DeviceStatus::Active,
+        available: true,
+        reputation_ppm,
+        pool: cairn_primitives::StakePool {
+            tokens: Amount::from_base(stake),
+            shares: stake,
+        },
+        required_stake: Amount::from_base(stake),
+        lease: None,
+        registered_ms: TEST_GENESIS_MS,
+        attest_pass: 0,
+        attest_fail: 0,
+        uptime_ppm_sum: 0,
+        work: 0,
+        voters: Vec::new(),
+    }
+}

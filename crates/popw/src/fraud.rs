@@ -1,7 +1,10 @@
 //! Fraud proofs: a device's signed root plus one opened row with a wrong entry.
 
+use crate::matrix::rows_root;
 use crate::matrix::{Challenge, row_leaf};
-use cairn_primitives::{FraudProof, Hash, PublicKey, namespace, sha256, verify_signature};
+use cairn_primitives::{
+    Address, FraudProof, Hash, Keypair, PublicKey, Signature, namespace, sha256, verify_signature,
+};
 
 /// Why a fraud proof does not prove fraud.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,6 +33,49 @@ pub fn answer_message(nonce: &[u8; 32], n: u32, root: &Hash) -> Vec<u8> {
     m.extend_from_slice(&n.to_be_bytes());
     m.extend_from_slice(&root.0);
     m
+}
+
+/// A device's signature on its answer `(nonce, n, root)` for `chain_id`.
+pub fn sign_answer(
+    key: &Keypair,
+    chain_id: &str,
+    nonce: &[u8; 32],
+    n: u32,
+    root: &Hash,
+) -> Signature {
+    key.sign(
+        &namespace("popw-answer", chain_id),
+        &answer_message(nonce, n, root),
+    )
+}
+
+/// Builds the fraud proof for entry `(row, col)` of an answer whose committed rows are `rows`
+/// and whose root the device signed with `signature` (what a checker does when an audit finds
+/// a wrong entry).
+pub fn fraud_proof(
+    device: Address,
+    nonce: [u8; 32],
+    rows: &[Vec<i32>],
+    signature: Signature,
+    row: u32,
+    col: u32,
+) -> FraudProof {
+    let leaves: Vec<Hash> = rows
+        .iter()
+        .enumerate()
+        .map(|(r, v)| row_leaf(r as u32, v))
+        .collect();
+    FraudProof {
+        device,
+        nonce: Hash(nonce),
+        n: rows.len() as u32,
+        root: rows_root(rows),
+        device_signature: signature,
+        row,
+        values: rows.get(row as usize).cloned().unwrap_or_default(),
+        path: merkle_path(&leaves, row as usize),
+        col,
+    }
 }
 
 /// The Merkle path for leaf `index` among `leaves` (a power-of-two count), matching
@@ -107,8 +153,6 @@ pub fn verify_fraud_proof(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rows_root;
-    use cairn_primitives::{Address, Keypair};
 
     fn proof(key: &Keypair, tamper: bool) -> FraudProof {
         let c = Challenge::new([9; 32], 16).unwrap();
@@ -116,27 +160,8 @@ mod tests {
         if tamper {
             rows[4][7] += 1;
         }
-        let root = rows_root(&rows);
-        let leaves: Vec<Hash> = rows
-            .iter()
-            .enumerate()
-            .map(|(r, v)| row_leaf(r as u32, v))
-            .collect();
-        let sig = key.sign(
-            &namespace("popw-answer", "t"),
-            &answer_message(&[9; 32], 16, &root),
-        );
-        FraudProof {
-            device: key.address(),
-            nonce: Hash([9; 32]),
-            n: 16,
-            root,
-            device_signature: sig,
-            row: 4,
-            values: rows[4].clone(),
-            path: merkle_path(&leaves, 4),
-            col: 7,
-        }
+        let sig = sign_answer(key, "t", &[9; 32], 16, &rows_root(&rows));
+        fraud_proof(key.address(), [9; 32], &rows, sig, 4, 7)
     }
 
     #[test]
@@ -158,6 +183,5 @@ mod tests {
             verify_fraud_proof("t", &pk, &forged),
             Err(FraudError::BadPath)
         );
-        let _ = Address::default();
     }
 }

@@ -23,5 +23,7 @@
 mod fraud;
 mod matrix;
 
-pub use fraud::{FraudError, answer_message, merkle_path, verify_fraud_proof};
+pub use fraud::{
+    FraudError, answer_message, fraud_proof, merkle_path, sign_answer, verify_fraud_proof,
+};
 pub use matrix::{Challenge, ChallengeError, MAX_N, row_leaf, rows_root};

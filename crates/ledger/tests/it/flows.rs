@@ -350,34 +350,15 @@ fn registration_needs_the_device_keys_proof_of_possession() {
 
 #[test]
 fn a_fraud_proof_slashes_the_device() {
-    use cairn_popw::{Challenge, answer_message, merkle_path, row_leaf, rows_root};
+    use cairn_popw::{Challenge, fraud_proof, rows_root, sign_answer};
     let mut w = World::new(PaymentModel::Bme);
     w.register_cpu(0, 0, 2, 100);
     let dev = w.devices[0].clone();
     let c = Challenge::new([4; 32], 8).unwrap();
     let mut rows: Vec<Vec<i32>> = (0..8).map(|r| c.result_row(r)).collect();
     rows[2][1] += 1; // The lie.
-    let root = rows_root(&rows);
-    let leaves: Vec<_> = rows
-        .iter()
-        .enumerate()
-        .map(|(r, v)| row_leaf(r as u32, v))
-        .collect();
-    let sig = dev.sign(
-        &cairn_primitives::namespace("popw-answer", &w.genesis.chain_id),
-        &answer_message(&[4; 32], 8, &root),
-    );
-    let proof = cairn_primitives::FraudProof {
-        device: dev.address(),
-        nonce: cairn_primitives::Hash([4; 32]),
-        n: 8,
-        root,
-        device_signature: sig,
-        row: 2,
-        values: rows[2].clone(),
-        path: merkle_path(&leaves, 2),
-        col: 1,
-    };
+    let sig = sign_answer(&dev, &w.genesis.chain_id, &[4; 32], 8, &rows_root(&rows));
+    let proof = fraud_proof(dev.address(), [4; 32], &rows, sig, 2, 1);
     let mut honest = proof.clone();
     honest.col = 0;
     let reporter = w.users[2].clone();

@@ -1,7 +1,7 @@
 use cairn_ledger::{Ledger, TxError, testing};
 use cairn_primitives::{
-    Address, Amount, BoundedString, Delegation, Device, DeviceSpec, DeviceStatus, Globals, JobSpec,
-    OpenDeployment, Resources, StakePool, StateKey, StateValue, sha256,
+    Address, Amount, BoundedString, Delegation, Device, DeviceSpec, Globals, JobSpec,
+    OpenDeployment, Resources, StateKey, StateValue, sha256,
 };
 use proptest::prelude::*;
 
@@ -19,32 +19,23 @@ fn fleet_ledger(fleet: &[(u16, usize, u64, u32, u32, bool)]) -> (Ledger, Vec<Add
         addrs.push(a);
         let c = &params.classes[*class as usize];
         let gpu = c.kind == cairn_primitives::ClassKind::Gpu;
+        let spec = DeviceSpec {
+            gpu_count: u16::from(gpu),
+            vram_mib: c.vram_mib,
+            cpu_cores: *cores,
+            ram_mib: 1024,
+        };
         let d = Device {
-            owner: Address([1; 32]),
-            class: *class,
-            spec: DeviceSpec {
-                gpu_count: u16::from(gpu),
-                vram_mib: c.vram_mib,
-                cpu_cores: *cores,
-                ram_mib: 1024,
-            },
-            region: BoundedString::new(REGIONS[*region]).unwrap(),
-            price_per_hour: *price,
-            status: DeviceStatus::Active,
-            available: true,
-            reputation_ppm: *rep,
-            pool: StakePool {
-                tokens: Amount::from_base(10),
-                shares: 10,
-            },
-            required_stake: Amount::from_base(10),
             lease: leased.then_some(0),
-            registered_ms: 0,
-            attest_pass: 0,
-            attest_fail: 0,
-            uptime_ppm_sum: 0,
-            work: 0,
-            voters: vec![],
+            ..testing::device_record(
+                Address([1; 32]),
+                *class,
+                spec,
+                REGIONS[*region],
+                *price,
+                *rep,
+                10,
+            )
         };
         staked += 10;
         recs.push((

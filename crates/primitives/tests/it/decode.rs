@@ -15,12 +15,13 @@ proptest! {
             prop_assert_eq!(tx.encode().to_vec(), bytes.clone());
         }
         let _ = Block::decode(Copying(&bytes));
-        if let Some((tag, _)) = bytes.split_first() {
-            for key in [StateKey::Globals, StateKey::Lease(1), StateKey::Account(Default::default())] {
-                let _ = StateValue::decode_value(&key, &bytes);
+        for key in [StateKey::Globals, StateKey::Lease(1), StateKey::Account(Default::default())] {
+            if let Ok(v) = StateValue::decode_value(&key, &bytes) {
+                prop_assert_eq!(v.encode_value(), bytes.clone());
             }
-            let _ = StateKey::from_bytes(&bytes);
-            let _ = tag;
+        }
+        if let Some(key) = StateKey::from_bytes(&bytes) {
+            prop_assert_eq!(key.to_bytes(), bytes.clone());
         }
     }
 

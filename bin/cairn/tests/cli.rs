@@ -1,0 +1,159 @@
+//! The CLI as a user runs it: real processes, real files, the exit codes and messages they see.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cairn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env_remove("CAIRN_HOME")
+        .output()
+        .expect("cairn runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = cairn(args);
+    assert!(
+        o.status.success(),
+        "cairn {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = cairn(args);
+    assert!(!o.status.success(), "cairn {args:?} should fail");
+    String::from_utf8(o.stderr).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn keys_are_private_secret_only_on_request_and_solana_importable() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    let addr = ok(&["keys", "--dir", d, "new", "alice"]).trim().to_string();
+    assert!(
+        addr.parse::<cairn_primitives::Address>().is_ok(),
+        "{addr} is an address"
+    );
+    let mode = std::fs::metadata(dir.path().join("alice.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let shown = ok(&["keys", "--dir", d, "show", "alice"]);
+    assert_eq!(
+        shown.trim(),
+        addr,
+        "show prints the address and nothing secret"
+    );
+    let secret = ok(&["keys", "--dir", d, "show", "alice", "--secret"]);
+    assert!(
+        secret.contains('['),
+        "the secret appears only with --secret"
+    );
+    assert!(fails(&["keys", "--dir", d, "new", "alice"]).contains("exists already"));
+    assert!(fails(&["keys", "--dir", d, "show", "nobody"]).contains("cairn keys new"));
+
+    // A Solana keypair file imports to the same address.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let file = elsewhere.path().join("id.json");
+    std::fs::write(&file, std::fs::read(dir.path().join("alice.json")).unwrap()).unwrap();
+    let imported = ok(&["keys", "--dir", d, "import", "bob", "--file", s(&file)]);
+    assert_eq!(imported.trim(), addr);
+    // A file whose public half does not match its secret is refused.
+    let mut nums: Vec<u8> = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    nums[40] ^= 1;
+    std::fs::write(&file, serde_json::to_string(&nums).unwrap()).unwrap();
+    assert!(
+        fails(&["keys", "--dir", d, "import", "carol", "--file", s(&file)])
+            .contains("does not match")
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&["keys", "--dir", d, "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn genesis_is_written_documented_checked_and_bad_fields_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("genesis.toml");
+    let f = s(&file);
+    ok(&[
+        "genesis",
+        "--out",
+        f,
+        "--fund",
+        "5HpHagT65TZzG1PH3CSu63k8DbpvD8s5ip4nEB3kEsrR=1000",
+    ]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("# Epoch length."),
+        "every field is documented"
+    );
+    assert!(ok(&["genesis", "--check", f]).contains("is valid"));
+    assert!(fails(&["genesis", "--out", f]).contains("--force"));
+    let bad = text.replace("decay_per_epoch = \"0.", "decay_per_epoch = \"1.");
+    std::fs::write(&file, bad).unwrap();
+    assert!(fails(&["genesis", "--check", f]).contains("emission.decay_per_epoch"));
+    assert!(fails(&["genesis", "--fund", "notanaddress=1", "--out", "-"]).contains("--fund"));
+}
+
+#[test]
+fn ledger_generate_replay_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = s(dir.path());
+    let out = ok(&["ledger", "generate", d, "--blocks", "3", "--txs", "20"]);
+    assert_eq!(out.lines().count(), 3);
+    assert!(out.lines().last().unwrap().starts_with("committed 3 "));
+    let root = out
+        .lines()
+        .last()
+        .unwrap()
+        .split(' ')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let replay: serde_json::Value =
+        serde_json::from_str(&ok(&["ledger", "replay", d, "--json"])).unwrap();
+    assert_eq!(replay["blocks"], 3);
+    assert_eq!(replay["txs"], 60);
+    assert_eq!(replay["state_root"], root);
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&["ledger", "status", d, "--json"])).unwrap();
+    assert_eq!(status["height"], 3);
+    let empty = tempfile::tempdir().unwrap();
+    assert!(fails(&["ledger", "replay", s(empty.path())]).contains("holds no chain"));
+}
+
+#[test]
+fn bench_ledger_prints_figures_beside_bars_as_json() {
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "bench",
+        "ledger",
+        "--json",
+        "--txs",
+        "2000",
+        "--block-txs",
+        "500",
+        "--devices",
+        "2000",
+        "--matches",
+        "50",
+    ]))
+    .unwrap();
+    for key in [
+        "apply_commit_tx_per_s",
+        "ed25519_batch_verify_per_s_one_core",
+        "match_p99_ms",
+        "epoch_payout_s",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key} missing: {v}");
+    }
+    assert_eq!(v["epoch_payout_devices"], 2000);
+}
