@@ -63,10 +63,39 @@ pub(crate) fn verify_signatures(txs: &[SignedTx], chain_id: &str) -> Vec<bool> {
         .collect()
 }
 
+/// The signature verdicts of one block's transactions, computed ahead of applying it (a node
+/// verifies the next block while the previous one is written to disk). Only
+/// [`Ledger::verify_txs`] makes one, and it is bound to the transactions' root.
+#[derive(Clone, Debug)]
+pub struct VerifiedBlock {
+    tx_root: cairn_primitives::Hash,
+    ok: Vec<bool>,
+}
+
 impl Ledger {
+    /// Checks a block's transaction signatures under `chain_id`, on every core; needs no state, so it can
+    /// run while another block is applied or committed.
+    pub fn verify_txs(txs: &[SignedTx], chain_id: &str) -> VerifiedBlock {
+        VerifiedBlock {
+            tx_root: Block::tx_root_of(txs),
+            ok: verify_signatures(txs, chain_id),
+        }
+    }
+
     /// Applies a block: on success the state has moved to the block's height; on error
     /// nothing changed.
     pub fn apply(&mut self, block: &Block) -> Result<BlockOutcome, BlockError> {
+        let verified = Self::verify_txs(&block.txs, &self.params.chain_id);
+        self.apply_verified(block, verified)
+    }
+
+    /// [`Ledger::apply`] with signatures checked beforehand by [`Ledger::verify_txs`]
+    /// (verdicts for another block are refused).
+    pub fn apply_verified(
+        &mut self,
+        block: &Block,
+        verified: VerifiedBlock,
+    ) -> Result<BlockOutcome, BlockError> {
         let g = &self.state.globals;
         let h = &block.header;
         if h.height != g.height + 1 {
@@ -96,10 +125,10 @@ impl Ledger {
         if block.txs.len() > MAX_BLOCK_TXS {
             return Err(BlockError::TooManyTxs(block.txs.len()));
         }
-        if Block::tx_root_of(&block.txs) != h.tx_root {
+        if verified.tx_root != h.tx_root || verified.ok.len() != block.txs.len() {
             return Err(BlockError::WrongTxRoot);
         }
-        let sig_ok = verify_signatures(&block.txs, &self.params.chain_id);
+        let sig_ok = verified.ok;
         let block_hash = block.hash();
         self.cx = BlockCx {
             ts: h.timestamp_ms,
@@ -142,7 +171,9 @@ impl Ledger {
         self.maybe_close_epoch(ts).map_err(invariant)?;
         let mut results = Vec::with_capacity(block.txs.len());
         for (i, tx) in block.txs.iter().enumerate() {
-            let index = u32::try_from(i).map_err(|_| BlockError::TooManyTxs(i))?;
+            // Bounded by MAX_BLOCK_TXS, checked before. Nothing after the epoch close may fail:
+            // its writes are not journaled (see `State::touch`).
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
             self.cx.tx_index = Some(index);
             let hash = tx.hash();
             let error = if !sig_ok.get(i).copied().unwrap_or(false) {

@@ -40,7 +40,7 @@ mod state;
 pub mod testing;
 pub mod tokenomics;
 
-pub use apply::{MAX_DURATION_SECS, MAX_MATCH_SCAN, MAX_REPLICAS};
+pub use apply::{MAX_DURATION_SECS, MAX_MATCH_SCAN, MAX_REPLICAS, VerifiedBlock};
 pub use error::{BlockError, Result, TxError};
 pub use events::{BlockOutcome, Event, TxResult};
 
@@ -242,12 +242,7 @@ impl Ledger {
 
     /// Hashes the records changed since the last block into the tree; returns them.
     fn finish_block(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        let changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
-            .state
-            .take_changes()
-            .into_iter()
-            .map(|(k, v)| (k.to_bytes(), v))
-            .collect();
+        let changes = self.state.take_changes();
         self.tree.update(&changes);
         changes
     }

@@ -7,6 +7,7 @@
 //! whoever built the index. Cost: O(sets · log n) per device taken or skipped.
 
 use cairn_primitives::{Address, BoundedString, ClassId, Device};
+use rayon::prelude::*;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::ops::Bound;
@@ -15,9 +16,9 @@ use std::ops::Bound;
 pub(crate) type Slot = (u64, u32, Address);
 
 /// The index of available devices.
-#[derive(Default)]
+#[derive(Default, Debug, PartialEq)]
 pub(crate) struct Market {
-    sets: BTreeMap<(ClassId, BoundedString<32>), BTreeSet<Slot>>,
+    sets: BTreeMap<ClassId, BTreeMap<BoundedString<32>, BTreeSet<Slot>>>,
 }
 
 fn slot(a: Address, d: &Device) -> Slot {
@@ -25,26 +26,67 @@ fn slot(a: Address, d: &Device) -> Slot {
 }
 
 impl Market {
+    /// Builds the index from marketable devices: one pass to group them, then each set is
+    /// sorted and bulk-loaded on every core.
+    pub(crate) fn build<'a>(devices: impl Iterator<Item = (&'a Address, &'a Device)>) -> Self {
+        let mut groups: BTreeMap<(ClassId, &'a BoundedString<32>), Vec<Slot>> = BTreeMap::new();
+        for (a, d) in devices {
+            groups
+                .entry((d.class, &d.region))
+                .or_default()
+                .push(slot(*a, d));
+        }
+        let built: Vec<(ClassId, BoundedString<32>, BTreeSet<Slot>)> = groups
+            .into_iter()
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|((c, r), mut v)| {
+                v.sort_unstable();
+                (c, r.clone(), v.into_iter().collect())
+            })
+            .collect();
+        let mut sets: BTreeMap<ClassId, BTreeMap<BoundedString<32>, BTreeSet<Slot>>> =
+            BTreeMap::new();
+        for (c, r, set) in built {
+            sets.entry(c).or_default().insert(r, set);
+        }
+        Self { sets }
+    }
+
     pub(crate) fn insert(&mut self, a: Address, d: &Device) {
-        self.sets
-            .entry((d.class, d.region.clone()))
-            .or_default()
-            .insert(slot(a, d));
+        let by_region = self.sets.entry(d.class).or_default();
+        match by_region.get_mut(&d.region) {
+            Some(set) => {
+                set.insert(slot(a, d));
+            }
+            None => {
+                by_region.insert(d.region.clone(), BTreeSet::from([slot(a, d)]));
+            }
+        }
     }
 
     pub(crate) fn remove(&mut self, a: &Address, d: &Device) {
-        let key = (d.class, d.region.clone());
-        if let Some(set) = self.sets.get_mut(&key) {
+        let Some(by_region) = self.sets.get_mut(&d.class) else {
+            return;
+        };
+        if let Some(set) = by_region.get_mut(&d.region) {
             set.remove(&slot(*a, d));
             if set.is_empty() {
-                self.sets.remove(&key);
+                by_region.remove(&d.region);
             }
+        }
+        if by_region.is_empty() {
+            self.sets.remove(&d.class);
         }
     }
 
     /// Number of marketable devices.
     pub(crate) fn len(&self) -> usize {
-        self.sets.values().map(BTreeSet::len).sum()
+        self.sets
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(BTreeSet::len)
+            .sum()
     }
 
     /// The sets to search: the given classes, in one region or all.
@@ -54,22 +96,13 @@ impl Market {
         region: Option<&BoundedString<32>>,
     ) -> Vec<&'a BTreeSet<Slot>> {
         let mut out = Vec::new();
-        for &c in classes {
+        for c in classes {
+            let Some(by_region) = self.sets.get(c) else {
+                continue;
+            };
             match region {
-                Some(r) => {
-                    if let Some(s) = self.sets.get(&(c, r.clone())) {
-                        out.push(s);
-                    }
-                }
-                None => {
-                    let lo = (c, BoundedString::default());
-                    out.extend(
-                        self.sets
-                            .range(lo..)
-                            .take_while(|((cc, _), _)| *cc == c)
-                            .map(|(_, s)| s),
-                    );
-                }
+                Some(r) => out.extend(by_region.get(r)),
+                None => out.extend(by_region.values()),
             }
         }
         out

@@ -42,49 +42,78 @@ impl BucketTree {
     }
 
     /// Applies `(key, Some(value))` inserts and `(key, None)` deletes, then rehashes what changed.
+    /// Applies changed records (`None`: deleted) and rehashes what they touched. Leaves,
+    /// buckets and bucket hashes are worked on every core, buckets in disjoint chunks.
     pub(crate) fn update(&mut self, changes: &[(Vec<u8>, Option<Vec<u8>>)]) {
-        // Hash leaves in parallel: the expensive part.
-        let leaves: Vec<(usize, &Vec<u8>, Option<Hash>)> = changes
-            .par_iter()
-            .map(|(k, v)| (bucket_of(k), k, v.as_ref().map(|v| leaf_hash(k, v))))
-            .collect();
-        let mut dirty: Vec<usize> = Vec::with_capacity(leaves.len());
-        for (b, k, leaf) in leaves {
-            match leaf {
-                Some(h) => {
-                    self.buckets[b].insert(k.clone(), h);
-                }
-                None => {
-                    self.buckets[b].remove(k.as_slice());
-                }
-            }
-            dirty.push(b);
+        if changes.is_empty() {
+            return;
         }
-        dirty.sort_unstable();
-        dirty.dedup();
-        let hashes: Vec<(usize, Hash)> = dirty
+        let mut leaves: Vec<(usize, &[u8], Option<Hash>)> = changes
             .par_iter()
-            .map(|&b| {
-                let h = bucket_hash(self.buckets[b].iter().map(|(k, l)| (k.as_slice(), l)));
-                (b, h)
+            .map(|(k, v)| {
+                (
+                    bucket_of(k),
+                    k.as_slice(),
+                    v.as_ref().map(|v| leaf_hash(k, v)),
+                )
             })
             .collect();
-        for (b, h) in hashes {
-            self.levels[0][b] = h;
-        }
+        leaves.par_sort_unstable_by_key(|x| x.0);
+        const CHUNK: usize = 256;
+        let (level0, _) = self.levels.split_at_mut(1);
+        let level0 = &mut level0[0];
+        self.buckets
+            .par_chunks_mut(CHUNK)
+            .zip(level0.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(i, (buckets, hashes))| {
+                let lo = i * CHUNK;
+                let start = leaves.partition_point(|x| x.0 < lo);
+                let end = leaves.partition_point(|x| x.0 < lo + CHUNK);
+                let Some(mine) = leaves.get(start..end) else {
+                    return;
+                };
+                for (b, k, leaf) in mine {
+                    let bucket = &mut buckets[b - lo];
+                    match leaf {
+                        Some(h) => match bucket.get_mut(*k) {
+                            Some(slot) => *slot = *h,
+                            None => {
+                                bucket.insert(k.to_vec(), *h);
+                            }
+                        },
+                        None => {
+                            bucket.remove(*k);
+                        }
+                    }
+                }
+                let mut last = usize::MAX;
+                for (b, _, _) in mine {
+                    if *b != last {
+                        last = *b;
+                        let bucket = &buckets[b - lo];
+                        hashes[b - lo] = bucket_hash(bucket.iter().map(|(k, l)| (k.as_slice(), l)));
+                    }
+                }
+            });
+        let mut dirty: Vec<usize> = leaves.iter().map(|x| x.0).collect();
+        dirty.dedup();
         for level in 1..self.levels.len() {
             let mut parents: Vec<usize> = dirty.iter().map(|i| i / 2).collect();
             parents.dedup();
-            for &p in &parents {
-                let (lower, upper) = self.levels.split_at_mut(level);
-                let below = &lower[level - 1];
-                upper[0][p] = node_hash(&below[2 * p], &below[2 * p + 1]);
+            let (lower, upper) = self.levels.split_at_mut(level);
+            let below = &lower[level - 1];
+            let hashes: Vec<(usize, Hash)> = parents
+                .par_iter()
+                .map(|&p| (p, node_hash(&below[2 * p], &below[2 * p + 1])))
+                .collect();
+            for (p, h) in hashes {
+                upper[0][p] = h;
             }
             dirty = parents;
         }
     }
 
-    /// A proof for `key`, whose current value (if any) is `value`.
     pub(crate) fn prove(&self, key: &[u8], value: Option<Vec<u8>>) -> StateProof {
         let b = bucket_of(key);
         let bucket = self.buckets[b]

@@ -7,6 +7,7 @@ use cairn_primitives::{
     Account, Address, CheckerTally, Delegation, Deployment, Device, DeviceStatus, EpochRecord,
     Globals, Lease, LeaseState, OraclePrice, StateKey, StateValue, Unbonding,
 };
+use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Default)]
@@ -30,6 +31,11 @@ pub(crate) struct State {
     pub(crate) tallied: BTreeSet<Address>,
 
     journal: Vec<(StateKey, Option<StateValue>)>,
+    /// Records written in place without a journal entry (epoch close, which cannot fail once
+    /// it writes and is never reverted): always reported as changed.
+    dirty: Vec<StateKey>,
+    /// Like `dirty`, already encoded where they were written (sorted by key).
+    written: Vec<(StateKey, Vec<u8>)>,
 }
 
 impl State {
@@ -51,23 +57,203 @@ impl State {
     }
 
     /// Forgets the journal (the block is final) and hands back the records that differ from
-    /// the block's start: `(key, Some(encoded))` written, `(key, None)` deleted. A record
-    /// touched and then restored (by a rejected transaction) is not a change.
-    pub(crate) fn take_changes(&mut self) -> Vec<(StateKey, Option<Vec<u8>>)> {
+    /// the block's start, sorted by key: `(key bytes, Some(encoded))` written, `(key bytes,
+    /// None)` deleted. A record touched and then restored (by a rejected transaction) is not a
+    /// change. Encoding runs on every core: an epoch close can change a million records.
+    pub(crate) fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let journal = std::mem::take(&mut self.journal);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut written = std::mem::take(&mut self.written);
         let mut first: HashMap<StateKey, Option<StateValue>> = HashMap::new();
         for (k, old) in journal {
             first.entry(k).or_insert(old);
         }
-        let mut out: Vec<(StateKey, Option<Vec<u8>>)> = first
+        dirty.par_sort_unstable();
+        dirty.dedup();
+        // A pre-encoded record written again later in the block is encoded afresh.
+        if !first.is_empty() || !dirty.is_empty() {
+            let mut again: Vec<StateKey> = first.keys().copied().collect();
+            again.extend_from_slice(&dirty);
+            again.sort_unstable();
+            let stale = sorted_intersection(&written, &again);
+            if !stale.is_empty() {
+                written.retain(|(k, _)| !keys_contains(&stale, k));
+                dirty.extend(stale);
+                dirty.par_sort_unstable();
+                dirty.dedup();
+            }
+        }
+        let journaled: Vec<StateKey> = first
             .into_iter()
             .filter_map(|(k, old)| {
-                let now = self.value(&k);
-                (now != old).then(|| (k, now.map(|v| v.encode_value())))
+                let counted = keys_contains(&dirty, &k);
+                (!counted && !self.holds(&k, old.as_ref())).then_some(k)
             })
             .collect();
-        out.sort_unstable_by_key(|x| x.0);
+        dirty.extend(journaled);
+        dirty.par_sort_unstable();
+        let encoded: Vec<(StateKey, Option<Vec<u8>>)> = dirty
+            .into_par_iter()
+            .map(|k| {
+                let v = self.encoded(&k);
+                (k, v)
+            })
+            .collect();
+        // Merge the two sorted lists.
+        let mut out = Vec::with_capacity(encoded.len() + written.len());
+        let mut a = encoded.into_iter().peekable();
+        let mut b = written.into_iter().peekable();
+        loop {
+            let take_a = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => x.0 < y.0,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if take_a {
+                a.next()
+            } else {
+                b.next().map(|(k, v)| (k, Some(v)))
+            };
+            if let Some((k, v)) = next {
+                out.push((k, v));
+            }
+        }
+        out.into_par_iter()
+            .map(|(k, v)| (k.to_bytes(), v))
+            .collect()
+    }
+
+    /// Whether the record under `key` equals `old` (`None`: absent).
+    fn holds(&self, key: &StateKey, old: Option<&StateValue>) -> bool {
+        use StateValue as V;
+        match (key, old) {
+            (StateKey::Globals, Some(V::Globals(o))) => self.globals == *o,
+            (StateKey::Account(a), Some(V::Account(o))) => self.accounts.get(a) == Some(o),
+            (StateKey::Account(a), None) => !self.accounts.contains_key(a),
+            (StateKey::Device(a), Some(V::Device(o))) => self.devices.get(a) == Some(o),
+            (StateKey::Device(a), None) => !self.devices.contains_key(a),
+            (StateKey::Delegation(d, s), Some(V::Delegation(o))) => {
+                self.delegations.get(&(*d, *s)) == Some(o)
+            }
+            (StateKey::Delegation(d, s), None) => !self.delegations.contains_key(&(*d, *s)),
+            (StateKey::Unbonding(i), Some(V::Unbonding(o))) => self.unbondings.get(i) == Some(o),
+            (StateKey::Unbonding(i), None) => !self.unbondings.contains_key(i),
+            (StateKey::Deployment(i), Some(V::Deployment(o))) => self.deployments.get(i) == Some(o),
+            (StateKey::Deployment(i), None) => !self.deployments.contains_key(i),
+            (StateKey::Lease(i), Some(V::Lease(o))) => self.leases.get(i) == Some(o),
+            (StateKey::Lease(i), None) => !self.leases.contains_key(i),
+            (StateKey::Oracle(a), Some(V::Oracle(o))) => self.oracles.get(a) == Some(o),
+            (StateKey::Oracle(a), None) => !self.oracles.contains_key(a),
+            (StateKey::Checker(a), Some(V::Checker(o))) => self.checkers.get(a) == Some(o),
+            (StateKey::Checker(a), None) => !self.checkers.contains_key(a),
+            (StateKey::Epoch(e), Some(V::Epoch(o))) => self.epochs.get(e) == Some(o),
+            (StateKey::Epoch(e), None) => !self.epochs.contains_key(e),
+            // A value of another kind than its key (never journaled): not equal.
+            _ => false,
+        }
+    }
+
+    /// Marks a record written in place, without a journal entry. Only for writes that are
+    /// never reverted (see [`State::dirty`]).
+    pub(crate) fn touch(&mut self, key: StateKey) {
+        self.dirty.push(key);
+    }
+
+    /// Devices with a tally, in address order: walks the whole map when most devices have one
+    /// (a million lookups cost more than one pass).
+    pub(crate) fn tallied_devices(&self) -> Vec<(&Address, &Device)> {
+        if self.tallied.len() < self.devices.len() / 8 {
+            return self
+                .tallied
+                .iter()
+                .filter_map(|a| self.devices.get_key_value(a))
+                .collect();
+        }
+        let mut out = Vec::with_capacity(self.tallied.len());
+        let mut next = self.tallied.iter().peekable();
+        for (a, d) in &self.devices {
+            let Some(t) = next.peek() else { break };
+            if *t == a {
+                out.push((a, d));
+                next.next();
+            }
+        }
         out
+    }
+
+    /// Sets an account's balance in place (epoch close).
+    pub(crate) fn set_balance_in_place(&mut self, a: Address, balance: cairn_primitives::Amount) {
+        self.accounts.entry(a).or_default().balance = balance;
+        self.touch(StateKey::Account(a));
+    }
+
+    /// Writes the epoch close into tallied devices in place, on every core: new stake and
+    /// reputation, tallies cleared; the records are encoded as they are written. `closes` is
+    /// sorted by device. `rerank`: keep the market index true one device at a time (else the
+    /// caller rebuilds it).
+    pub(crate) fn close_devices(&mut self, closes: &[crate::epoch::DeviceClose], rerank: bool) {
+        use commonware_codec::Encode;
+        if rerank {
+            for c in closes.iter().filter(|c| c.reranked) {
+                if let Some(d) = self.devices.get(&c.device) {
+                    self.market.remove(&c.device, d);
+                }
+            }
+        }
+        let close = |d: &mut Device, c: &crate::epoch::DeviceClose| {
+            d.pool.tokens = c.pool_tokens;
+            d.reputation_ppm = c.reputation_ppm;
+            d.attest_pass = 0;
+            d.attest_fail = 0;
+            d.uptime_ppm_sum = 0;
+            d.work = 0;
+            d.voters.clear();
+            (StateKey::Device(c.device), d.encode_mut().into())
+        };
+        let mut written: Vec<(StateKey, Vec<u8>)> = if closes.len() < self.devices.len() / 8 {
+            closes
+                .iter()
+                .filter_map(|c| self.devices.get_mut(&c.device).map(|d| close(d, c)))
+                .collect()
+        } else {
+            // Most devices: one pass to pair them up, then every core.
+            let mut targets = Vec::with_capacity(closes.len());
+            let mut next = closes.iter().peekable();
+            for (a, d) in self.devices.iter_mut() {
+                let Some(c) = next.peek() else { break };
+                if c.device == *a {
+                    targets.push((d, *c));
+                    next.next();
+                }
+            }
+            targets.into_par_iter().map(|(d, c)| close(d, c)).collect()
+        };
+        if rerank {
+            for c in closes.iter().filter(|c| c.reranked) {
+                if let Some(d) = self.devices.get(&c.device) {
+                    self.market.insert(c.device, d);
+                }
+            }
+        }
+        if self.written.is_empty() {
+            self.written = written;
+        } else {
+            self.written.append(&mut written);
+        }
+        self.tallied.clear();
+    }
+
+    /// Rebuilds the market index from the devices (cheaper than a million single updates when
+    /// an epoch close moves most reputations).
+    pub(crate) fn rebuild_market(&mut self) {
+        let old = std::mem::take(&mut self.market);
+        let devices = &self.devices;
+        let ((), market) = rayon::join(
+            || drop(old),
+            || Market::build(devices.iter().filter(|(_, d)| is_marketable(d))),
+        );
+        self.market = market;
     }
 
     pub(crate) fn put(&mut self, key: StateKey, value: Option<StateValue>) {
@@ -209,25 +395,20 @@ impl State {
         }
     }
 
-    /// The current record under `key`, encoded.
+    /// The current record under `key`, encoded (without copying it first).
     pub(crate) fn encoded(&self, key: &StateKey) -> Option<Vec<u8>> {
-        self.value(key).map(|v| v.encode_value())
-    }
-
-    /// The current record under `key`.
-    pub(crate) fn value(&self, key: &StateKey) -> Option<StateValue> {
-        use StateValue as V;
+        use commonware_codec::Encode;
         Some(match key {
-            StateKey::Globals => V::Globals(self.globals.clone()),
-            StateKey::Account(a) => V::Account(self.accounts.get(a)?.clone()),
-            StateKey::Device(a) => V::Device(self.devices.get(a)?.clone()),
-            StateKey::Delegation(d, s) => V::Delegation(self.delegations.get(&(*d, *s))?.clone()),
-            StateKey::Unbonding(i) => V::Unbonding(self.unbondings.get(i)?.clone()),
-            StateKey::Deployment(i) => V::Deployment(self.deployments.get(i)?.clone()),
-            StateKey::Lease(i) => V::Lease(self.leases.get(i)?.clone()),
-            StateKey::Oracle(a) => V::Oracle(self.oracles.get(a)?.clone()),
-            StateKey::Checker(a) => V::Checker(self.checkers.get(a)?.clone()),
-            StateKey::Epoch(e) => V::Epoch(self.epochs.get(e)?.clone()),
+            StateKey::Globals => self.globals.encode_mut().into(),
+            StateKey::Account(a) => self.accounts.get(a)?.encode_mut().into(),
+            StateKey::Device(a) => self.devices.get(a)?.encode_mut().into(),
+            StateKey::Delegation(d, s) => self.delegations.get(&(*d, *s))?.encode_mut().into(),
+            StateKey::Unbonding(i) => self.unbondings.get(i)?.encode_mut().into(),
+            StateKey::Deployment(i) => self.deployments.get(i)?.encode_mut().into(),
+            StateKey::Lease(i) => self.leases.get(i)?.encode_mut().into(),
+            StateKey::Oracle(a) => self.oracles.get(a)?.encode_mut().into(),
+            StateKey::Checker(a) => self.checkers.get(a)?.encode_mut().into(),
+            StateKey::Epoch(e) => self.epochs.get(e)?.encode_mut().into(),
         })
     }
 
@@ -254,4 +435,27 @@ impl State {
 /// Whether a device can be matched to a new lease.
 pub(crate) fn is_marketable(d: &Device) -> bool {
     d.status == DeviceStatus::Active && d.available && d.lease.is_none()
+}
+
+/// Whether sorted `keys` holds `k`.
+fn keys_contains(keys: &[StateKey], k: &StateKey) -> bool {
+    keys.binary_search(k).is_ok()
+}
+
+/// Keys of sorted `written` that also appear in sorted `keys` (one merge pass).
+fn sorted_intersection(written: &[(StateKey, Vec<u8>)], keys: &[StateKey]) -> Vec<StateKey> {
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while let (Some((w, _)), Some(k)) = (written.get(i), keys.get(j)) {
+        match w.cmp(k) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(*w);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
 }

@@ -621,16 +621,16 @@ impl StateValue {
     /// The canonical encoding of the record (the key says which kind it is).
     pub fn encode_value(&self) -> Vec<u8> {
         match self {
-            Self::Globals(v) => v.encode().to_vec(),
-            Self::Account(v) => v.encode().to_vec(),
-            Self::Device(v) => v.encode().to_vec(),
-            Self::Delegation(v) => v.encode().to_vec(),
-            Self::Unbonding(v) => v.encode().to_vec(),
-            Self::Deployment(v) => v.encode().to_vec(),
-            Self::Lease(v) => v.encode().to_vec(),
-            Self::Oracle(v) => v.encode().to_vec(),
-            Self::Checker(v) => v.encode().to_vec(),
-            Self::Epoch(v) => v.encode().to_vec(),
+            Self::Globals(v) => v.encode_mut().into(),
+            Self::Account(v) => v.encode_mut().into(),
+            Self::Device(v) => v.encode_mut().into(),
+            Self::Delegation(v) => v.encode_mut().into(),
+            Self::Unbonding(v) => v.encode_mut().into(),
+            Self::Deployment(v) => v.encode_mut().into(),
+            Self::Lease(v) => v.encode_mut().into(),
+            Self::Oracle(v) => v.encode_mut().into(),
+            Self::Checker(v) => v.encode_mut().into(),
+            Self::Epoch(v) => v.encode_mut().into(),
         }
     }
 

@@ -195,10 +195,21 @@ impl Chain {
     /// Applies `block` and commits it (block, changed records, state root, transaction index)
     /// in one durable transaction. A refused block changes nothing.
     pub fn commit(&mut self, block: &Block) -> Result<BlockOutcome> {
+        let verified = Ledger::verify_txs(&block.txs, &self.ledger.params().chain_id);
+        self.commit_verified(block, verified)
+    }
+
+    /// [`Chain::commit`] with the block's signatures checked beforehand (see
+    /// [`Ledger::verify_txs`]), so verification can overlap the previous commit.
+    pub fn commit_verified(
+        &mut self,
+        block: &Block,
+        verified: cairn_ledger::VerifiedBlock,
+    ) -> Result<BlockOutcome> {
         if self.poisoned {
             return Err(Error::Poisoned("an earlier commit failed".into()));
         }
-        let outcome = self.ledger.apply(block)?;
+        let outcome = self.ledger.apply_verified(block, verified)?;
         if let Err(e) = self.write(block, &outcome) {
             // The ledger moved but the disk did not: refuse further work until reopened.
             self.poisoned = true;
