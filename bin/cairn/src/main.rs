@@ -2,9 +2,11 @@
 //! behaviour lives in the crates.
 
 mod bench;
+mod client_cmd;
 mod genesis_cmd;
 mod keys;
 mod ledger_cmd;
+mod node_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +36,16 @@ enum Command {
     Ledger(ledger_cmd::LedgerArgs),
     /// Measure performance against the bars in DESIGN.md.
     Bench(bench::BenchArgs),
+    /// Run a one-validator network on this machine with funded demo accounts (start here).
+    Devnet(node_cmd::DevnetArgs),
+    /// Run a validator node with the HTTP API.
+    Node(node_cmd::NodeArgs),
+    /// The node's chain, height, state root and supply.
+    Status(client_cmd::StatusArgs),
+    /// Balances and transfers.
+    Account(client_cmd::AccountArgs),
+    /// Transaction status.
+    Tx(client_cmd::TxArgs),
 }
 
 fn main() {
@@ -50,6 +62,11 @@ fn main() {
         Command::Genesis(a) => genesis_cmd::run(a),
         Command::Ledger(a) => ledger_cmd::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Devnet(a) => node_cmd::run_devnet(a),
+        Command::Node(a) => node_cmd::run_node(a),
+        Command::Status(a) => client_cmd::status(a),
+        Command::Account(a) => client_cmd::account(a),
+        Command::Tx(a) => client_cmd::tx(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

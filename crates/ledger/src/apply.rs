@@ -72,6 +72,13 @@ pub struct VerifiedBlock {
     ok: Vec<bool>,
 }
 
+impl VerifiedBlock {
+    /// One verdict per transaction, in order.
+    pub fn verdicts(&self) -> &[bool] {
+        &self.ok
+    }
+}
+
 impl Ledger {
     /// Checks a block's transaction signatures under `chain_id`, on every core; needs no state, so it can
     /// run while another block is applied or committed.

@@ -258,6 +258,16 @@ impl Chain {
         Ok(())
     }
 
+    /// Checks a transaction against the committed state without applying it (mempool
+    /// admission); changes nothing.
+    pub fn check_tx(
+        &mut self,
+        tx: &cairn_primitives::Tx,
+        timestamp_ms: u64,
+    ) -> cairn_ledger::Result<()> {
+        self.ledger.check_tx(tx, timestamp_ms)
+    }
+
     /// A committed block.
     pub fn block(&self, height: u64) -> Result<Option<Block>> {
         let r = self.db.begin_read().map_err(db_err)?;

@@ -1,0 +1,305 @@
+//! `cairn node` and `cairn devnet`.
+
+use anyhow::{Context, Result, bail};
+use cairn_keystore::Keystore;
+use cairn_node::{ApiSettings, Node, ProducerSettings};
+use cairn_primitives::{Genesis, GenesisAccount, Validator};
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Node settings: defaults, then a TOML file (`--config`), then `CAIRN_*` environment
+/// variables, then flags.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct NodeSettings {
+    /// Where the API listens.
+    pub(crate) listen: SocketAddr,
+    /// Milliseconds between blocks while transactions wait.
+    pub(crate) block_interval_ms: u64,
+    /// Milliseconds between blocks while none do.
+    pub(crate) idle_block_ms: u64,
+    /// Most transactions per block.
+    pub(crate) max_block_txs: usize,
+    /// Most transactions in the mempool.
+    pub(crate) mempool_capacity: usize,
+    /// Most pending transactions per account.
+    pub(crate) mempool_per_account: usize,
+    /// Largest request body, bytes.
+    pub(crate) max_body_bytes: usize,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        let p = ProducerSettings::default();
+        let a = ApiSettings::default();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7650)),
+            block_interval_ms: p.block_interval.as_millis() as u64,
+            idle_block_ms: p.idle_interval.as_millis() as u64,
+            max_block_txs: p.max_block_txs,
+            mempool_capacity: p.mempool.capacity,
+            mempool_per_account: p.mempool.per_account,
+            max_body_bytes: a.max_body_bytes,
+        }
+    }
+}
+
+impl NodeSettings {
+    /// Defaults, then `file`, then the environment.
+    pub(crate) fn load(file: Option<&Path>) -> Result<Self> {
+        let mut s = match file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("reading settings {}", f.display()))?;
+                toml::from_str(&text).with_context(|| format!("in settings {}", f.display()))?
+            }
+            None => Self::default(),
+        };
+        fn env<T: std::str::FromStr>(name: &str, slot: &mut T) -> Result<()>
+        where
+            T::Err: std::fmt::Display,
+        {
+            if let Ok(v) = std::env::var(name) {
+                *slot = v.parse().map_err(|e| anyhow::anyhow!("{name}={v}: {e}"))?;
+            }
+            Ok(())
+        }
+        env("CAIRN_LISTEN", &mut s.listen)?;
+        env("CAIRN_BLOCK_INTERVAL_MS", &mut s.block_interval_ms)?;
+        env("CAIRN_IDLE_BLOCK_MS", &mut s.idle_block_ms)?;
+        env("CAIRN_MAX_BLOCK_TXS", &mut s.max_block_txs)?;
+        env("CAIRN_MEMPOOL_CAPACITY", &mut s.mempool_capacity)?;
+        env("CAIRN_MEMPOOL_PER_ACCOUNT", &mut s.mempool_per_account)?;
+        env("CAIRN_MAX_BODY_BYTES", &mut s.max_body_bytes)?;
+        if s.block_interval_ms == 0 || s.max_block_txs == 0 || s.mempool_capacity == 0 {
+            bail!("block_interval_ms, max_block_txs and mempool_capacity must be at least 1");
+        }
+        Ok(s)
+    }
+
+    fn producer(&self) -> ProducerSettings {
+        ProducerSettings {
+            block_interval: Duration::from_millis(self.block_interval_ms),
+            idle_interval: Duration::from_millis(self.idle_block_ms.max(self.block_interval_ms)),
+            max_block_txs: self.max_block_txs,
+            mempool: cairn_node::mempool::Limits {
+                capacity: self.mempool_capacity,
+                per_account: self.mempool_per_account.max(1),
+            },
+        }
+    }
+
+    fn api(&self) -> ApiSettings {
+        ApiSettings {
+            max_body_bytes: self.max_body_bytes,
+            ..ApiSettings::default()
+        }
+    }
+}
+
+/// `cairn node`: run a validator node with the HTTP API.
+#[derive(Args)]
+pub(crate) struct NodeArgs {
+    /// Data directory (the chain's blocks and state).
+    #[arg(long, env = "CAIRN_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Genesis file; needed the first time, checked against the stored one after.
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// The validator key's name in the key store.
+    #[arg(long, default_value = "validator")]
+    key: String,
+    /// Key store directory (default: the config directory's `keys`).
+    #[arg(long, env = "CAIRN_KEYS_DIR")]
+    keys_dir: Option<PathBuf>,
+    /// Settings file (TOML; see `NodeSettings` fields: listen, block_interval_ms, ...).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// API address (overrides the settings file and CAIRN_LISTEN).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+fn keystore(dir: Option<PathBuf>) -> Keystore {
+    dir.map_or_else(Keystore::default_location, Keystore::at)
+}
+
+pub(crate) fn run_node(a: NodeArgs) -> Result<()> {
+    let mut settings = NodeSettings::load(a.config.as_deref())?;
+    if let Some(l) = a.listen {
+        settings.listen = l;
+    }
+    let genesis = match &a.genesis {
+        Some(p) => Some(read_genesis(p)?),
+        None => None,
+    };
+    let key = keystore(a.keys_dir)
+        .load(&a.key)
+        .with_context(|| format!("loading validator key '{}'", a.key))?;
+    serve(
+        &a.data_dir,
+        genesis.as_ref(),
+        key.address(),
+        &settings,
+        |url| {
+            eprintln!("cairn node: API at {url}; Ctrl-C stops it");
+        },
+    )
+}
+
+fn read_genesis(p: &Path) -> Result<Genesis> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let g = Genesis::from_toml(&text).with_context(|| format!("in {}", p.display()))?;
+    g.validate()
+        .with_context(|| format!("in {}", p.display()))?;
+    Ok(g)
+}
+
+fn serve(
+    data_dir: &Path,
+    genesis: Option<&Genesis>,
+    proposer: cairn_primitives::Address,
+    settings: &NodeSettings,
+    ready: impl FnOnce(&str),
+) -> Result<()> {
+    let node = Node::open(data_dir, genesis, proposer, settings.producer())
+        .with_context(|| format!("opening the chain in {}", data_dir.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("listening on {}", settings.listen))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        ready(&url);
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("\nstopping: finishing the block in progress…");
+        };
+        #[cfg(unix)]
+        let shutdown = async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = shutdown => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {
+                    eprintln!("stopping (SIGTERM): finishing the block in progress…");
+                }
+            }
+        };
+        cairn_node::run(node.clone(), listener, settings.api(), shutdown)
+            .await
+            .context("serving the API")?;
+        let h = node.with_ledger(|l| l.globals().height);
+        eprintln!("stopped cleanly at height {h}");
+        Ok(())
+    })
+}
+
+/// `cairn devnet`: a one-validator network on this machine, with funded demo accounts.
+#[derive(Args)]
+pub(crate) struct DevnetArgs {
+    /// Data directory (default: `$CAIRN_HOME/devnet`, else `~/.local/share/cairn/devnet`).
+    #[arg(long, env = "CAIRN_DEVNET_DIR")]
+    dir: Option<PathBuf>,
+    /// Start over: delete the devnet's chain and keys first.
+    #[arg(long)]
+    reset: bool,
+    /// API address.
+    #[arg(long, default_value = "127.0.0.1:7650")]
+    listen: SocketAddr,
+    /// Epoch length in seconds (devnet epochs are short so rewards show up quickly).
+    #[arg(long, default_value_t = 60)]
+    epoch_secs: u64,
+}
+
+/// Demo accounts devnet funds.
+const DEMO: [&str; 3] = ["alice", "bob", "carol"];
+
+fn devnet_dir(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| {
+        if let Some(h) = std::env::var_os("CAIRN_HOME") {
+            return PathBuf::from(h).join("devnet");
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("cairn").join("devnet")
+    })
+}
+
+pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
+    let dir = devnet_dir(a.dir);
+    if a.reset && dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        eprintln!("reset: removed {}", dir.display());
+    }
+    let chain_dir = dir.join("chain");
+    let keys = Keystore::at(dir.join("keys"));
+    let fresh = !chain_dir.join("chain.redb").exists();
+    let validator = keys.load_or_create("validator")?;
+    let genesis = if fresh {
+        let mut g = crate::genesis_cmd::default_genesis(
+            "cairn-devnet",
+            a.epoch_secs.max(1),
+            cairn_node::now_ms(),
+        );
+        for name in DEMO {
+            let k = keys.load_or_create(name)?;
+            g.accounts.push(GenesisAccount {
+                address: k.address(),
+                balance: "1000000".into(),
+            });
+        }
+        g.validators = vec![Validator {
+            key: validator.address(),
+            p2p: "127.0.0.1:7651".into(),
+        }];
+        g.treasury = validator.address();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("genesis.toml"), g.to_documented_toml())
+            .context("writing the devnet genesis")?;
+        Some(g)
+    } else {
+        None
+    };
+    let settings = NodeSettings {
+        listen: a.listen,
+        ..NodeSettings::load(None)?
+    };
+    let keys_dir = keys.dir().to_path_buf();
+    serve(
+        &chain_dir,
+        genesis.as_ref(),
+        validator.address(),
+        &settings,
+        |url| {
+            let what = if fresh { "started" } else { "resumed" };
+            eprintln!("cairn devnet {what}");
+            eprintln!("  API:        {url}   (try {url}/v1/status)");
+            eprintln!("  data:       {}", dir.display());
+            eprintln!(
+                "  demo keys:  {}   ({})",
+                keys_dir.display(),
+                DEMO.join(", ")
+            );
+            eprintln!("  next, in another terminal:");
+            eprintln!(
+                "    export CAIRN_NODE={url} CAIRN_KEYS_DIR={}",
+                keys_dir.display()
+            );
+            eprintln!("    cairn status");
+            eprintln!("    cairn account balance --key alice");
+            eprintln!(
+                "    cairn account transfer --key alice --to $(cairn keys show bob) --amount 12.5"
+            );
+            eprintln!("  Ctrl-C stops it; running it again resumes; --reset starts over.");
+        },
+    )
+}

@@ -1,0 +1,175 @@
+//! A blocking HTTP client for a Cairn node's `/v1` API: what the CLI (and later the worker and
+//! tools) use. Errors carry the node's stable error code.
+
+use cairn_primitives::wire::Encode;
+use cairn_primitives::{Address, Hash, SignedTx};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// What went wrong talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The node answered with an error.
+    #[error("node refused ({status} {code}): {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable error code.
+        code: String,
+        /// Explanation.
+        message: String,
+    },
+    /// The node could not be reached.
+    #[error("cannot reach the node at {url}: {reason}")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The answer was not what the API describes.
+    #[error("unexpected answer from the node: {0}")]
+    Protocol(String),
+    /// Waiting for finality ran out of time.
+    #[error("transaction {0} is not final after {1:?}; check later with `cairn tx status {0}`")]
+    Timeout(Hash, Duration),
+}
+
+/// A node's API.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client for the node at `base` (e.g. `http://127.0.0.1:7650`).
+    pub fn new(base: &str) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    /// The node's URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn unreachable(&self, e: impl std::fmt::Display) -> Error {
+        Error::Unreachable {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn finish(&self, resp: ureq::http::Response<ureq::Body>) -> Result<Value, Error> {
+        let status = resp.status().as_u16();
+        let body: Value = resp
+            .into_body()
+            .read_json()
+            .map_err(|e| Error::Protocol(format!("status {status}, body is not JSON: {e}")))?;
+        if status >= 400 {
+            let code = body["error"]["code"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_string();
+            let message = body["error"]["message"].as_str().unwrap_or("").to_string();
+            return Err(Error::Api {
+                status,
+                code,
+                message,
+            });
+        }
+        Ok(body)
+    }
+
+    /// GET a JSON document.
+    pub fn get(&self, path: &str) -> Result<Value, Error> {
+        let resp = self
+            .agent
+            .get(&self.url(path))
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        self.finish(resp)
+    }
+
+    /// `/v1/status`.
+    pub fn status(&self) -> Result<Value, Error> {
+        self.get("/v1/status")
+    }
+
+    /// `/v1/accounts/{address}`.
+    pub fn account(&self, a: &Address, prove: bool) -> Result<Value, Error> {
+        self.get(&format!(
+            "/v1/accounts/{a}{}",
+            if prove { "?prove=true" } else { "" }
+        ))
+    }
+
+    /// The account's next nonce.
+    pub fn next_nonce(&self, a: &Address) -> Result<u64, Error> {
+        self.account(a, false)?["nonce"]
+            .as_u64()
+            .ok_or_else(|| Error::Protocol("account without a nonce".into()))
+    }
+
+    /// `/v1/txs/{hash}`.
+    pub fn tx_status(&self, h: &Hash) -> Result<Value, Error> {
+        self.get(&format!("/v1/txs/{h}"))
+    }
+
+    /// Submits one signed transaction (binary form); returns its hash once admitted.
+    pub fn submit(&self, tx: &SignedTx) -> Result<Hash, Error> {
+        let bytes = tx.encode();
+        let resp = self
+            .agent
+            .post(&self.url("/v1/txs"))
+            .header("content-type", "application/octet-stream")
+            .send(&bytes[..])
+            .map_err(|e| self.unreachable(e))?;
+        self.finish(resp)?;
+        Ok(tx.hash())
+    }
+
+    /// Submits raw bytes with a content type (for tools and tests); returns status and body.
+    pub fn post_raw(&self, content_type: &str, body: &[u8]) -> Result<(u16, Value), Error> {
+        let resp = self
+            .agent
+            .post(&self.url("/v1/txs"))
+            .header("content-type", content_type)
+            .send(body)
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        let body: Value = resp
+            .into_body()
+            .read_json()
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok((status, body))
+    }
+
+    /// Polls until `h` is final or failed, or `timeout` passes.
+    pub fn wait_final(&self, h: &Hash, timeout: Duration) -> Result<Value, Error> {
+        let start = Instant::now();
+        loop {
+            match self.tx_status(h) {
+                Ok(v) if v["status"] == "final" || v["status"] == "failed" => return Ok(v),
+                Ok(_) => {}
+                Err(Error::Api { status: 404, .. }) => {}
+                Err(e) => return Err(e),
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::Timeout(*h, timeout));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
