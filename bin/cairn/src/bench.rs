@@ -5,9 +5,8 @@ use anyhow::{Result, bail};
 use cairn_ledger::{Ledger, testing};
 use cairn_primitives::wire::Encode;
 use cairn_primitives::{
-    Address, Amount, BoundedString, ClassKind, Delegation, Device, DeviceSpec, Globals, JobSpec,
-    OpenDeployment, Resources, SignedTx, StateKey, StateValue, TxBody, namespace, sha256,
-    verify_batch,
+    Address, Amount, BoundedString, ClassKind, Device, DeviceSpec, JobSpec, OpenDeployment,
+    Resources, SignedTx, StateKey, StateValue, TxBody, namespace, sha256, verify_batch,
 };
 use cairn_store::Chain;
 use clap::{Args, Subcommand};
@@ -322,8 +321,7 @@ fn synthetic_fleet(n: usize) -> Result<Ledger> {
     genesis.checkers = vec![checker];
     let params = genesis.validate()?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let mut records = Vec::with_capacity(n * 2 + 2);
-    let mut staked = 0u64;
+    let mut devices = Vec::with_capacity(n);
     for i in 0..n {
         let addr = Address(sha256(&[b"dev", &(i as u64).to_be_bytes()]).0);
         let owner = Address(sha256(&[b"own", &((i % 10_000) as u64).to_be_bytes()]).0);
@@ -344,7 +342,6 @@ fn synthetic_fleet(n: usize) -> Result<Ledger> {
             },
         };
         let stake = 100_000_000_000u64;
-        staked += stake;
         let region = REGIONS[rng.random_range(0..REGIONS.len())];
         let price = rng.random_range(50..2_000);
         let reputation = rng.random_range(0..1_000_000);
@@ -354,25 +351,9 @@ fn synthetic_fleet(n: usize) -> Result<Ledger> {
             voters: vec![checker],
             ..testing::device_record(owner, class as u16, spec, region, price, reputation, stake)
         };
-        records.push((
-            StateKey::Device(addr).to_bytes(),
-            StateValue::Device(d).encode_value(),
-        ));
-        records.push((
-            StateKey::Delegation(addr, owner).to_bytes(),
-            StateValue::Delegation(Delegation { shares: stake }).encode_value(),
-        ));
+        devices.push((addr, d));
     }
-    let g = Globals {
-        supply: Amount::from_base(staked),
-        staked: Amount::from_base(staked),
-        last_timestamp_ms: params.genesis_time_ms,
-        ..Globals::default()
-    };
-    records.push((
-        StateKey::Globals.to_bytes(),
-        StateValue::Globals(g).encode_value(),
-    ));
+    let mut records = testing::fleet_records(devices, &[]);
     records.push((
         StateKey::Checker(checker).to_bytes(),
         StateValue::Checker(cairn_primitives::CheckerTally {

@@ -203,11 +203,7 @@ fn verify_proof(v: &Value) -> Result<String> {
 }
 
 fn parse_hash(s: &str) -> Result<Hash> {
-    let b = hex::decode(s).with_context(|| format!("'{s}' is not hex"))?;
-    let arr: [u8; 32] = b
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("'{s}' is not 32 bytes"))?;
-    Ok(Hash(arr))
+    s.parse().map_err(anyhow::Error::msg)
 }
 
 fn report(json: bool, v: &Value) {

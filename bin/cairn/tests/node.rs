@@ -246,3 +246,109 @@ fn devnet_resumes_where_it_stopped() {
     assert!(c.status().expect("status")["height"].as_u64().expect("h") >= height);
     assert_eq!(balance(&c, &alice.address()), alice_balance);
 }
+
+/// Runs the CLI against the devnet, as the README tells a user to.
+fn cli(net: &Devnet, keys: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env("CAIRN_NODE", &net.url)
+        .env("CAIRN_KEYS_DIR", keys)
+        .output()
+        .expect("run cairn")
+}
+
+#[test]
+fn the_cli_transfers_reads_and_explains_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = start(dir.path());
+    let keys = dir.path().join("keys");
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    let status = cli(&net, &keys, &["status", "--json"]);
+    assert!(status.status.success(), "{}", text(&status));
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+    assert_eq!(s["chain_id"], "cairn-devnet");
+
+    let bob = Keystore::at(&keys)
+        .load("bob")
+        .expect("bob")
+        .address()
+        .to_string();
+    let sent = cli(
+        &net,
+        &keys,
+        &[
+            "account", "transfer", "--key", "alice", "--to", &bob, "--amount", "12.5", "--json",
+        ],
+    );
+    assert!(sent.status.success(), "{}", text(&sent));
+    let v: serde_json::Value = serde_json::from_slice(&sent.stdout).expect("transfer json");
+    assert_eq!(v["status"], "final", "{v}");
+    let hash = v["hash"].as_str().expect("hash").to_string();
+
+    let st = cli(&net, &keys, &["tx", "status", &hash]);
+    assert!(st.status.success(), "{}", text(&st));
+    assert!(text(&st).contains("final at height"), "{}", text(&st));
+
+    let bal = cli(
+        &net,
+        &keys,
+        &["account", "balance", "--key", "bob", "--prove"],
+    );
+    assert!(bal.status.success(), "{}", text(&bal));
+    assert!(text(&bal).contains("balance  1000012.5"), "{}", text(&bal));
+    assert!(text(&bal).contains("proof    verified"), "{}", text(&bal));
+
+    // Bad input: a clear message and a failing exit, nothing sent.
+    for (args, says) in [
+        (
+            vec![
+                "account", "transfer", "--key", "alice", "--to", &bob, "--amount", "1.2.3",
+            ],
+            "--amount",
+        ),
+        (
+            vec![
+                "account", "transfer", "--key", "nobody", "--to", &bob, "--amount", "1",
+            ],
+            "nobody",
+        ),
+        (
+            vec![
+                "account", "transfer", "--key", "alice", "--to", &bob, "--amount", "5000000",
+            ],
+            "insufficient_balance",
+        ),
+        (
+            vec![
+                "account",
+                "transfer",
+                "--key",
+                "alice",
+                "--to",
+                &bob,
+                "--amount",
+                "99999999999",
+            ],
+            "too large",
+        ),
+        (vec!["tx", "status", "abc"], "not hex"),
+    ] {
+        let o = cli(&net, &keys, &args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
+    }
+    let alice = Keystore::at(&keys).load("alice").expect("alice").address();
+    let c = Client::new(&net.url);
+    assert_eq!(
+        balance(&c, &alice).1,
+        1,
+        "only the one good transfer moved alice's nonce"
+    );
+}

@@ -333,7 +333,7 @@ mod tests {
     use super::*;
     use crate::matching::Market;
     use crate::testing;
-    use cairn_primitives::{Delegation, Device, DeviceSpec, Globals, StateKey, StateValue, sha256};
+    use cairn_primitives::{Device, DeviceSpec, sha256};
 
     /// `n` attested, passing devices; the first `moving` start at half reputation (so an epoch
     /// close moves their rank), the rest at the top (a pass leaves them where they are).
@@ -341,9 +341,8 @@ mod tests {
         let checker = Address([0xcc; 32]);
         let mut genesis = testing::genesis(&[]);
         genesis.checkers = vec![checker];
-        let mut records = Vec::new();
         let stake = 1_000_000u64;
-        for i in 0..n {
+        let devices = (0..n).map(|i| {
             let addr = Address(sha256(&[b"dev", &i.to_be_bytes()]).0);
             let owner = if i == 0 {
                 operator().address()
@@ -364,34 +363,11 @@ mod tests {
                 voters: vec![checker],
                 ..testing::device_record(owner, 11, spec, region, 100 + i % 5, rep, stake)
             };
-            records.push((
-                StateKey::Device(addr).to_bytes(),
-                StateValue::Device(d).encode_value(),
-            ));
-            records.push((
-                StateKey::Delegation(addr, owner).to_bytes(),
-                StateValue::Delegation(Delegation { shares: stake }).encode_value(),
-            ));
-        }
-        let fees = 1_000_000u64;
-        records.push((
-            StateKey::Account(operator().address()).to_bytes(),
-            StateValue::Account(cairn_primitives::Account {
-                balance: Amount::from_base(fees),
-                ..Default::default()
-            })
-            .encode_value(),
-        ));
-        let g = Globals {
-            supply: Amount::from_base(stake * n + fees),
-            staked: Amount::from_base(stake * n),
-            last_timestamp_ms: testing::TEST_GENESIS_MS,
-            ..Globals::default()
-        };
-        records.push((
-            StateKey::Globals.to_bytes(),
-            StateValue::Globals(g).encode_value(),
-        ));
+            (addr, d)
+        });
+        // Fees for the operator's transaction in the closing block.
+        let fees = [(operator().address(), Amount::from_base(1_000_000))];
+        let records = testing::fleet_records(devices, &fees);
         let ledger = Ledger::from_records(&genesis, records).expect("fleet");
         (genesis, ledger)
     }

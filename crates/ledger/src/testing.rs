@@ -134,3 +134,52 @@ pub fn device_record(
         voters: Vec::new(),
     }
 }
+
+/// The stored records of a state holding `devices` (each bonded by its owner alone: one
+/// delegation of `pool.shares`) and `accounts`, with a `Globals` record whose supply and stake
+/// add up, at [`TEST_GENESIS_MS`]. Feed them to [`crate::Ledger::from_records`].
+pub fn fleet_records(
+    devices: impl IntoIterator<Item = (Address, cairn_primitives::Device)>,
+    accounts: &[(Address, Amount)],
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use cairn_primitives::{Account, Delegation, Globals, StateKey, StateValue};
+    let mut records = Vec::new();
+    let mut staked = 0u64;
+    for (addr, d) in devices {
+        staked = staked.saturating_add(d.pool.tokens.base());
+        records.push((
+            StateKey::Delegation(addr, d.owner).to_bytes(),
+            StateValue::Delegation(Delegation {
+                shares: d.pool.shares,
+            })
+            .encode_value(),
+        ));
+        records.push((
+            StateKey::Device(addr).to_bytes(),
+            StateValue::Device(d).encode_value(),
+        ));
+    }
+    let mut supply = staked;
+    for (a, balance) in accounts {
+        supply = supply.saturating_add(balance.base());
+        records.push((
+            StateKey::Account(*a).to_bytes(),
+            StateValue::Account(Account {
+                balance: *balance,
+                ..Account::default()
+            })
+            .encode_value(),
+        ));
+    }
+    let g = Globals {
+        supply: Amount::from_base(supply),
+        staked: Amount::from_base(staked),
+        last_timestamp_ms: TEST_GENESIS_MS,
+        ..Globals::default()
+    };
+    records.push((
+        StateKey::Globals.to_bytes(),
+        StateValue::Globals(g).encode_value(),
+    ));
+    records
+}

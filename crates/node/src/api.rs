@@ -216,12 +216,7 @@ async fn submit(
 }
 
 fn parse_hash(s: &str) -> Result<Hash, ApiError> {
-    let bytes =
-        hex::decode(s).map_err(|_| ApiError::bad("bad_hash", "hash must be 64 hex digits"))?;
-    let arr: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| ApiError::bad("bad_hash", "hash must be 64 hex digits"))?;
-    Ok(Hash(arr))
+    s.parse().map_err(|e: String| ApiError::bad("bad_hash", e))
 }
 
 /// GET /v1/txs/{hash}: pending, final (height, index) or failed (height, code).

@@ -280,6 +280,19 @@ impl Chain {
         read_root(&r, height)
     }
 
+    /// Which of `hashes` are already in a committed block (one read transaction).
+    pub fn landed(&self, hashes: &[Hash]) -> Result<std::collections::HashSet<Hash>> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = r.open_table(TXS).map_err(dberr)?;
+        let mut out = std::collections::HashSet::new();
+        for h in hashes {
+            if t.get(h.0.as_slice()).map_err(dberr)?.is_some() {
+                out.insert(*h);
+            }
+        }
+        Ok(out)
+    }
+
     /// Where a transaction landed: height, index, and its error code when it was rejected.
     pub fn tx_status(&self, hash: &Hash) -> Result<Option<(u64, u32, Option<String>)>> {
         let r = self.db.begin_read().map_err(db_err)?;
