@@ -17,10 +17,16 @@ use std::time::Duration;
 pub(crate) struct NodeSettings {
     /// Where the API listens.
     pub(crate) listen: SocketAddr,
-    /// Milliseconds between blocks while transactions wait.
-    pub(crate) block_interval_ms: u64,
-    /// Milliseconds between blocks while none do.
+    /// Where the p2p network listens (default: this validator's address in the genesis).
+    pub(crate) p2p_listen: Option<SocketAddr>,
+    /// Milliseconds a leader waits for transactions before proposing an empty block.
     pub(crate) idle_block_ms: u64,
+    /// Milliseconds to wait for a leader's proposal before voting to skip it.
+    pub(crate) leader_timeout_ms: u64,
+    /// Most encoded bytes per block.
+    pub(crate) max_block_bytes: usize,
+    /// Runtime worker threads.
+    pub(crate) worker_threads: usize,
     /// Most transactions per block.
     pub(crate) max_block_txs: usize,
     /// Most transactions in the mempool.
@@ -37,8 +43,13 @@ impl Default for NodeSettings {
         let a = ApiSettings::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7650)),
-            block_interval_ms: p.block_interval.as_millis() as u64,
+            p2p_listen: None,
             idle_block_ms: p.idle_interval.as_millis() as u64,
+            leader_timeout_ms: cairn_node::consensus::Timing::default()
+                .leader_timeout
+                .as_millis() as u64,
+            max_block_bytes: p.max_block_bytes,
+            worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_block_txs: p.max_block_txs,
             mempool_capacity: p.mempool.capacity,
             mempool_per_account: p.mempool.per_account,
@@ -68,23 +79,42 @@ impl NodeSettings {
             Ok(())
         }
         env("CAIRN_LISTEN", &mut s.listen)?;
-        env("CAIRN_BLOCK_INTERVAL_MS", &mut s.block_interval_ms)?;
+        if let Ok(v) = std::env::var("CAIRN_P2P_LISTEN") {
+            s.p2p_listen = Some(
+                v.parse()
+                    .map_err(|e| anyhow::anyhow!("CAIRN_P2P_LISTEN={v}: {e}"))?,
+            );
+        }
         env("CAIRN_IDLE_BLOCK_MS", &mut s.idle_block_ms)?;
+        env("CAIRN_LEADER_TIMEOUT_MS", &mut s.leader_timeout_ms)?;
+        env("CAIRN_MAX_BLOCK_BYTES", &mut s.max_block_bytes)?;
+        env("CAIRN_WORKER_THREADS", &mut s.worker_threads)?;
         env("CAIRN_MAX_BLOCK_TXS", &mut s.max_block_txs)?;
         env("CAIRN_MEMPOOL_CAPACITY", &mut s.mempool_capacity)?;
         env("CAIRN_MEMPOOL_PER_ACCOUNT", &mut s.mempool_per_account)?;
         env("CAIRN_MAX_BODY_BYTES", &mut s.max_body_bytes)?;
-        if s.block_interval_ms == 0 || s.max_block_txs == 0 || s.mempool_capacity == 0 {
-            bail!("block_interval_ms, max_block_txs and mempool_capacity must be at least 1");
+        if s.max_block_txs == 0 || s.mempool_capacity == 0 {
+            bail!("max_block_txs and mempool_capacity must be at least 1");
+        }
+        if s.max_block_bytes < 64 << 10 {
+            bail!("max_block_bytes must be at least 65536");
+        }
+        if s.idle_block_ms >= s.leader_timeout_ms {
+            bail!(
+                "idle_block_ms ({}) must be below leader_timeout_ms ({}): a leader waiting for \
+                 transactions would otherwise be skipped",
+                s.idle_block_ms,
+                s.leader_timeout_ms
+            );
         }
         Ok(s)
     }
 
     fn producer(&self) -> ProducerSettings {
         ProducerSettings {
-            block_interval: Duration::from_millis(self.block_interval_ms),
-            idle_interval: Duration::from_millis(self.idle_block_ms.max(self.block_interval_ms)),
+            idle_interval: Duration::from_millis(self.idle_block_ms),
             max_block_txs: self.max_block_txs,
+            max_block_bytes: self.max_block_bytes,
             mempool: cairn_node::mempool::Limits {
                 capacity: self.mempool_capacity,
                 per_account: self.mempool_per_account.max(1),
@@ -115,7 +145,9 @@ pub(crate) struct NodeArgs {
     /// Key store directory (default: the config directory's `keys`).
     #[arg(long, env = "CAIRN_KEYS_DIR")]
     keys_dir: Option<PathBuf>,
-    /// Settings file (TOML; see `NodeSettings` fields: listen, block_interval_ms, ...).
+    /// Settings file (TOML; fields: listen, p2p_listen, idle_block_ms, leader_timeout_ms,
+    /// max_block_txs, max_block_bytes, mempool_capacity, mempool_per_account, max_body_bytes,
+    /// worker_threads).
     #[arg(long)]
     config: Option<PathBuf>,
     /// API address (overrides the settings file and CAIRN_LISTEN).
@@ -139,15 +171,9 @@ pub(crate) fn run_node(a: NodeArgs) -> Result<()> {
     let key = keystore(a.keys_dir)
         .load(&a.key)
         .with_context(|| format!("loading validator key '{}'", a.key))?;
-    serve(
-        &a.data_dir,
-        genesis.as_ref(),
-        key.address(),
-        &settings,
-        |url| {
-            eprintln!("cairn node: API at {url}; Ctrl-C stops it");
-        },
-    )
+    serve(&a.data_dir, genesis.as_ref(), &key, &settings, |url| {
+        eprintln!("cairn node: API at {url}; Ctrl-C stops it");
+    })
 }
 
 fn read_genesis(p: &Path) -> Result<Genesis> {
@@ -161,44 +187,58 @@ fn read_genesis(p: &Path) -> Result<Genesis> {
 fn serve(
     data_dir: &Path,
     genesis: Option<&Genesis>,
-    proposer: cairn_primitives::Address,
+    key: &cairn_primitives::Keypair,
     settings: &NodeSettings,
     ready: impl FnOnce(&str),
 ) -> Result<()> {
-    let node = Node::open(data_dir, genesis, proposer, settings.producer())
+    let node = Node::open(data_dir, genesis, key.address(), settings.producer())
         .with_context(|| format!("opening the chain in {}", data_dir.display()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("listening on {}", settings.listen))?;
-        let url = format!("http://{}", listener.local_addr()?);
-        ready(&url);
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("\nstopping: finishing the block in progress…");
-        };
-        #[cfg(unix)]
-        let shutdown = async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = shutdown => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {
-                    eprintln!("stopping (SIGTERM): finishing the block in progress…");
-                }
+    let p2p_listen = match settings.p2p_listen {
+        Some(a) => a,
+        None => node.with_chain(|c| {
+            let me = key.address();
+            let v = c.genesis().validators.iter().find(|v| v.key == me);
+            match v.map(|v| v.p2p.parse::<SocketAddr>()) {
+                // A loopback address is bound as it is; any other, on every interface.
+                Some(Ok(a)) if a.ip().is_loopback() => Ok(a),
+                Some(Ok(a)) => Ok(SocketAddr::from(([0, 0, 0, 0], a.port()))),
+                Some(Err(e)) => Err(anyhow::anyhow!("this validator's genesis p2p address: {e}")),
+                None => Err(anyhow::anyhow!(
+                    "key {me} is not a validator of this genesis (see its [[validators]])"
+                )),
             }
-        };
-        cairn_node::run(node.clone(), listener, settings.api(), shutdown)
-            .await
-            .context("serving the API")?;
-        let h = node.with_ledger(|l| l.globals().height);
-        eprintln!("stopped cleanly at height {h}");
-        Ok(())
-    })
+        })?,
+    };
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    ready(&url);
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => eprintln!("\nstopping…"),
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {
+                eprintln!("stopping (SIGTERM)…");
+            }
+        }
+    };
+    let validator = cairn_node::Validator {
+        key: key.private_key().clone(),
+        p2p_listen,
+        storage_dir: data_dir.join("consensus"),
+        timing: cairn_node::consensus::Timing {
+            leader_timeout: Duration::from_millis(settings.leader_timeout_ms),
+            certification_timeout: Duration::from_millis(settings.leader_timeout_ms * 3 / 2),
+            ..Default::default()
+        },
+        worker_threads: settings.worker_threads,
+    };
+    cairn_node::run(node.clone(), validator, listener, settings.api(), shutdown)
+        .context("running the node")?;
+    let h = node.height();
+    eprintln!("stopped cleanly at height {h}");
+    Ok(())
 }
 
 /// `cairn devnet`: a one-validator network on this machine, with funded demo accounts.
@@ -213,6 +253,10 @@ pub(crate) struct DevnetArgs {
     /// API address.
     #[arg(long, default_value = "127.0.0.1:7650")]
     listen: SocketAddr,
+    /// Consensus p2p address (a one-validator devnet has no peers, but consensus still runs
+    /// over the network layer it would use with them).
+    #[arg(long, default_value = "127.0.0.1:7651")]
+    p2p: SocketAddr,
     /// Epoch length in seconds (devnet epochs are short so rewards show up quickly).
     #[arg(long, default_value_t = 60)]
     epoch_secs: u64,
@@ -259,7 +303,7 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
         }
         g.validators = vec![Validator {
             key: validator.address(),
-            p2p: "127.0.0.1:7651".into(),
+            p2p: a.p2p.to_string(),
         }];
         g.treasury = validator.address();
         std::fs::create_dir_all(&dir)?;
@@ -271,35 +315,30 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
     };
     let settings = NodeSettings {
         listen: a.listen,
+        p2p_listen: Some(a.p2p),
         ..NodeSettings::load(None)?
     };
     let keys_dir = keys.dir().to_path_buf();
-    serve(
-        &chain_dir,
-        genesis.as_ref(),
-        validator.address(),
-        &settings,
-        |url| {
-            let what = if fresh { "started" } else { "resumed" };
-            eprintln!("cairn devnet {what}");
-            eprintln!("  API:        {url}   (try {url}/v1/status)");
-            eprintln!("  data:       {}", dir.display());
-            eprintln!(
-                "  demo keys:  {}   ({})",
-                keys_dir.display(),
-                DEMO.join(", ")
-            );
-            eprintln!("  next, in another terminal:");
-            eprintln!(
-                "    export CAIRN_NODE={url} CAIRN_KEYS_DIR={}",
-                keys_dir.display()
-            );
-            eprintln!("    cairn status");
-            eprintln!("    cairn account balance --key alice");
-            eprintln!(
-                "    cairn account transfer --key alice --to $(cairn keys show bob) --amount 12.5"
-            );
-            eprintln!("  Ctrl-C stops it; running it again resumes; --reset starts over.");
-        },
-    )
+    serve(&chain_dir, genesis.as_ref(), &validator, &settings, |url| {
+        let what = if fresh { "started" } else { "resumed" };
+        eprintln!("cairn devnet {what}");
+        eprintln!("  API:        {url}   (try {url}/v1/status)");
+        eprintln!("  data:       {}", dir.display());
+        eprintln!(
+            "  demo keys:  {}   ({})",
+            keys_dir.display(),
+            DEMO.join(", ")
+        );
+        eprintln!("  next, in another terminal:");
+        eprintln!(
+            "    export CAIRN_NODE={url} CAIRN_KEYS_DIR={}",
+            keys_dir.display()
+        );
+        eprintln!("    cairn status");
+        eprintln!("    cairn account balance --key alice");
+        eprintln!(
+            "    cairn account transfer --key alice --to $(cairn keys show bob) --amount 12.5"
+        );
+        eprintln!("  Ctrl-C stops it; running it again resumes; --reset starts over.");
+    })
 }

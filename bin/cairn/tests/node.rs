@@ -25,7 +25,14 @@ impl Drop for Devnet {
 
 fn start(dir: &Path) -> Devnet {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["devnet", "--listen", "127.0.0.1:0", "--dir"])
+        .args([
+            "devnet",
+            "--listen",
+            "127.0.0.1:0",
+            "--p2p",
+            "127.0.0.1:0",
+            "--dir",
+        ])
         .arg(dir)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -117,10 +117,18 @@ impl Ledger {
                 got: h.parent,
             });
         }
-        if h.parent_state_root != self.state_root() {
+        if h.state_height >= h.height {
+            return Err(BlockError::StateAheadOfBlock {
+                height: h.height,
+                state_height: h.state_height,
+            });
+        }
+        // An earlier anchor is checked by whoever keeps the history of roots (the store); the
+        // ledger holds only the current one.
+        if h.state_height == g.height && h.state_root != self.state_root() {
             return Err(BlockError::WrongStateRoot {
                 expected: self.state_root(),
-                got: h.parent_state_root,
+                got: h.state_root,
             });
         }
         if h.timestamp_ms < g.last_timestamp_ms {

@@ -182,8 +182,10 @@ pub enum BlockError {
     WrongHeight { expected: u64, got: u64 },
     #[error("block parent {got} is not the last block {expected}")]
     WrongParent { expected: Hash, got: Hash },
-    #[error("block claims parent state root {got}, but the state root is {expected}")]
+    #[error("block claims state root {got}, but the state root there is {expected}")]
     WrongStateRoot { expected: Hash, got: Hash },
+    #[error("block {height} anchors the state of height {state_height}, which is not before it")]
+    StateAheadOfBlock { height: u64, state_height: u64 },
     #[error("block timestamp {got} is before the parent's {parent}")]
     TimeWentBackwards { parent: u64, got: u64 },
     #[error("block transaction root does not match its transactions")]

@@ -233,6 +233,7 @@ impl Ledger {
         Block::build(
             g.height + 1,
             g.last_block,
+            g.height,
             self.state_root(),
             timestamp_ms.max(g.last_timestamp_ms),
             Address::default(),

@@ -107,7 +107,7 @@ pub fn router(node: Arc<Node>, settings: ApiSettings) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/blocks/{height}", get(block))
         .route("/v1/openapi.json", get(openapi))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no_route", "no such endpoint") })
         .layer(DefaultBodyLimit::max(limit))
@@ -281,9 +281,20 @@ async fn account(
     Ok(Json(body))
 }
 
+/// GET /healthz: 200 while finalized blocks are being executed; 503 with why once execution
+/// stopped.
+async fn healthz(State(s): State<AppState>) -> Response {
+    match s.node.halted() {
+        None => "ok".into_response(),
+        Some(why) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "halted", why).into_response(),
+    }
+}
+
 /// GET /v1/status
 async fn status(State(s): State<AppState>) -> Json<Value> {
     let pending = s.node.mempool_len();
+    let validators = s.node.with_chain(|c| c.genesis().validators.len());
+    let halted = s.node.halted();
     Json(s.node.with_ledger(|l| {
         let g = l.globals();
         let p = l.params();
@@ -301,6 +312,8 @@ async fn status(State(s): State<AppState>) -> Json<Value> {
             "burned": g.burned.display(p.decimals),
             "pending_txs": pending,
             "min_fee_base": p.min_fee.base(),
+            "validators": validators,
+            "halted": halted,
         })
     }))
 }
@@ -322,7 +335,8 @@ async fn block(
         "parent": h.parent.to_string(),
         "timestamp_ms": h.timestamp_ms,
         "proposer": h.proposer.to_string(),
-        "parent_state_root": h.parent_state_root.to_string(),
+        "state_height": h.state_height,
+        "state_root": h.state_root.to_string(),
         "tx_root": h.tx_root.to_string(),
         "txs": b.txs.iter().map(|t| t.hash().to_string()).collect::<Vec<_>>(),
         "size_bytes": b.encode().len(),

@@ -8,6 +8,7 @@
 
 use cairn_ledger::{Ledger, TxError};
 use cairn_primitives::{Address, Hash, SignedTx, Tx};
+use commonware_codec::EncodeSize;
 use std::collections::{BTreeMap, HashMap};
 
 /// Why a transaction was not admitted.
@@ -219,18 +220,30 @@ impl Mempool {
         Ok(hash)
     }
 
-    /// Up to `max` transactions for the next block: per account, the contiguous run from its
-    /// next nonce; accounts take turns so that one busy account cannot starve the others.
-    pub fn take_block(&self, ledger: &Ledger, max: usize) -> Vec<SignedTx> {
+    /// Up to `max` transactions and about `max_bytes` encoded bytes for the next block: per
+    /// account, the contiguous run from its next nonce; accounts take turns so that one busy
+    /// account cannot starve the others. `after` holds, per account, the next nonce once blocks
+    /// ordered but not yet executed apply (what they carry is not taken again).
+    pub fn take_block(
+        &self,
+        ledger: &Ledger,
+        max: usize,
+        max_bytes: usize,
+        after: &HashMap<Address, u64>,
+    ) -> Vec<SignedTx> {
         type Run<'a> = std::iter::Peekable<std::collections::btree_map::Range<'a, u64, SignedTx>>;
         let mut runs: Vec<Run<'_>> = Vec::new();
         let mut next: Vec<u64> = Vec::new();
         for (addr, pending) in &self.accounts {
-            let n = ledger.account(addr).nonce;
+            let n = ledger
+                .account(addr)
+                .nonce
+                .max(after.get(addr).copied().unwrap_or(0));
             runs.push(pending.range(n..).peekable());
             next.push(n);
         }
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let mut live = true;
         while live && out.len() < max {
             live = false;
@@ -241,6 +254,11 @@ impl Mempool {
                 if let Some((n, tx)) = run.peek()
                     && **n == *want
                 {
+                    let size = tx.encode_size();
+                    if bytes + size > max_bytes {
+                        return out;
+                    }
+                    bytes += size;
                     out.push((*tx).clone());
                     *want += 1;
                     run.next();
@@ -359,7 +377,7 @@ mod tests {
                 "bad_signature"
             ]
         );
-        let block = pool.take_block(&ledger, 10);
+        let block = pool.take_block(&ledger, 10, usize::MAX, &HashMap::new());
         let order: Vec<(Address, u64)> = block
             .iter()
             .map(|t| (t.tx.sender_address(), t.tx.nonce))
@@ -374,14 +392,18 @@ mod tests {
         // A gap is never taken past.
         let r = pool.admit(&mut ledger, vec![transfer(&k[2], 2, &k[0])], now, |_| false);
         assert!(r[0].is_ok());
-        assert_eq!(pool.take_block(&ledger, 10).len(), 3);
+        assert_eq!(
+            pool.take_block(&ledger, 10, usize::MAX, &HashMap::new())
+                .len(),
+            3
+        );
         // Full: a clear refusal.
         let r = pool.admit(&mut ledger, vec![transfer(&k[2], 0, &k[0])], now, |_| false);
         assert!(r[0].is_ok());
         let r = pool.admit(&mut ledger, vec![transfer(&k[2], 1, &k[0])], now, |_| false);
         assert_eq!(r[0], Err(AdmitError::Full(5)));
         // Applying the block prunes what it included.
-        let txs = pool.take_block(&ledger, 10);
+        let txs = pool.take_block(&ledger, 10, usize::MAX, &HashMap::new());
         let hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();
         let b = ledger.build_block(now, txs);
         ledger.apply(&b).expect("apply");

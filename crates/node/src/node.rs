@@ -1,15 +1,15 @@
-//! The node: the store, the mempool, block production and finality, and what the API reads.
+//! The node: the store, the mempool, what a proposer puts in a block, the execution of
+//! finalized blocks, and what the API reads.
 //!
-//! Ordering, today: the node is the sole validator of its genesis and finalizes the blocks it
-//! builds as it commits them (one durable redb transaction per block, see `cairn-store`). The
-//! node refuses a genesis that names more than one validator until the commonware simplex
-//! engine is wired in (the next step of the Node issue); everything here sits behind
-//! [`Node::produce_block`] and [`Node::subscribe`], which simplex will drive the same way.
+//! Consensus (see [`crate::consensus`]) orders blocks; this type executes them once final
+//! ([`Node::execute_finalized`], one durable redb transaction per block, see `cairn-store`)
+//! and tells subscribers ([`Node::subscribe`]).
 
 use crate::mempool::{AdmitError, Limits, Mempool};
 use cairn_ledger::{Event, Ledger};
 use cairn_primitives::{Address, Block, Genesis, Hash, SignedTx};
 use cairn_store::Chain;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,12 +19,13 @@ use tokio::sync::broadcast;
 /// Block production settings.
 #[derive(Debug, Clone)]
 pub struct ProducerSettings {
-    /// How often a block is built when transactions are waiting.
-    pub block_interval: Duration,
-    /// How often a block is built when none are (time moves the ledger: epochs, leases).
+    /// How long a leader waits for transactions before proposing an empty block (time moves
+    /// the ledger too: epochs, leases). Must be below consensus's leader timeout.
     pub idle_interval: Duration,
     /// Most transactions per block.
     pub max_block_txs: usize,
+    /// Most encoded bytes per block (also the largest block a peer may send).
+    pub max_block_bytes: usize,
     /// Mempool limits.
     pub mempool: Limits,
 }
@@ -32,9 +33,9 @@ pub struct ProducerSettings {
 impl Default for ProducerSettings {
     fn default() -> Self {
         Self {
-            block_interval: Duration::from_millis(200),
             idle_interval: Duration::from_secs(1),
             max_block_txs: 20_000,
+            max_block_bytes: 8 << 20,
             mempool: Limits::default(),
         }
     }
@@ -61,12 +62,33 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] cairn_store::Error),
-    /// The genesis names validators this build cannot yet run with.
-    #[error(
-        "genesis names {0} validators; this build orders blocks as a single validator \
-         (multi-validator simplex consensus is not wired in yet)"
-    )]
-    Validators(usize),
+}
+
+/// Why a finalized block could not be executed. Consensus stops delivering blocks after one:
+/// executing past it would diverge from the other replicas.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The store or the ledger refused the block.
+    #[error(transparent)]
+    Store(#[from] cairn_store::Error),
+    /// A block at a height already executed differs from the one executed there.
+    #[error("finalized block {height} is {got}, but {stored} was executed at that height")]
+    Conflict {
+        /// The height.
+        height: u64,
+        /// The executed block.
+        stored: Hash,
+        /// The delivered block.
+        got: Hash,
+    },
+    /// A block arrived ahead of its parent.
+    #[error("finalized block {got} arrived while {expected} was next")]
+    Gap {
+        /// The next height to execute.
+        expected: u64,
+        /// The height that arrived.
+        got: u64,
+    },
 }
 
 /// Counters for `/metrics`.
@@ -85,7 +107,7 @@ pub struct Metrics {
 struct Inner {
     chain: Chain,
     mempool: Mempool,
-    last_block: std::time::Instant,
+    halted: Option<String>,
 }
 
 /// A running node's state.
@@ -114,16 +136,12 @@ impl Node {
         settings: ProducerSettings,
     ) -> Result<Arc<Self>, StartError> {
         let chain = Chain::open(data_dir, genesis)?;
-        let validators = chain.genesis().validators.len();
-        if validators > 1 {
-            return Err(StartError::Validators(validators));
-        }
         let (events, _) = broadcast::channel(1024);
         Ok(Arc::new(Self {
             inner: Mutex::new(Inner {
                 mempool: Mempool::new(settings.mempool),
                 chain,
-                last_block: std::time::Instant::now(),
+                halted: None,
             }),
             settings,
             proposer,
@@ -188,25 +206,88 @@ impl Node {
         self.events.subscribe()
     }
 
-    /// Builds, applies and durably commits the next block if transactions wait or the idle
-    /// interval has passed. Returns the finalized block, if one was made.
-    pub fn produce_block(&self) -> Result<Option<Arc<Finalized>>, cairn_store::Error> {
+    /// Height of the last executed (finalized and committed) block.
+    pub fn height(&self) -> u64 {
+        self.lock().chain.height()
+    }
+
+    /// The state root recorded after block `height`, if it has been executed.
+    pub fn root_at(&self, height: u64) -> Option<Hash> {
+        let guard = self.lock();
+        if height > guard.chain.height() {
+            return None;
+        }
+        guard
+            .chain
+            .root_at(height)
+            .ok()
+            .flatten()
+            .map(|(root, _)| root)
+    }
+
+    /// The proposer's address, put in the blocks this node proposes.
+    pub fn proposer(&self) -> Address {
+        self.proposer
+    }
+
+    /// Production settings.
+    pub fn settings(&self) -> &ProducerSettings {
+        &self.settings
+    }
+
+    /// Transactions for a block that follows blocks ordered but not executed yet, whose next
+    /// nonce per account is `after` (see [`Mempool::take_block`]).
+    pub fn take_block(&self, after: &HashMap<Address, u64>) -> Vec<SignedTx> {
+        let guard = self.lock();
+        guard.mempool.take_block(
+            guard.chain.ledger(),
+            self.settings.max_block_txs,
+            self.settings.max_block_bytes.saturating_sub(1024),
+            after,
+        )
+    }
+
+    /// Executes a finalized block and commits it durably; a block at a height already
+    /// executed (consensus redelivers after a restart) is checked against what was executed
+    /// and skipped. Returns what the block did when it was executed now.
+    pub fn execute_finalized(&self, block: &Block) -> Result<Option<Arc<Finalized>>, ExecError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        if inner.mempool.is_empty() && inner.last_block.elapsed() < self.settings.idle_interval {
+        let height = block.header.height;
+        let next = inner.chain.height() + 1;
+        if height < next {
+            let stored = if height == 0 {
+                Hash::default()
+            } else {
+                inner
+                    .chain
+                    .root_at(height)?
+                    .map(|(_, hash)| hash)
+                    .unwrap_or_default()
+            };
+            let got = if height == 0 {
+                Hash::default()
+            } else {
+                block.hash()
+            };
+            if stored != got {
+                return Err(ExecError::Conflict {
+                    height,
+                    stored,
+                    got,
+                });
+            }
             return Ok(None);
         }
-        let ledger = inner.chain.ledger();
-        let ts = now_ms().max(ledger.globals().last_timestamp_ms);
-        let txs = inner
-            .mempool
-            .take_block(ledger, self.settings.max_block_txs);
-        let hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();
-        let mut block = ledger.build_block(ts, txs);
-        block.header.proposer = self.proposer;
-        let outcome = inner.chain.commit(&block)?;
+        if height > next {
+            return Err(ExecError::Gap {
+                expected: next,
+                got: height,
+            });
+        }
+        let hashes: Vec<Hash> = block.txs.iter().map(SignedTx::hash).collect();
+        let outcome = inner.chain.commit(block)?;
         inner.mempool.prune(inner.chain.ledger(), &hashes);
-        inner.last_block = std::time::Instant::now();
         drop(guard);
         self.metrics.blocks.fetch_add(1, Ordering::Relaxed);
         self.metrics
@@ -224,13 +305,18 @@ impl Node {
         Ok(Some(fin))
     }
 
+    /// Marks execution stopped, with why (see [`crate::consensus::app::start_executor`]).
+    pub fn set_halted(&self, why: String) {
+        self.lock().halted = Some(why);
+    }
+
+    /// Why execution stopped, if it did.
+    pub fn halted(&self) -> Option<String> {
+        self.lock().halted.clone()
+    }
+
     /// A committed block.
     pub fn block(&self, height: u64) -> Result<Option<Block>, cairn_store::Error> {
         self.lock().chain.block(height)
-    }
-
-    /// How often the producer wakes.
-    pub fn block_interval(&self) -> Duration {
-        self.settings.block_interval
     }
 }

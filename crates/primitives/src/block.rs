@@ -18,8 +18,13 @@ pub struct Header {
     pub timestamp_ms: u64,
     /// The proposing validator.
     pub proposer: Address,
-    /// The state root after the parent block: replicas check they agree before applying.
-    pub parent_state_root: Hash,
+    /// The height whose resulting state `state_root` names: the last block the proposer had
+    /// executed, at most the parent's height. With consensus, a block is ordered before it is
+    /// executed, so a proposer may build on a parent it has not executed yet; it then anchors
+    /// an earlier, finalized height, and every replica checks the root it recorded there.
+    pub state_height: u64,
+    /// The state root after block `state_height` (the genesis state when 0).
+    pub state_root: Hash,
     /// Merkle root of the transaction hashes.
     pub tx_root: Hash,
 }
@@ -28,7 +33,8 @@ codec_struct!(Header {
     parent: (),
     timestamp_ms: (),
     proposer: (),
-    parent_state_root: (),
+    state_height: (),
+    state_root: (),
     tx_root: (),
 });
 
@@ -57,7 +63,8 @@ impl Block {
     pub fn build(
         height: u64,
         parent: Hash,
-        parent_state_root: Hash,
+        state_height: u64,
+        state_root: Hash,
         timestamp_ms: u64,
         proposer: Address,
         txs: Vec<SignedTx>,
@@ -69,7 +76,8 @@ impl Block {
                 parent,
                 timestamp_ms,
                 proposer,
-                parent_state_root,
+                state_height,
+                state_root,
                 tx_root,
             },
             txs,

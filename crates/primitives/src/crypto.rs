@@ -139,6 +139,11 @@ impl Keypair {
         self.public.clone()
     }
 
+    /// The private key, for the consensus and p2p layers (which sign with it themselves).
+    pub fn private_key(&self) -> &ed25519::PrivateKey {
+        &self.secret
+    }
+
     /// The address of the public key.
     pub fn address(&self) -> Address {
         Address::of(&self.public)

@@ -209,6 +209,7 @@ impl Chain {
         if self.poisoned {
             return Err(Error::Poisoned("an earlier commit failed".into()));
         }
+        self.check_anchor(&block.header)?;
         let outcome = self.ledger.apply_verified(block, verified)?;
         if let Err(e) = self.write(block, &outcome) {
             // The ledger moved but the disk did not: refuse further work until reopened.
@@ -216,6 +217,25 @@ impl Chain {
             return Err(Error::Poisoned(e.to_string()));
         }
         Ok(outcome)
+    }
+
+    /// A block anchoring an earlier height than the last must name the root recorded there
+    /// (the ledger checks an anchor at the current height itself).
+    fn check_anchor(&self, h: &cairn_primitives::Header) -> Result<()> {
+        if h.state_height >= self.height() {
+            return Ok(());
+        }
+        let (expected, _) = self.root_at(h.state_height)?.ok_or_else(|| {
+            Error::Corrupt(format!("no state root recorded at {}", h.state_height))
+        })?;
+        if expected != h.state_root {
+            return Err(BlockError::WrongStateRoot {
+                expected,
+                got: h.state_root,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     fn write(&self, block: &Block, o: &BlockOutcome) -> Result<()> {
@@ -417,6 +437,17 @@ pub fn replay(dir: impl AsRef<Path>, mut progress: impl FnMut(u64, u64)) -> Resu
         let block =
             read_block(&r, h)?.ok_or_else(|| Error::Corrupt(format!("block {h} missing")))?;
         txs += block.txs.len() as u64;
+        let hd = &block.header;
+        if hd.state_height < h - 1 {
+            let (anchored, _) = read_root(&r, hd.state_height)?
+                .ok_or_else(|| Error::Corrupt(format!("root {} missing", hd.state_height)))?;
+            if anchored != hd.state_root {
+                return Err(Error::Corrupt(format!(
+                    "block {h} anchors state root {} at height {}, but {anchored} is recorded there",
+                    hd.state_root, hd.state_height
+                )));
+            }
+        }
         let o = ledger.apply(&block)?;
         let (root, hash) =
             read_root(&r, h)?.ok_or_else(|| Error::Corrupt(format!("root {h} missing")))?;

@@ -58,6 +58,7 @@ fn oversized_lengths_are_refused_before_allocation() {
     let mut bytes = cairn_primitives::Block::build(
         1,
         Default::default(),
+        0,
         Default::default(),
         0,
         Default::default(),

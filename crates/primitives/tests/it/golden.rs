@@ -149,6 +149,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
     let block = Block::build(
         1,
         Hash([7; 32]),
+        0,
         Hash([8; 32]),
         1_700_000_000_000,
         a,

@@ -157,7 +157,7 @@ fn a_refused_block_changes_nothing_on_disk() {
         Err(cairn_store::Error::Block(_))
     ));
     let mut bad = chain.ledger().build_block(g.genesis_time_ms + 2, vec![]);
-    bad.header.parent_state_root = cairn_primitives::Hash([1; 32]);
+    bad.header.state_root = cairn_primitives::Hash([1; 32]);
     assert!(chain.commit(&bad).is_err());
     assert_eq!(chain.height(), 1);
     let root = chain.ledger().state_root();
