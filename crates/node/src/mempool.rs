@@ -433,4 +433,27 @@ mod tests {
         assert!(matches!(r[0], Err(AdmitError::Invalid(_))), "{r:?}");
         assert!(pool.is_empty());
     }
+
+    #[test]
+    fn blocks_ordered_but_not_executed_are_not_taken_again() {
+        let (mut ledger, k) = setup();
+        let mut pool = Mempool::new(Limits::default());
+        let now = testing::TEST_GENESIS_MS + 1;
+        let txs: Vec<SignedTx> = (0..4).map(|n| transfer(&k[0], n, &k[1])).collect();
+        for r in pool.admit(&mut ledger, txs.clone(), now, |_| false) {
+            r.expect("admitted");
+        }
+        // Nonces 0 and 1 are in a block consensus ordered but this node has not executed.
+        let after = HashMap::from([(k[0].address(), 2)]);
+        let next = pool.take_block(&ledger, 10, usize::MAX, &after);
+        let nonces: Vec<u64> = next.iter().map(|t| t.tx.nonce).collect();
+        assert_eq!(nonces, [2, 3]);
+        // The byte budget stops a block before it overflows.
+        let one = txs[0].encode_size();
+        assert_eq!(
+            pool.take_block(&ledger, 10, one * 2 + one / 2, &HashMap::new())
+                .len(),
+            2
+        );
+    }
 }
