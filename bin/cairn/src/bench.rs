@@ -40,6 +40,9 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2_000)]
         matches: usize,
     },
+    /// A running node: signed transfers streamed over HTTP at a set rate; sustained final tx/s
+    /// and submit→final latency.
+    Load(crate::load::LoadArgs),
 }
 
 pub(crate) fn run(a: BenchArgs) -> Result<()> {
@@ -51,6 +54,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
             devices,
             matches,
         } => ledger(json, txs, block_txs.max(1), devices, matches),
+        BenchCommand::Load(a) => crate::load::run(a),
     }
 }
 

@@ -6,6 +6,7 @@ mod client_cmd;
 mod genesis_cmd;
 mod keys;
 mod ledger_cmd;
+mod load;
 mod node_cmd;
 
 use clap::{Parser, Subcommand};

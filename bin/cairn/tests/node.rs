@@ -359,3 +359,122 @@ fn the_cli_transfers_reads_and_explains_bad_input() {
         "only the one good transfer moved alice's nonce"
     );
 }
+
+/// Transfers stream over HTTP while the node is killed with SIGKILL and restarted, twice:
+/// every transaction the API reported final is still final at the same height and block, and
+/// `cairn ledger replay` rebuilds exactly the state root the node reports.
+#[test]
+fn sigkill_under_load_loses_nothing_reported_final() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = Keystore::at(dir.path().join("keys"));
+    let mut net = start(dir.path());
+    let alice = keys.load("alice").expect("alice");
+    let bob = keys.load("bob").expect("bob").address();
+    let chain = chain_id(&Client::new(&net.url));
+    // hash -> (height, block hash) as the API reported it final.
+    let reported: Arc<Mutex<HashMap<String, (u64, String)>>> = Arc::default();
+    let url = Arc::new(Mutex::new(net.url.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let streamer = {
+        let (reported, url, stop) = (reported.clone(), url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut nonce = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let c = Client::new(&url.lock().expect("url").clone());
+                // The next nonce the node knows (a kill may have dropped pending ones).
+                let Ok(next) = c.next_nonce(&alice.address()) else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                nonce = nonce.max(next).min(next + 8);
+                let txs: Vec<SignedTx> = (nonce..nonce + 8)
+                    .map(|n| transfer(&alice, n, bob, 1, &chain))
+                    .collect();
+                nonce += 8;
+                let hashes: Vec<String> = txs.iter().map(|t| t.hash().to_string()).collect();
+                let body = serde_json::json!({
+                    "txs": txs.iter().map(|t| hex::encode(t.encode())).collect::<Vec<_>>()
+                })
+                .to_string();
+                if c.post_raw("application/json", body.as_bytes()).is_err() {
+                    continue;
+                }
+                for h in hashes {
+                    let Ok(v) = c.get(&format!("/v1/txs/{h}")) else {
+                        continue;
+                    };
+                    if v["status"] == "final" {
+                        let height = v["height"].as_u64().expect("height");
+                        let block = c
+                            .get(&format!("/v1/blocks/{height}"))
+                            .map(|b| b["hash"].as_str().unwrap_or_default().to_string())
+                            .unwrap_or_default();
+                        reported.lock().expect("map").insert(h, (height, block));
+                    }
+                }
+            }
+        })
+    };
+    for round in 0..2 {
+        std::thread::sleep(Duration::from_millis(1_500));
+        net.child.kill().expect("SIGKILL");
+        net.child.wait().expect("reap");
+        let before = reported.lock().expect("map").len();
+        assert!(
+            before > 0,
+            "round {round}: nothing was final before the kill"
+        );
+        net = start(dir.path());
+        *url.lock().expect("url") = net.url.clone();
+    }
+    std::thread::sleep(Duration::from_millis(1_000));
+    stop.store(true, Ordering::Relaxed);
+    streamer.join().expect("streamer");
+
+    let c = Client::new(&net.url);
+    let reported = reported.lock().expect("map").clone();
+    for (h, (height, block)) in &reported {
+        let v = c.get(&format!("/v1/txs/{h}")).expect("tx status");
+        assert_eq!(v["status"], "final", "{h} was reported final, now {v}");
+        assert_eq!(v["height"].as_u64(), Some(*height), "{h} moved");
+        if !block.is_empty() {
+            let b = c.get(&format!("/v1/blocks/{height}")).expect("block");
+            assert_eq!(
+                b["hash"].as_str(),
+                Some(block.as_str()),
+                "block {height} changed"
+            );
+        }
+    }
+    drop(net); // SIGKILL once more; replay reads what is on disk.
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["ledger", "replay", "--json"])
+        .arg(dir.path().join("chain"))
+        .output()
+        .expect("run replay");
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replay: serde_json::Value = serde_json::from_slice(&out.stdout).expect("replay json");
+    let height = replay["blocks"].as_u64().expect("blocks");
+    // The node, restarted, reports the same root after that block as the replay rebuilt.
+    let net = start(dir.path());
+    let b = Client::new(&net.url)
+        .get(&format!("/v1/blocks/{height}"))
+        .expect("block");
+    assert_eq!(
+        b["state_root_after"], replay["state_root"],
+        "replay disagrees with the node"
+    );
+    assert!(
+        reported.len() >= 8,
+        "only {} transfers were reported final",
+        reported.len()
+    );
+}

@@ -329,8 +329,10 @@ async fn block(
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found("unknown_block", format!("no block {height}")))?;
     let h = &b.header;
+    let after = s.node.root_at(height).map(|r| r.to_string());
     Ok(Json(json!({
         "height": h.height,
+        "state_root_after": after,
         "hash": b.hash().to_string(),
         "parent": h.parent.to_string(),
         "timestamp_ms": h.timestamp_ms,

@@ -162,6 +162,21 @@ impl Mempool {
     ) -> Vec<Result<Hash, AdmitError>> {
         let verified = Ledger::verify_txs(&txs, ledger.chain_id());
         let ok = verified.verdicts().to_vec();
+        self.admit_verified(ledger, txs, &ok, now_ms, known)
+    }
+
+    /// [`Mempool::admit`] with the signatures already checked (`sig_ok`, one per transaction,
+    /// from [`Ledger::verify_txs`] under this chain's id): a caller that holds a lock around
+    /// the pool verifies before taking it.
+    pub fn admit_verified(
+        &mut self,
+        ledger: &mut impl PoolState,
+        txs: Vec<SignedTx>,
+        sig_ok: &[bool],
+        now_ms: u64,
+        known: impl Fn(&Hash) -> bool,
+    ) -> Vec<Result<Hash, AdmitError>> {
+        let ok = sig_ok.iter().copied().chain(std::iter::repeat(false));
         txs.into_iter()
             .zip(ok)
             .map(|(tx, sig_ok)| {

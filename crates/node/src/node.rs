@@ -113,6 +113,7 @@ struct Inner {
 /// A running node's state.
 pub struct Node {
     inner: Mutex<Inner>,
+    chain_id: String,
     settings: ProducerSettings,
     proposer: Address,
     events: broadcast::Sender<Arc<Finalized>>,
@@ -138,6 +139,7 @@ impl Node {
         let chain = Chain::open(data_dir, genesis)?;
         let (events, _) = broadcast::channel(1024);
         Ok(Arc::new(Self {
+            chain_id: chain.ledger().params().chain_id.clone(),
             inner: Mutex::new(Inner {
                 mempool: Mempool::new(settings.mempool),
                 chain,
@@ -178,18 +180,23 @@ impl Node {
         self.lock().mempool.contains(hash)
     }
 
-    /// Submits transactions; one verdict each.
+    /// Submits transactions; one verdict each. Signatures are checked before the node's lock
+    /// is taken, so admission does not wait on a block being executed for them.
     pub fn submit(&self, txs: Vec<SignedTx>) -> Vec<Result<Hash, AdmitError>> {
+        let verified = Ledger::verify_txs(&txs, &self.chain_id);
+        let hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();
         let mut guard = self.lock();
         let inner = &mut *guard;
         let ts = now_ms().max(inner.chain.ledger().globals().last_timestamp_ms);
         // Final transactions are duplicates too: the store's index knows them. A store that
         // cannot be read refuses nothing here; the ledger's nonce check still stops a replay.
-        let hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();
         let known = inner.chain.landed(&hashes).unwrap_or_default();
-        let out = inner
-            .mempool
-            .admit(&mut inner.chain, txs, ts, |h| known.contains(h));
+        let out =
+            inner
+                .mempool
+                .admit_verified(&mut inner.chain, txs, verified.verdicts(), ts, |h| {
+                    known.contains(h)
+                });
         for r in &out {
             let c = if r.is_ok() {
                 &self.metrics.admitted
@@ -285,8 +292,19 @@ impl Node {
                 got: height,
             });
         }
+        drop(guard);
+        // Signatures are checked outside the lock; the commit then holds it.
+        let verified = Ledger::verify_txs(&block.txs, &self.chain_id);
         let hashes: Vec<Hash> = block.txs.iter().map(SignedTx::hash).collect();
-        let outcome = inner.chain.commit(block)?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if inner.chain.height() + 1 != height {
+            return Err(ExecError::Gap {
+                expected: inner.chain.height() + 1,
+                got: height,
+            });
+        }
+        let outcome = inner.chain.commit_verified(block, verified)?;
         inner.mempool.prune(inner.chain.ledger(), &hashes);
         drop(guard);
         self.metrics.blocks.fetch_add(1, Ordering::Relaxed);
