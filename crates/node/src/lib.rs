@@ -101,7 +101,15 @@ pub fn run(
             },
             cups::Version::V1,
         );
-        let mut p2p_cfg = lookup::Config::recommended(
+        // Validators that all share loopback (several on one machine) would trip the per-IP
+        // handshake limits meant for the open internet: use commonware's local profile then.
+        let all_loopback = peers.iter().all(|(_, a)| a.ip().is_loopback());
+        let make = if all_loopback {
+            lookup::Config::local
+        } else {
+            lookup::Config::recommended
+        };
+        let mut p2p_cfg = make(
             handshake,
             &namespace,
             validator.p2p_listen,
@@ -109,7 +117,7 @@ pub fn run(
             max_message,
             NZUsize!(16_384),
         );
-        // Validators of a local or private network are on private addresses.
+        // Validators of a private network are on private addresses.
         p2p_cfg.allow_private_ips = true;
         let (mut network, mut oracle) = lookup::Network::new(runtime.child("p2p"), p2p_cfg);
         let book: Map<_, commonware_p2p::Address> = peers
