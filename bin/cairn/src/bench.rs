@@ -58,13 +58,13 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
     }
 }
 
-fn progress(json: bool, msg: &str) {
+pub(crate) fn progress(json: bool, msg: &str) {
     if !json {
         eprintln!("… {msg}");
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

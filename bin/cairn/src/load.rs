@@ -3,6 +3,7 @@
 //! (DESIGN §6: ≥ 20,000 tx/s, p99 < 1 s on one validator), and beside the rate this machine
 //! signs-and-verifies ed25519 on one core, measured in the same run.
 
+use crate::bench::{percentile, progress};
 use anyhow::{Context, Result, bail};
 use cairn_client::Client;
 use cairn_keystore::Keystore;
@@ -50,20 +51,6 @@ pub(crate) struct LoadArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-fn say(json: bool, msg: &str) {
-    if !json {
-        eprintln!("… {msg}");
-    }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// Submits `txs` as one JSON batch; retries while the node says it is full (503). Returns how
@@ -144,7 +131,7 @@ pub(crate) fn run(a: LoadArgs) -> Result<()> {
     };
 
     // Fund the senders.
-    say(
+    progress(
         a.json,
         &format!("funding {} accounts from '{}'", a.accounts, a.key),
     );
@@ -173,7 +160,7 @@ pub(crate) fn run(a: LoadArgs) -> Result<()> {
     }
 
     // Sign everything before the clock starts: the generator measures the node, not itself.
-    say(a.json, &format!("signing {total} transfers"));
+    progress(a.json, &format!("signing {total} transfers"));
     let sink = funder.clone();
     let mut txs: Vec<SignedTx> = Vec::with_capacity(total);
     for n in 0..per_account {
@@ -187,7 +174,7 @@ pub(crate) fn run(a: LoadArgs) -> Result<()> {
     let batches: Vec<Vec<SignedTx>> = txs.chunks(a.batch).map(<[SignedTx]>::to_vec).collect();
     let interval = Duration::from_secs_f64(a.batch as f64 / a.rate as f64);
 
-    say(
+    progress(
         a.json,
         &format!(
             "submitting {total} transfers at {} tx/s for {} s ({} per request, {} senders)",

@@ -478,3 +478,65 @@ fn sigkill_under_load_loses_nothing_reported_final() {
         reported.len()
     );
 }
+
+/// `cairn bench load` against a devnet, as the README runs it (small numbers): it funds its
+/// senders, streams, and prints the figures beside the bars.
+#[test]
+fn bench_load_reports_final_throughput_and_latency() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = start(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args([
+            "bench",
+            "load",
+            "--node",
+            &net.url,
+            "--rate",
+            "400",
+            "--duration",
+            "2",
+        ])
+        .args(["--accounts", "8", "--batch", "50", "--json"])
+        .env("CAIRN_KEYS_DIR", dir.path().join("keys"))
+        .output()
+        .expect("run bench load");
+    assert!(
+        out.status.success(),
+        "bench load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["submitted"], 800);
+    assert_eq!(v["finalized"], 800, "{v}");
+    assert_eq!(v["refused"], 0);
+    assert!(v["final_tx_per_s"].as_f64().expect("tps") > 0.0);
+    assert!(
+        v["latency_p99_ms"].as_f64().expect("p99") >= v["latency_p50_ms"].as_f64().expect("p50")
+    );
+    assert_eq!(v["bar_final_tx_per_s"], 20_000);
+    assert!(
+        v["limit_ed25519_verify_per_s_1core"]
+            .as_f64()
+            .expect("limit")
+            > 0.0
+    );
+}
+
+/// Settings that would make consensus skip every idle leader are refused, naming both.
+#[test]
+fn node_refuses_an_idle_wait_longer_than_the_leader_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["node", "--data-dir"])
+        .arg(dir.path())
+        .env("CAIRN_IDLE_BLOCK_MS", "5000")
+        .env("CAIRN_LEADER_TIMEOUT_MS", "2000")
+        .output()
+        .expect("run node");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("idle_block_ms (5000)") && err.contains("leader_timeout_ms (2000)"),
+        "{err}"
+    );
+}

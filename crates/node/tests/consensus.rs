@@ -179,6 +179,22 @@ async fn start(context: &Ctx, net: &Net, i: usize) -> (Arc<Node>, Handle<()>) {
     (node, handle)
 }
 
+/// Starts validators `range`.
+async fn start_all(
+    context: &Ctx,
+    net: &Net,
+    range: std::ops::Range<usize>,
+) -> (Vec<Arc<Node>>, Vec<Handle<()>>) {
+    let mut nodes = Vec::new();
+    let mut handles = Vec::new();
+    for i in range {
+        let (n, h) = start(context, net, i).await;
+        nodes.push(n);
+        handles.push(h);
+    }
+    (nodes, handles)
+}
+
 fn transfers(net: &Net, from: usize, nonces: std::ops::Range<u64>) -> Vec<SignedTx> {
     nonces
         .map(|n| {
@@ -241,13 +257,7 @@ fn balance(node: &Node, who: &Keypair) -> Amount {
 fn four_validators_finalize_the_same_blocks() {
     deterministic::Runner::timed(Duration::from_secs(300)).start(|context| async move {
         let net = network(&context).await;
-        let mut nodes = Vec::new();
-        let mut handles = Vec::new();
-        for i in 0..VALIDATORS {
-            let (n, h) = start(&context, &net, i).await;
-            nodes.push(n);
-            handles.push(h);
-        }
+        let (nodes, handles) = start_all(&context, &net, 0..VALIDATORS).await;
         let all: Vec<&Arc<Node>> = nodes.iter().collect();
         let before = balance(&nodes[0], &net.users[1]);
         let txs = transfers(&net, 0, 0..50);
@@ -296,13 +306,8 @@ fn four_validators_finalize_the_same_blocks() {
 fn one_validator_down_the_rest_finalize_and_it_catches_up() {
     deterministic::Runner::timed(Duration::from_secs(600)).start(|context| async move {
         let net = network(&context).await;
-        let mut nodes = Vec::new();
-        let mut handles = Vec::new();
-        for i in 0..VALIDATORS {
-            let (n, h) = start(&context, &net, i).await;
-            nodes.push(Some(n));
-            handles.push(h);
-        }
+        let (nodes, mut handles) = start_all(&context, &net, 0..VALIDATORS).await;
+        let mut nodes: Vec<Option<Arc<Node>>> = nodes.into_iter().map(Some).collect();
         {
             let all: Vec<&Arc<Node>> = nodes.iter().flatten().collect();
             wait_height(&context, &all, 3).await;
@@ -409,13 +414,7 @@ fn equivocate(context: &Ctx, net: &Net, sent: Arc<AtomicU64>) -> Handle<()> {
 fn an_equivocating_validator_does_not_break_safety() {
     deterministic::Runner::timed(Duration::from_secs(600)).start(|context| async move {
         let net = network(&context).await;
-        let mut nodes = Vec::new();
-        let mut handles = Vec::new();
-        for i in 0..3 {
-            let (n, h) = start(&context, &net, i).await;
-            nodes.push(n);
-            handles.push(h);
-        }
+        let (nodes, handles) = start_all(&context, &net, 0..3).await;
         let sent = Arc::new(AtomicU64::new(0));
         let byzantine = equivocate(&context, &net, sent.clone());
         let honest: Vec<&Arc<Node>> = nodes.iter().collect();

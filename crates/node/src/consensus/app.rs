@@ -267,3 +267,59 @@ pub fn start_executor<E: Spawner>(
     });
     (Finalizer { tx }, handle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_ledger::testing;
+    use cairn_primitives::{Amount, Keypair, TxBody};
+
+    #[test]
+    fn each_permanent_fault_is_refused_and_named() {
+        let leader = Keypair::from_seed([1; 32]).address();
+        let other = Keypair::from_seed([2; 32]).address();
+        let k = Keypair::from_seed([3; 32]);
+        let tx = testing::tx(
+            &k,
+            0,
+            TxBody::Transfer {
+                to: leader,
+                amount: Amount::from_base(1),
+            },
+            "cairn-test",
+        );
+        let parent = Block::build(4, Hash([1; 32]), 3, Hash([2; 32]), 1_000, leader, vec![]);
+        let good = || {
+            Block::build(
+                5,
+                parent.hash(),
+                4,
+                Hash([3; 32]),
+                1_000,
+                leader,
+                vec![tx.clone()],
+            )
+        };
+        assert_eq!(check_shape(&good(), &parent, leader), Ok(()));
+
+        assert!(matches!(
+            check_shape(&good(), &parent, other),
+            Err(Invalid::Proposer { .. })
+        ));
+        let mut b = good();
+        b.header.timestamp_ms = 999;
+        assert!(matches!(
+            check_shape(&b, &parent, leader),
+            Err(Invalid::Time { .. })
+        ));
+        let mut b = good();
+        b.header.state_height = 5;
+        assert!(matches!(
+            check_shape(&b, &parent, leader),
+            Err(Invalid::Anchor { .. })
+        ));
+        let mut b = good();
+        b.txs.clear();
+        assert_eq!(check_shape(&b, &parent, leader), Err(Invalid::TxRoot));
+    }
+}

@@ -55,9 +55,6 @@ impl Read for ChainBlock {
     type Cfg = usize;
 
     fn read_cfg(buf: &mut impl Buf, max: &usize) -> Result<Self, CodecError> {
-        if buf.remaining() > 0 && *max == 0 {
-            return Err(CodecError::Invalid("ChainBlock", "no block size allowed"));
-        }
         let b = Block::read_cfg(buf, &())?;
         if b.encode_size() > *max {
             return Err(CodecError::Invalid(
