@@ -47,6 +47,16 @@ enum Command {
     Account(client_cmd::AccountArgs),
     /// Transaction status.
     Tx(client_cmd::TxArgs),
+    /// What an account has staked behind devices, and what is unbonding.
+    Stake(client_cmd::StakeArgs),
+    /// Stake tokens behind a device.
+    Delegate(client_cmd::DelegateArgs),
+    /// Withdraw stake from a device (it unbonds first).
+    Undelegate(client_cmd::UndelegateArgs),
+    /// Compute credits: burn tokens for credits at the oracle price.
+    Credits(client_cmd::CreditsArgs),
+    /// Price-oracle duties: submit the token's USD price.
+    Oracle(client_cmd::OracleArgs),
 }
 
 fn main() {
@@ -68,6 +78,11 @@ fn main() {
         Command::Status(a) => client_cmd::status(a),
         Command::Account(a) => client_cmd::account(a),
         Command::Tx(a) => client_cmd::tx(a),
+        Command::Stake(a) => client_cmd::stake(a),
+        Command::Delegate(a) => client_cmd::delegate(a),
+        Command::Undelegate(a) => client_cmd::undelegate(a),
+        Command::Credits(a) => client_cmd::credits(a),
+        Command::Oracle(a) => client_cmd::oracle(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -260,6 +260,75 @@ pub(crate) struct DevnetArgs {
     /// Epoch length in seconds (devnet epochs are short so rewards show up quickly).
     #[arg(long, default_value_t = 60)]
     epoch_secs: u64,
+    /// The token price devnet's demo oracle submits, in USD (credits are bought at it).
+    #[arg(long, default_value = "1.00")]
+    price_usd: String,
+}
+
+/// How often devnet's demo oracle resubmits its price (the genesis default refuses prices
+/// older than ten minutes).
+const DEMO_ORACLE_EVERY: Duration = Duration::from_secs(120);
+
+/// Devnet's demo price oracle: submits `micro_usd` over the API, as an oracle operator would,
+/// every [`DEMO_ORACLE_EVERY`], so that `cairn credits buy` works. Stops if the chain does not
+/// list its key as an oracle (a devnet created before it had one).
+fn spawn_demo_oracle(url: String, key: cairn_primitives::Keypair, micro_usd: u64) {
+    let submit = move |client: &cairn_client::Client| -> Result<()> {
+        let status = client.status()?;
+        let chain_id = status["chain_id"].as_str().unwrap_or_default().to_string();
+        let tx = cairn_primitives::Tx {
+            sender: key.public_key(),
+            nonce: client.next_nonce(&key.address())?,
+            fee: cairn_primitives::Amount::from_base(status["min_fee_base"].as_u64().unwrap_or(0)),
+            body: cairn_primitives::TxBody::SubmitPrice {
+                micro_usd_per_token: micro_usd,
+            },
+        }
+        .sign(&key, &chain_id);
+        let h = client.submit(&tx)?;
+        client.wait_final(&h, Duration::from_secs(30))?;
+        Ok(())
+    };
+    std::thread::spawn(move || {
+        let client = cairn_client::Client::new(&url);
+        let mut announced = false;
+        loop {
+            match submit(&client) {
+                Ok(()) => {
+                    if !announced {
+                        eprintln!(
+                            "demo oracle: token price ${}.{:06} submitted (again every {} s)",
+                            micro_usd / 1_000_000,
+                            micro_usd % 1_000_000,
+                            DEMO_ORACLE_EVERY.as_secs()
+                        );
+                        announced = true;
+                    }
+                    std::thread::sleep(DEMO_ORACLE_EVERY);
+                }
+                Err(e) => match e.downcast_ref::<cairn_client::Error>() {
+                    Some(cairn_client::Error::Api { code, .. }) if code == "not_oracle" => {
+                        eprintln!(
+                            "demo oracle: this devnet's genesis names no oracle key, so credits cannot be bought; `cairn devnet --reset` starts a devnet that has one"
+                        );
+                        return;
+                    }
+                    Some(cairn_client::Error::Api { .. }) => {
+                        eprintln!(
+                            "demo oracle: {e:#}; trying again in {} s",
+                            DEMO_ORACLE_EVERY.as_secs()
+                        );
+                        std::thread::sleep(DEMO_ORACLE_EVERY);
+                    }
+                    // The API is not up yet: try again shortly.
+                    _ => {
+                        tracing::debug!("demo oracle: {e:#}; retrying");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                },
+            }
+        }
+    });
 }
 
 /// Demo accounts devnet funds.
@@ -288,6 +357,8 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
     let keys = Keystore::at(dir.join("keys"));
     let fresh = !chain_dir.join("chain.redb").exists();
     let validator = keys.load_or_create("validator")?;
+    let oracle = keys.load_or_create("oracle")?;
+    let micro_usd = crate::client_cmd::micro_usd(&a.price_usd).context("--price-usd")?;
     let genesis = if fresh {
         let mut g = crate::genesis_cmd::default_genesis(
             "cairn-devnet",
@@ -306,6 +377,12 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
             p2p: a.p2p.to_string(),
         }];
         g.treasury = validator.address();
+        g.oracle.keys = vec![oracle.address()];
+        // The oracle pays fees for its price submissions.
+        g.accounts.push(GenesisAccount {
+            address: oracle.address(),
+            balance: "1000".into(),
+        });
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("genesis.toml"), g.to_documented_toml())
             .context("writing the devnet genesis")?;
@@ -339,6 +416,8 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
         eprintln!(
             "    cairn account transfer --key alice --to $(cairn keys show bob) --amount 12.5"
         );
+        eprintln!("    cairn credits buy --key alice --amount 10");
         eprintln!("  Ctrl-C stops it; running it again resumes; --reset starts over.");
+        spawn_demo_oracle(url.to_string(), oracle, micro_usd);
     })
 }

@@ -24,6 +24,10 @@ impl Drop for Devnet {
 }
 
 fn start(dir: &Path) -> Devnet {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &Path, extra: &[&str]) -> Devnet {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args([
             "devnet",
@@ -34,6 +38,7 @@ fn start(dir: &Path) -> Devnet {
             "--dir",
         ])
         .arg(dir)
+        .args(extra)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -539,4 +544,385 @@ fn node_refuses_an_idle_wait_longer_than_the_leader_timeout() {
         err.contains("idle_block_ms (5000)") && err.contains("leader_timeout_ms (2000)"),
         "{err}"
     );
+}
+
+/// One GET over a fresh connection: status and body.
+fn http_get(url: &str, path: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Subscribes to `/v1/events?{query}`; every line the stream sends lands in the vector.
+fn subscribe(url: &str, query: &str) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::Write;
+    let addr = url.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(
+        s,
+        "GET /v1/events?{query} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("write");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(s).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().expect("lines").push(line);
+        }
+    });
+    lines
+}
+
+/// Polls `f` every 100 ms for up to `secs`; panics with `what` if it never holds.
+fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Signs and submits `body` from `key` and waits until it is final; panics if it failed.
+fn run_tx(c: &Client, key: &Keypair, body: TxBody) -> cairn_primitives::Hash {
+    let chain = chain_id(c);
+    let nonce = balance(c, &key.address()).1;
+    let tx = Tx {
+        sender: key.public_key(),
+        nonce,
+        fee: Amount::from_base(1_000),
+        body,
+    }
+    .sign(key, &chain);
+    let h = c.submit(&tx).expect("admitted");
+    let v = c.wait_final(&h, Duration::from_secs(20)).expect("final");
+    assert_eq!(v["status"], "final", "{v}");
+    h
+}
+
+/// Devices, deployments, leases, epochs, rewards, stats and the event stream through HTTP;
+/// stake, delegate, undelegate and credits through the CLI; every path in the OpenAPI
+/// document answers; Ctrl-C ends open event streams and stops the devnet cleanly.
+#[test]
+fn devices_deployments_epochs_stakes_credits_and_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut net = start_with(dir.path(), &["--epoch-secs", "2"]);
+    let keys = dir.path().join("keys");
+    let store = Keystore::at(&keys);
+    let (alice, bob) = (store.load("alice").unwrap(), store.load("bob").unwrap());
+    let c = Client::new(&net.url);
+    let chain = chain_id(&c);
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    // Three CPU devices, owned by alice; the stream watches the first and alice.
+    let devices: Vec<Keypair> = (0..3u8).map(|i| Keypair::from_seed([40 + i; 32])).collect();
+    let watched = devices[0].address();
+    let events = subscribe(
+        &net.url,
+        &format!("device={watched}&account={}", alice.address()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for (i, d) in devices.iter().enumerate() {
+        let spec = cairn_primitives::DeviceSpec {
+            cpu_cores: 4,
+            ram_mib: 8192,
+            ..Default::default()
+        };
+        let region = if i == 2 { "us-east" } else { "eu-west" };
+        let body = cairn_ledger::testing::register(
+            &alice.address(),
+            d,
+            "CPU",
+            spec,
+            region,
+            1_000 + i as u64,
+            &chain,
+        );
+        run_tx(&c, &alice, body);
+    }
+
+    // Devices: filters, pagination by cursor, one device, clear errors.
+    let (st, v) = http_get(&net.url, "/v1/devices?class=CPU&status=active");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["devices"].as_array().unwrap().len(), 3, "{v}");
+    let (_, v) = http_get(&net.url, "/v1/devices?region=us-east");
+    assert_eq!(v["devices"][0]["address"], devices[2].address().to_string());
+    let (_, v) = http_get(&net.url, "/v1/devices?class=H100-SXM");
+    assert!(v["devices"].as_array().unwrap().is_empty());
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (_, v) = http_get(&net.url, &format!("/v1/devices?limit=1{cursor}"));
+        paged.extend(
+            v["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["address"].clone()),
+        );
+        match v["next"].as_str() {
+            Some(n) => cursor = format!("&after={n}"),
+            None => break,
+        }
+    }
+    let mut want: Vec<_> = devices.iter().map(|d| d.address()).collect();
+    want.sort();
+    let want: Vec<_> = want
+        .iter()
+        .map(|a| serde_json::json!(a.to_string()))
+        .collect();
+    assert_eq!(
+        paged, want,
+        "pages walk every device once, in address order"
+    );
+    for (path, code) in [
+        ("/v1/devices?class=NOPE", "unknown_class"),
+        ("/v1/devices?status=asleep", "bad_query"),
+        ("/v1/devices?limit=0", "bad_query"),
+        ("/v1/devices?limit=5000", "bad_query"),
+        ("/v1/devices?owner=xyz", "bad_address"),
+    ] {
+        let (st, v) = http_get(&net.url, path);
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{path}: {v}"
+        );
+    }
+    let (st, v) = http_get(&net.url, &format!("/v1/devices/{watched}"));
+    assert_eq!(st, 200);
+    assert_eq!(v["owner"], alice.address().to_string());
+    assert_eq!(v["class"], "CPU");
+    assert_eq!(v["status"], "active");
+    let (st, v) = http_get(&net.url, &format!("/v1/devices/{}", bob.address()));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (404, Some("unknown_device"))
+    );
+
+    // Credits through the CLI, once the devnet's demo oracle has priced the token ($1.00).
+    eventually(30, "the demo oracle's price", || {
+        http_get(&net.url, "/v1/stats").1["oracle_price_micro_usd"].as_u64() == Some(1_000_000)
+    });
+    let bought = cli(
+        &net,
+        &keys,
+        &["credits", "buy", "--key", "bob", "--amount", "10", "--json"],
+    );
+    assert!(bought.status.success(), "{}", text(&bought));
+    assert_eq!(
+        c.account(&bob.address(), false).unwrap()["credits"],
+        1_000_000,
+        "10 tokens at $1 are $10: 1,000,000 credits of $0.00001"
+    );
+
+    // A deployment, its lease on the cheapest device, and both through the API.
+    let open = TxBody::OpenDeployment(cairn_primitives::OpenDeployment {
+        resources: cairn_primitives::Resources {
+            classes: vec![cairn_primitives::BoundedString::new("CPU").unwrap()],
+            ..Default::default()
+        },
+        replicas: 1,
+        region: None,
+        duration_secs: 3_600,
+        max_price_per_hour: 5_000,
+        job: cairn_primitives::JobSpec {
+            image: None,
+            command: vec![cairn_primitives::BoundedString::new("true").unwrap()],
+            env: vec![],
+        },
+    });
+    run_tx(&c, &bob, open);
+    let (st, v) = http_get(
+        &net.url,
+        &format!("/v1/deployments?owner={}&status=open", bob.address()),
+    );
+    assert_eq!(st, 200, "{v}");
+    let id = v["deployments"][0]["id"]
+        .as_u64()
+        .expect("bob's deployment");
+    let (_, d) = http_get(&net.url, &format!("/v1/deployments/{id}"));
+    assert_eq!(d["owner"], bob.address().to_string());
+    let lease = &d["leases"][0];
+    assert_eq!(
+        lease["device"],
+        watched.to_string(),
+        "the cheapest device: {d}"
+    );
+    assert_eq!(lease["state"], "active");
+    let lid = lease["id"].as_u64().unwrap();
+    let (st, l) = http_get(&net.url, &format!("/v1/leases/{lid}"));
+    assert_eq!((st, l["deployment"].as_u64()), (200, Some(id)));
+    let (_, dv) = http_get(&net.url, &format!("/v1/devices/{watched}"));
+    assert_eq!(dv["lease"]["id"].as_u64(), Some(lid));
+    for (path, code) in [
+        ("/v1/deployments/999", "unknown_deployment"),
+        ("/v1/leases/999", "unknown_lease"),
+        ("/v1/epochs/999999", "unknown_epoch"),
+    ] {
+        let (st, v) = http_get(&net.url, path);
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (404, Some(code)),
+            "{path}"
+        );
+    }
+
+    // Stake through the CLI: delegate, see it, undelegate all of it, see it unbonding.
+    let dev = watched.to_string();
+    let run = |args: &[&str]| {
+        let o = cli(&net, &keys, args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        o
+    };
+    run(&[
+        "delegate", "--key", "carol", "--device", &dev, "--amount", "50",
+    ]);
+    let o = run(&["stake", "--key", "carol", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stake json");
+    assert_eq!(v["stakes"][0]["device"], dev.as_str(), "{v}");
+    assert_eq!(v["stakes"][0]["tokens"], "50", "{v}");
+    run(&["undelegate", "--key", "carol", "--device", &dev, "--all"]);
+    let o = run(&["stake", "--key", "carol", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stake json");
+    assert!(v["stakes"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(v["unbonding"][0]["amount"], "50", "{v}");
+    let o = cli(
+        &net,
+        &keys,
+        &["undelegate", "--key", "carol", "--device", &dev, "--all"],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("holds no shares"), "{}", text(&o));
+
+    // Epochs close every 2 s: records, the epoch in progress, rewards (none: nobody attested).
+    eventually(20, "a closed epoch", || {
+        http_get(&net.url, "/v1/epochs/0").1["status"] == "closed"
+    });
+    let (st, v) = http_get(&net.url, "/v1/epochs?limit=1");
+    assert_eq!(st, 200);
+    assert_eq!(v["current"]["status"], "in_progress");
+    assert_eq!(v["epochs"].as_array().unwrap().len(), 1);
+    assert!(v["epochs"][0]["minted"] != "0", "{v}");
+    let (st, v) = http_get(
+        &net.url,
+        &format!("/v1/accounts/{}/rewards", alice.address()),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        v["rewards"].as_array().unwrap().is_empty(),
+        "nobody attested: {v}"
+    );
+
+    // Stats add up with what was done.
+    let (_, s) = http_get(&net.url, "/v1/stats");
+    assert_eq!(s["devices"]["active"], 3, "{s}");
+    assert_eq!(s["devices"]["by_class"]["CPU"]["leased"], 1, "{s}");
+    assert_eq!(s["deployments"]["open"], 1, "{s}");
+    assert_eq!(s["leases"]["active"], 1, "{s}");
+
+    // The stream saw the watched device's registration, lease and delegation, and alice's
+    // transactions, each as it finalized.
+    eventually(10, "the filtered event stream", || {
+        let l = events.lock().unwrap();
+        [
+            "event: block",
+            "event: device_registered",
+            "event: deployment_opened",
+            "event: delegated",
+            "event: undelegated",
+            "event: tx",
+        ]
+        .iter()
+        .all(|k| l.iter().any(|x| x == k))
+    });
+    {
+        let l = events.lock().unwrap();
+        let registered = l
+            .iter()
+            .filter(|x| x.starts_with("data:") && x.contains("device_registered"))
+            .count();
+        assert_eq!(registered, 3, "alice registered three devices");
+        assert!(
+            !l.iter().any(|x| x == "event: credits_bought"),
+            "bob's purchase concerns neither alice nor the watched device"
+        );
+        let txs = l.iter().filter(|x| *x == "event: tx").count();
+        assert_eq!(txs, 3, "alice signed three transactions");
+    }
+
+    // Every path the OpenAPI document names is served.
+    let (_, doc) = http_get(&net.url, "/v1/openapi.json");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 17, "{}", paths.len());
+    let tx = run_tx(
+        &c,
+        &alice,
+        TxBody::Transfer {
+            to: bob.address(),
+            amount: Amount::from_base(1),
+        },
+    );
+    for (p, item) in paths {
+        if item.get("get").is_none() || p == "/v1/events" || p == "/metrics" || p == "/healthz" {
+            continue;
+        }
+        let who = if p.starts_with("/v1/devices/") {
+            dev.clone()
+        } else {
+            alice.address().to_string()
+        };
+        let path = p
+            .replace("{address}", &who)
+            .replace("{hash}", &tx.to_string())
+            .replace("{height}", "1")
+            .replace("{epoch}", "0")
+            .replace("{id}", "0");
+        let (st, v) = http_get(&net.url, &path);
+        assert_eq!(st, 200, "{path}: {v}");
+    }
+
+    // Ctrl-C with a stream still open: the stream ends and the devnet exits cleanly.
+    let killed = Command::new("kill")
+        .args(["-INT", &net.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = net.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "devnet did not stop within 15 s of SIGINT with an event stream open"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "{exit:?}");
 }

@@ -1250,6 +1250,7 @@ impl Ledger {
             return Err(TxError::LeaseNotActive(lease));
         }
         l.usage = usage.clone();
+        let deployment = l.deployment;
         let name = match kind {
             LeaseReportKind::Started => {
                 l.started = true;
@@ -1262,6 +1263,7 @@ impl Ledger {
         self.state.set_lease(lease, l);
         self.emit(Event::LeaseReported {
             lease,
+            deployment,
             device: sender,
             kind: name,
         });

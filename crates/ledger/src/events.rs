@@ -77,6 +77,7 @@ pub enum Event {
     },
     LeaseReported {
         lease: u64,
+        deployment: u64,
         device: Address,
         kind: &'static str,
     },
@@ -142,6 +143,19 @@ impl Event {
             } => vec![*device, *reporter],
             Self::Reward { account, .. } => vec![*account],
             Self::StakingReward { device, .. } => vec![*device],
+        }
+    }
+}
+
+impl Event {
+    /// The deployment this event concerns, if any (for filtered subscriptions).
+    pub fn deployment(&self) -> Option<u64> {
+        match self {
+            Self::DeploymentOpened { deployment, .. }
+            | Self::DeploymentClosed { deployment }
+            | Self::LeaseReported { deployment, .. }
+            | Self::LeaseEnded { deployment, .. } => Some(*deployment),
+            _ => None,
         }
     }
 }

@@ -154,6 +154,40 @@ impl Ledger {
         self.state.deployments.get(&id)
     }
 
+    /// Deployments with ids above `after` (all when `None`), in id order.
+    pub fn deployments_after(
+        &self,
+        after: Option<u64>,
+    ) -> impl Iterator<Item = (&u64, &Deployment)> {
+        let lo = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        self.state
+            .deployments
+            .range((lo, std::ops::Bound::Unbounded))
+    }
+
+    /// Devices with addresses above `after` (all when `None`), in address order.
+    pub fn devices_after(
+        &self,
+        after: Option<Address>,
+    ) -> impl Iterator<Item = (&Address, &Device)> {
+        let lo = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        self.state.devices.range((lo, std::ops::Bound::Unbounded))
+    }
+
+    /// Leases being served now.
+    pub fn active_leases(&self) -> usize {
+        self.state.lease_ends.len()
+    }
+
+    /// Closed epochs' records below `before` (all when `None`), newest first.
+    pub fn epochs_before(&self, before: Option<u64>) -> impl Iterator<Item = &EpochRecord> {
+        self.state
+            .epochs
+            .range(..before.unwrap_or(u64::MAX))
+            .rev()
+            .map(|(_, r)| r)
+    }
+
     /// A lease.
     pub fn lease(&self, id: u64) -> Option<&Lease> {
         self.state.leases.get(&id)
@@ -175,6 +209,16 @@ impl Ledger {
             .delegations
             .get(&(*device, *staker))
             .map_or(0, |d| d.shares)
+    }
+
+    /// What `staker` has staked: (device, shares), by device address.
+    pub fn stakes_of(&self, staker: &Address) -> Vec<(Address, u64)> {
+        self.state
+            .stakes_by
+            .range((*staker, Address::MIN)..)
+            .take_while(|(s, _)| s == staker)
+            .map(|(_, d)| (*d, self.delegation(d, staker)))
+            .collect()
     }
 
     /// Number of records in the state.

@@ -29,6 +29,8 @@ pub(crate) struct State {
     pub(crate) unbond_queue: BTreeSet<(u64, u64)>,
     /// Devices with a non-zero epoch tally.
     pub(crate) tallied: BTreeSet<Address>,
+    /// (staker, device) for every delegation: what an account has staked, without a scan.
+    pub(crate) stakes_by: BTreeSet<(Address, Address)>,
 
     journal: Vec<(StateKey, Option<StateValue>)>,
     /// Records written in place without a journal entry (epoch close, which cannot fail once
@@ -332,8 +334,14 @@ impl State {
             }
             (StateKey::Delegation(d, s), v) => {
                 let old = match v {
-                    Some(V::Delegation(x)) => self.delegations.insert((d, s), x),
-                    _ => self.delegations.remove(&(d, s)),
+                    Some(V::Delegation(x)) => {
+                        self.stakes_by.insert((s, d));
+                        self.delegations.insert((d, s), x)
+                    }
+                    _ => {
+                        self.stakes_by.remove(&(s, d));
+                        self.delegations.remove(&(d, s))
+                    }
                 };
                 old.map(V::Delegation)
             }

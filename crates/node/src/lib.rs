@@ -7,7 +7,7 @@ pub mod mempool;
 pub mod node;
 
 pub use api::{ApiSettings, router};
-pub use node::{ExecError, Finalized, Node, ProducerSettings, StartError, now_ms};
+pub use node::{ExecError, FinalTx, Finalized, Node, ProducerSettings, StartError, now_ms};
 
 use commonware_cryptography::{Signer as _, ed25519};
 use commonware_p2p::{AddressableManager as _, authenticated::lookup};
@@ -154,9 +154,14 @@ pub fn run(
         .await;
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let app = router(node, api);
+        let app = router(node.clone(), api);
+        // Event streams never end by themselves: end them first, or a graceful shutdown would
+        // wait on every subscriber.
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                node.close_streams();
+            })
             .await;
         running.abort();
         p2p.abort();

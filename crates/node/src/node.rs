@@ -9,7 +9,7 @@ use crate::mempool::{AdmitError, Limits, Mempool};
 use cairn_ledger::{Event, Ledger};
 use cairn_primitives::{Address, Block, Genesis, Hash, SignedTx};
 use cairn_store::Chain;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,10 +50,21 @@ pub struct Finalized {
     pub block_hash: Hash,
     /// State root after it.
     pub state_root: Hash,
-    /// Its transactions' hashes, in order.
-    pub txs: Vec<Hash>,
+    /// Its transactions, in order.
+    pub txs: Vec<FinalTx>,
     /// Its events, with the index of the transaction that caused each (None: the block).
     pub events: Vec<(Option<u32>, Event)>,
+}
+
+/// One transaction of a finalized block.
+#[derive(Debug, Clone)]
+pub struct FinalTx {
+    /// Its hash.
+    pub hash: Hash,
+    /// Who signed it.
+    pub sender: Address,
+    /// The error code when the ledger rejected it (it still took its place in the block).
+    pub error: Option<&'static str>,
 }
 
 /// Why the node could not start.
@@ -108,7 +119,12 @@ struct Inner {
     chain: Chain,
     mempool: Mempool,
     halted: Option<String>,
+    /// (timestamp, transactions) of the last [`RECENT_BLOCKS`] blocks executed.
+    recent: VecDeque<(u64, u64)>,
 }
+
+/// Blocks the transaction rate in `/v1/stats` is measured over.
+const RECENT_BLOCKS: usize = 64;
 
 /// A running node's state.
 pub struct Node {
@@ -117,6 +133,7 @@ pub struct Node {
     settings: ProducerSettings,
     proposer: Address,
     events: broadcast::Sender<Arc<Finalized>>,
+    closing: tokio::sync::watch::Sender<bool>,
     /// Counters.
     pub metrics: Metrics,
 }
@@ -144,7 +161,9 @@ impl Node {
                 mempool: Mempool::new(settings.mempool),
                 chain,
                 halted: None,
+                recent: VecDeque::new(),
             }),
+            closing: tokio::sync::watch::channel(false).0,
             settings,
             proposer,
             events,
@@ -206,6 +225,31 @@ impl Node {
             c.fetch_add(1, Ordering::Relaxed);
         }
         out
+    }
+
+    /// Finalized transactions per second over the last blocks (by their timestamps).
+    pub fn recent_tps(&self) -> f64 {
+        let guard = self.lock();
+        let r = &guard.recent;
+        let (Some(first), Some(last)) = (r.front(), r.back()) else {
+            return 0.0;
+        };
+        let span_ms = last.0.saturating_sub(first.0);
+        if span_ms == 0 {
+            return 0.0;
+        }
+        let txs: u64 = r.iter().skip(1).map(|x| x.1).sum();
+        txs as f64 * 1000.0 / span_ms as f64
+    }
+
+    /// Tells long-lived API streams to end (the server is stopping).
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Node::close_streams`] was called.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Finalized blocks, as they happen.
@@ -300,16 +344,32 @@ impl Node {
         }
         let outcome = inner.chain.commit_verified(block, verified)?;
         inner.mempool.prune(inner.chain.ledger(), &hashes);
+        if inner.recent.len() == RECENT_BLOCKS {
+            inner.recent.pop_front();
+        }
+        inner
+            .recent
+            .push_back((block.header.timestamp_ms, hashes.len() as u64));
         drop(guard);
         self.metrics.blocks.fetch_add(1, Ordering::Relaxed);
         self.metrics
             .finalized_txs
             .fetch_add(hashes.len() as u64, Ordering::Relaxed);
+        let txs = block
+            .txs
+            .iter()
+            .zip(&outcome.results)
+            .map(|(t, r)| FinalTx {
+                hash: r.hash,
+                sender: t.tx.sender_address(),
+                error: r.error.as_ref().map(cairn_ledger::TxError::code),
+            })
+            .collect();
         let fin = Arc::new(Finalized {
             height: outcome.height,
             block_hash: outcome.block_hash,
             state_root: outcome.state_root,
-            txs: hashes,
+            txs,
             events: outcome.events,
         });
         // No subscribers is fine.

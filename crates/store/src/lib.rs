@@ -16,7 +16,7 @@
 //! ```
 #![deny(missing_docs)]
 
-use cairn_ledger::{BlockError, BlockOutcome, Ledger};
+use cairn_ledger::{BlockError, BlockOutcome, Event, Ledger};
 use cairn_primitives::wire::{DecodeExt, Encode};
 use cairn_primitives::{Block, Genesis, Hash};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -29,6 +29,92 @@ const ROOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("roots");
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 /// Transaction hash → height (8) ‖ index (4) ‖ error code (UTF-8, empty when it applied).
 const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("txs");
+/// Address (32) ‖ epoch (8, big-endian) → what the epoch paid it: capacity, work, checkers
+/// (to an account) and staking (to a device's pool), four big-endian u64 in base units.
+const REWARDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rewards");
+
+/// What one epoch paid one address, in base units.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reward {
+    /// The epoch.
+    pub epoch: u64,
+    /// From the capacity pool (an account, for its devices).
+    pub capacity: u64,
+    /// From the work pool (an account, for its devices' leases).
+    pub work: u64,
+    /// From the checkers pool (a checker's account).
+    pub checkers: u64,
+    /// Into a device's stake pool, shared by its stakers.
+    pub staking: u64,
+}
+
+impl Reward {
+    fn key(address: &cairn_primitives::Address, epoch: u64) -> [u8; 40] {
+        let mut k = [0u8; 40];
+        k[..32].copy_from_slice(&address.0);
+        k[32..].copy_from_slice(&epoch.to_be_bytes());
+        k
+    }
+
+    fn value(&self) -> [u8; 32] {
+        let mut v = [0u8; 32];
+        for (i, x) in [self.capacity, self.work, self.checkers, self.staking]
+            .iter()
+            .enumerate()
+        {
+            v[i * 8..i * 8 + 8].copy_from_slice(&x.to_be_bytes());
+        }
+        v
+    }
+
+    fn read(epoch: u64, v: &[u8]) -> Result<Self> {
+        if v.len() != 32 {
+            return Err(Error::Corrupt("bad reward record".into()));
+        }
+        let at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&v[i * 8..i * 8 + 8]);
+            u64::from_be_bytes(b)
+        };
+        Ok(Self {
+            epoch,
+            capacity: at(0),
+            work: at(1),
+            checkers: at(2),
+            staking: at(3),
+        })
+    }
+
+    /// The rewards in a block's events, by address.
+    fn collect(events: &[(Option<u32>, Event)]) -> Vec<(cairn_primitives::Address, Reward)> {
+        let mut out: std::collections::BTreeMap<_, Reward> = std::collections::BTreeMap::new();
+        for (_, e) in events {
+            match e {
+                Event::Reward {
+                    account,
+                    epoch,
+                    capacity,
+                    work,
+                    checkers,
+                } => {
+                    let r = out.entry((*account, *epoch)).or_default();
+                    r.capacity += capacity.base();
+                    r.work += work.base();
+                    r.checkers += checkers.base();
+                }
+                Event::StakingReward {
+                    device,
+                    epoch,
+                    amount,
+                } => out.entry((*device, *epoch)).or_default().staking += amount.base(),
+                _ => {}
+            }
+        }
+        out.into_iter()
+            .map(|((a, epoch), r)| (a, Reward { epoch, ..r }))
+            .collect()
+    }
+}
 
 /// The database file inside a data directory.
 pub const DB_FILE: &str = "chain.redb";
@@ -270,6 +356,14 @@ impl Chain {
                 txs.insert(r.hash.0.as_slice(), v.as_slice())
                     .map_err(dberr)?;
             }
+            let rewards = Reward::collect(&o.events);
+            if !rewards.is_empty() {
+                let mut t = w.open_table(REWARDS).map_err(dberr)?;
+                for (a, r) in &rewards {
+                    t.insert(Reward::key(a, r.epoch).as_slice(), r.value().as_slice())
+                        .map_err(dberr)?;
+                }
+            }
             let mut meta = w.open_table(META).map_err(dberr)?;
             meta.insert("height", o.height.to_be_bytes().as_slice())
                 .map_err(dberr)?;
@@ -309,6 +403,36 @@ impl Chain {
             if t.get(h.0.as_slice()).map_err(dberr)?.is_some() {
                 out.insert(*h);
             }
+        }
+        Ok(out)
+    }
+
+    /// What epochs paid `address` (an account or a device), newest first, at most `limit`,
+    /// from epochs before `before` (all when `None`).
+    pub fn rewards(
+        &self,
+        address: &cairn_primitives::Address,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Reward>> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let t = match r.open_table(REWARDS) {
+            Ok(t) => t,
+            // No epoch has paid anyone yet.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(dberr(e)),
+        };
+        let lo = Reward::key(address, 0);
+        let hi = Reward::key(address, before.unwrap_or(u64::MAX));
+        let mut out = Vec::new();
+        for item in t.range(lo.as_slice()..hi.as_slice()).map_err(dberr)?.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(dberr)?;
+            let mut e = [0u8; 8];
+            e.copy_from_slice(&k.value()[32..40]);
+            out.push(Reward::read(u64::from_be_bytes(e), v.value())?);
         }
         Ok(out)
     }

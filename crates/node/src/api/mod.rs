@@ -15,8 +15,12 @@ use cairn_primitives::wire::{DecodeExt, Encode};
 use cairn_primitives::{Address, Hash, SignedTx, StateKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+mod events;
+mod openapi;
+mod query;
 
 /// API settings.
 #[derive(Debug, Clone)]
@@ -91,10 +95,14 @@ fn admit_error(e: &AdmitError) -> ApiError {
     }
 }
 
+/// The last `/v1/stats` answer: height, when, how long counting took, body.
+type StatsCache = Arc<Mutex<Option<(u64, std::time::Instant, std::time::Duration, Value)>>>;
+
 #[derive(Clone)]
 struct AppState {
     node: Arc<Node>,
     settings: ApiSettings,
+    stats: StatsCache,
 }
 
 /// The router.
@@ -104,6 +112,16 @@ pub fn router(node: Arc<Node>, settings: ApiSettings) -> Router {
         .route("/v1/txs", post(submit))
         .route("/v1/txs/{hash}", get(tx_status))
         .route("/v1/accounts/{address}", get(account))
+        .route("/v1/accounts/{address}/rewards", get(query::rewards))
+        .route("/v1/devices", get(query::devices))
+        .route("/v1/devices/{address}", get(query::device))
+        .route("/v1/deployments", get(query::deployments))
+        .route("/v1/deployments/{id}", get(query::deployment))
+        .route("/v1/leases/{id}", get(query::lease))
+        .route("/v1/epochs", get(query::epochs))
+        .route("/v1/epochs/{epoch}", get(query::epoch))
+        .route("/v1/stats", get(query::stats))
+        .route("/v1/events", get(events::events))
         .route("/v1/status", get(status))
         .route("/v1/blocks/{height}", get(block))
         .route("/v1/openapi.json", get(openapi))
@@ -125,7 +143,11 @@ pub fn router(node: Arc<Node>, settings: ApiSettings) -> Router {
                 next.run(req).await
             },
         ))
-        .with_state(AppState { node, settings })
+        .with_state(AppState {
+            node,
+            settings,
+            stats: StatsCache::default(),
+        })
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -256,10 +278,9 @@ async fn account(
     Path(address): Path<String>,
     Query(q): Query<ProveQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let a: Address = address
-        .parse()
-        .map_err(|_| ApiError::bad("bad_address", "address must be base58 of 32 bytes"))?;
+    let a: Address = query::parse_address(&address)?;
     let body = s.node.with_ledger(|l| {
+        let (stakes, unbonding) = query::stakes_json(l, &a);
         let acct = l.account(&a);
         let g = l.globals();
         let decimals = l.params().decimals;
@@ -269,6 +290,8 @@ async fn account(
             "balance_base": acct.balance.base(),
             "nonce": acct.nonce,
             "credits": acct.credits.0,
+            "stakes": stakes,
+            "unbonding": unbonding,
             "height": g.height,
         });
         if q.prove {
@@ -380,39 +403,4 @@ async fn openapi() -> Json<Value> {
     Json(openapi_document())
 }
 
-/// The OpenAPI 3.1 description of the endpoints this node serves.
-pub fn openapi_document() -> Value {
-    let err = json!({"$ref": "#/components/schemas/Error"});
-    let e = |d: &str| json!({"description": d, "content": {"application/json": {"schema": err}}});
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "Cairn node API", "version": env!("CARGO_PKG_VERSION")},
-        "paths": {
-            "/v1/txs": {"post": {
-                "summary": "Submit signed transactions",
-                "description": "application/octet-stream: one transaction's canonical bytes; application/json: {\"tx\": hex} or {\"txs\": [hex]}.",
-                "responses": {
-                    "202": {"description": "admitted: {hash, status: pending}, or {results: [...]} for a batch"},
-                    "400": e("malformed_tx, malformed_json, bad_signature, stale_nonce, nonce_too_high, or the ledger's reason (insufficient_balance, overflow, ...)"),
-                    "409": e("duplicate, nonce_taken"),
-                    "413": e("body_too_large, batch_too_large"),
-                    "503": e("mempool_full, account_pending_limit (Retry-After header)")
-                }}},
-            "/v1/txs/{hash}": {"get": {"summary": "Transaction status: pending, final (height, index) or failed (height, code)",
-                "responses": {"200": {"description": "status"}, "400": e("bad_hash"), "404": e("unknown_tx")}}},
-            "/v1/accounts/{address}": {"get": {"summary": "Balance, nonce, credits; ?prove=true adds an inclusion proof against the state root",
-                "responses": {"200": {"description": "account"}, "400": e("bad_address")}}},
-            "/v1/status": {"get": {"summary": "Chain id, height, state root, epoch, supply, pending transactions",
-                "responses": {"200": {"description": "status"}}}},
-            "/v1/blocks/{height}": {"get": {"summary": "A finalized block's header and transaction hashes",
-                "responses": {"200": {"description": "block"}, "404": e("unknown_block")}}},
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}}
-        },
-        "components": {"schemas": {"Error": {
-            "type": "object",
-            "properties": {"error": {"type": "object", "properties": {
-                "code": {"type": "string"}, "message": {"type": "string"}}}}
-        }}}
-    })
-}
+pub use openapi::openapi_document;

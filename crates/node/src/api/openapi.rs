@@ -1,0 +1,136 @@
+//! The OpenAPI 3.1 document served at `/v1/openapi.json`. A test checks that every route the
+//! router serves is described here and that nothing described is missing from the router.
+
+use serde_json::{Value, json};
+
+fn err(description: &str) -> Value {
+    json!({"description": description,
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn ok(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"type": "object"}}}})
+}
+
+fn path_param(name: &str, kind: &str, description: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "description": description,
+           "schema": {"type": kind}})
+}
+
+fn query_param(name: &str, kind: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description,
+           "schema": {"type": kind}})
+}
+
+fn page_params(cursor: &str, kind: &str) -> [Value; 2] {
+    [
+        query_param(cursor, kind, "cursor: the `next` of the previous page"),
+        query_param("limit", "integer", "items per page: 1 to 1000, default 100"),
+    ]
+}
+
+/// The OpenAPI 3.1 description of the endpoints this node serves.
+pub fn openapi_document() -> Value {
+    let address = path_param("address", "string", "base58 address");
+    let [after_addr, limit] = page_params("after", "string");
+    let [after_id, _] = page_params("after", "integer");
+    let [before, _] = page_params("before", "integer");
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Cairn node API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Token amounts are decimal strings in whole tokens; `_base` fields and payment units (credits under bme, token base units under direct) are integers. Lists are paginated by cursor and examine at most 100,000 records per request: a short page with `next` set means there may be more."
+        },
+        "paths": {
+            "/v1/txs": {"post": {
+                "summary": "Submit signed transactions",
+                "description": "application/octet-stream: one transaction's canonical bytes; application/json: {\"tx\": hex} or {\"txs\": [hex]} (at most 10,000).",
+                "responses": {
+                    "202": ok("admitted: {hash, status: pending}, or {results: [...]} for a batch, each a {hash, status} or an {error}"),
+                    "400": err("malformed_tx, malformed_json, bad_signature, wrong_chain, stale_nonce, nonce_too_high, or the ledger's reason (insufficient_balance, overflow, ...)"),
+                    "409": err("duplicate, nonce_taken"),
+                    "413": err("body_too_large, batch_too_large"),
+                    "503": err("mempool_full, account_pending_limit (with a Retry-After header)")
+                }}},
+            "/v1/txs/{hash}": {"get": {
+                "summary": "Transaction status: pending, final (height, index) or failed (height, index, code)",
+                "parameters": [path_param("hash", "string", "transaction hash, hex")],
+                "responses": {"200": ok("status"), "400": err("bad_hash"), "404": err("unknown_tx")}}},
+            "/v1/accounts/{address}": {"get": {
+                "summary": "Balance, nonce, credits, stakes (device, shares, token value) and stake unbonding",
+                "parameters": [address, query_param("prove", "boolean", "add an inclusion proof of the account record against `state_root`")],
+                "responses": {"200": ok("account"), "400": err("bad_address")}}},
+            "/v1/accounts/{address}/rewards": {"get": {
+                "summary": "What each closed epoch paid this account (capacity, work, checkers) or device (staking), newest first",
+                "parameters": [address, before, limit],
+                "responses": {"200": ok("{address, rewards: [{epoch, capacity, work, checkers, staking}], next}"), "400": err("bad_address, bad_query")}}},
+            "/v1/devices": {"get": {
+                "summary": "Registered devices, by address",
+                "parameters": [
+                    query_param("class", "string", "class name from the catalog, e.g. H100-SXM or CPU"),
+                    query_param("region", "string", "region label"),
+                    query_param("status", "string", "active, retired or slashed"),
+                    query_param("available", "boolean", "offered for leases"),
+                    query_param("owner", "string", "owner address"),
+                    after_addr, limit],
+                "responses": {"200": ok("{devices: [...], next}"), "400": err("bad_query, unknown_class, bad_address")}}},
+            "/v1/devices/{address}": {"get": {
+                "summary": "A device: class, spec, region, price, status, stake pool, reputation, the lease it serves",
+                "parameters": [path_param("address", "string", "the device key's address")],
+                "responses": {"200": ok("device"), "400": err("bad_address"), "404": err("unknown_device")}}},
+            "/v1/deployments": {"get": {
+                "summary": "Deployments, by id",
+                "parameters": [
+                    query_param("owner", "string", "the customer's address"),
+                    query_param("status", "string", "open, closed or finished"),
+                    after_id, limit],
+                "responses": {"200": ok("{deployments: [...], next}"), "400": err("bad_query, bad_address")}}},
+            "/v1/deployments/{id}": {"get": {
+                "summary": "A deployment: request, escrow (deposit, paid, refunded) and its leases",
+                "parameters": [path_param("id", "integer", "deployment id")],
+                "responses": {"200": ok("deployment"), "404": err("unknown_deployment")}}},
+            "/v1/leases/{id}": {"get": {
+                "summary": "A lease: device, price, times, payment, state, exit code, usage",
+                "parameters": [path_param("id", "integer", "lease id")],
+                "responses": {"200": ok("lease"), "404": err("unknown_lease")}}},
+            "/v1/epochs": {"get": {
+                "summary": "The epoch in progress and closed epochs (minted, burned, each pool paid), newest first",
+                "parameters": [before, limit],
+                "responses": {"200": ok("{current, epochs: [...], next}"), "400": err("bad_query")}}},
+            "/v1/epochs/{epoch}": {"get": {
+                "summary": "One epoch: its record once closed, or the one in progress",
+                "parameters": [path_param("epoch", "integer", "epoch number")],
+                "responses": {"200": ok("epoch"), "404": err("unknown_epoch")}}},
+            "/v1/stats": {"get": {
+                "summary": "Network statistics: devices by status and class, GPUs and cores, deployments, leases, token supply and stake, escrow, oracle price, recent tx/s",
+                "responses": {"200": ok("stats")}}},
+            "/v1/events": {"get": {
+                "summary": "Finalized activity as server-sent events",
+                "description": "A `block` event per finalized block; the ledger's events (`transfer`, `device_registered`, `deployment_opened`, `lease_reported`, `lease_ended`, `reward`, ...), all of them or those concerning the account, device or deployment given; with `account`, a `tx` event per transaction it signed. The SSE id is the block height. A subscriber that falls behind gets `lagged` with the number of blocks missed.",
+                "parameters": [
+                    query_param("account", "string", "an account address"),
+                    query_param("device", "string", "a device address"),
+                    query_param("deployment", "integer", "a deployment id")],
+                "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}, "400": err("bad_address")}}},
+            "/v1/status": {"get": {
+                "summary": "Chain id, height, state root, epoch, supply, pending transactions, validators",
+                "responses": {"200": ok("status")}}},
+            "/v1/blocks/{height}": {"get": {
+                "summary": "A finalized block's header, transaction hashes and the state root after it",
+                "parameters": [path_param("height", "integer", "block height")],
+                "responses": {"200": ok("block"), "404": err("unknown_block")}}},
+            "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": ok("OpenAPI 3.1")}}},
+            "/healthz": {"get": {"summary": "Liveness: 503 `halted` once a finalized block could not be executed",
+                "responses": {"200": {"description": "ok"}, "503": err("halted")}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}}
+        },
+        "components": {"schemas": {"Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+                "code": {"type": "string", "description": "stable, machine-readable"},
+                "message": {"type": "string"}}}}
+        }}}
+    })
+}
