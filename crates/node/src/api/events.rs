@@ -1,8 +1,9 @@
 //! `GET /v1/events`: finalized activity as server-sent events.
 //!
 //! Every finalized block sends a `block` event (height, hash, state root, transaction count),
-//! so a subscriber always knows how far the chain got. Then the ledger's events: all of them,
-//! or, with `account`, `device` and/or `deployment` given, those that concern any of them;
+//! so a subscriber always knows how far the chain got. Then the ledger's events: all of them
+//! but per-address rewards (`epoch_closed` sums those), or, with `account`, `device` and/or
+//! `deployment` given, every event that concerns any of them, rewards included;
 //! with `account`, also one `tx` event per transaction that account signed (`final` or
 //! `failed` with its code). Each SSE `id` is the block height.
 //!
@@ -44,7 +45,13 @@ impl Filter {
 
     fn wants(&self, e: &cairn_ledger::Event) -> bool {
         if !self.any() {
-            return true;
+            // An epoch close pays every device: one event per address would be a million
+            // events for every unfiltered subscriber. `epoch_closed` sums them; each address's
+            // rewards are in `/v1/accounts/{a}/rewards` and in its filtered stream.
+            return !matches!(
+                e,
+                cairn_ledger::Event::Reward { .. } | cairn_ledger::Event::StakingReward { .. }
+            );
         }
         if self.deployment.is_some() && e.deployment() == self.deployment {
             return true;
@@ -57,13 +64,11 @@ impl Filter {
             .any(|a| Some(*a) == self.account || Some(*a) == self.device)
     }
 
-    /// The SSE events one finalized block yields for this filter, in order.
-    pub(super) fn render(&self, fin: &Finalized) -> Vec<SseEvent> {
-        let id = fin.height.to_string();
-        let mut out = vec![sse(
-            "block",
-            &id,
-            &json!({
+    /// What one finalized block yields for this filter, in order: (event name, data).
+    fn items(&self, fin: &Finalized) -> Vec<(String, Value)> {
+        let mut out = vec![(
+            "block".to_string(),
+            json!({
                 "height": fin.height,
                 "hash": fin.block_hash.to_string(),
                 "state_root": fin.state_root.to_string(),
@@ -73,10 +78,9 @@ impl Filter {
         if let Some(acct) = self.account {
             for t in fin.txs.iter().filter(|t| t.sender == acct) {
                 let status = if t.error.is_some() { "failed" } else { "final" };
-                out.push(sse(
-                    "tx",
-                    &id,
-                    &json!({"height": fin.height, "hash": t.hash.to_string(),
+                out.push((
+                    "tx".to_string(),
+                    json!({"height": fin.height, "hash": t.hash.to_string(),
                             "sender": acct.to_string(), "status": status, "code": t.error}),
                 ));
             }
@@ -92,17 +96,24 @@ impl Filter {
                 Some(t) => json!(t.hash.to_string()),
                 None => Value::Null,
             };
-            out.push(sse(&kind, &id, &v));
+            out.push((kind, v));
         }
         out
     }
-}
 
-fn sse(kind: &str, id: &str, data: &Value) -> SseEvent {
-    SseEvent::default()
-        .event(kind)
-        .id(id)
-        .data(data.to_string())
+    /// The SSE events one finalized block yields for this filter; the id is the height.
+    fn render(&self, fin: &Finalized) -> Vec<SseEvent> {
+        let id = fin.height.to_string();
+        self.items(fin)
+            .into_iter()
+            .map(|(kind, data)| {
+                SseEvent::default()
+                    .event(kind)
+                    .id(&id)
+                    .data(data.to_string())
+            })
+            .collect()
+    }
 }
 
 /// GET /v1/events[?account=A][&device=D][&deployment=N]
@@ -154,4 +165,90 @@ pub(super) async fn events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::FinalTx;
+    use cairn_ledger::Event;
+    use cairn_primitives::{Amount, Hash};
+
+    fn kinds(f: &Filter, fin: &Finalized) -> Vec<String> {
+        f.items(fin).into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn filters_pick_what_concerns_the_subscriber() {
+        let (alice, bob, dev) = (Address([1; 32]), Address([2; 32]), Address([3; 32]));
+        let fin = Finalized {
+            height: 7,
+            block_hash: Hash::default(),
+            state_root: Hash::default(),
+            txs: vec![FinalTx {
+                hash: Hash([9; 32]),
+                sender: alice,
+                error: None,
+            }],
+            events: vec![
+                (
+                    Some(0),
+                    Event::Transfer {
+                        from: alice,
+                        to: bob,
+                        amount: Amount::from_base(5),
+                    },
+                ),
+                (
+                    None,
+                    Event::LeaseEnded {
+                        lease: 4,
+                        deployment: 2,
+                        device: dev,
+                        state: cairn_primitives::LeaseState::Expired,
+                        paid: 10,
+                        refunded: 0,
+                    },
+                ),
+                (
+                    None,
+                    Event::Reward {
+                        account: bob,
+                        epoch: 1,
+                        capacity: Amount::from_base(3),
+                        work: Amount::ZERO,
+                        checkers: Amount::ZERO,
+                    },
+                ),
+            ],
+        };
+        let all = Filter::default();
+        assert_eq!(kinds(&all, &fin), ["block", "transfer", "lease_ended"]);
+        assert_eq!(all.render(&fin).len(), 3);
+        let bob_only = Filter {
+            account: Some(bob),
+            ..Filter::default()
+        };
+        assert_eq!(kinds(&bob_only, &fin), ["block", "transfer", "reward"]);
+        let alice_only = Filter {
+            account: Some(alice),
+            ..Filter::default()
+        };
+        assert_eq!(kinds(&alice_only, &fin), ["block", "tx", "transfer"]);
+        let tx = &alice_only.items(&fin)[1].1;
+        assert_eq!(
+            (tx["status"].as_str(), tx["height"].as_u64()),
+            (Some("final"), Some(7))
+        );
+        let deployment = Filter {
+            deployment: Some(2),
+            ..Filter::default()
+        };
+        assert_eq!(kinds(&deployment, &fin), ["block", "lease_ended"]);
+        let device = Filter {
+            device: Some(dev),
+            ..Filter::default()
+        };
+        assert_eq!(kinds(&device, &fin), ["block", "lease_ended"]);
+    }
 }

@@ -107,7 +107,7 @@ pub fn openapi_document() -> Value {
                 "responses": {"200": ok("stats")}}},
             "/v1/events": {"get": {
                 "summary": "Finalized activity as server-sent events",
-                "description": "A `block` event per finalized block; the ledger's events (`transfer`, `device_registered`, `deployment_opened`, `lease_reported`, `lease_ended`, `reward`, ...), all of them or those concerning the account, device or deployment given; with `account`, a `tx` event per transaction it signed. The SSE id is the block height. A subscriber that falls behind gets `lagged` with the number of blocks missed.",
+                "description": "A `block` event per finalized block; the ledger's events (`transfer`, `device_registered`, `deployment_opened`, `lease_reported`, `lease_ended`, `reward`, ...), all of them but per-address rewards (`epoch_closed` sums them), or every event concerning the account, device or deployment given, its `reward`s included; with `account`, a `tx` event per transaction it signed. The SSE id is the block height. A subscriber that falls behind gets `lagged` with the number of blocks missed.",
                 "parameters": [
                     query_param("account", "string", "an account address"),
                     query_param("device", "string", "a device address"),
