@@ -8,6 +8,7 @@ mod keys;
 mod ledger_cmd;
 mod load;
 mod node_cmd;
+mod worker_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -57,6 +58,8 @@ enum Command {
     Credits(client_cmd::CreditsArgs),
     /// Price-oracle duties: submit the token's USD price.
     Oracle(client_cmd::OracleArgs),
+    /// The provider's agent: `probe` runs the proof-of-physical-work challenge on this machine.
+    Worker(worker_cmd::WorkerArgs),
 }
 
 fn main() {
@@ -83,6 +86,7 @@ fn main() {
         Command::Undelegate(a) => client_cmd::undelegate(a),
         Command::Credits(a) => client_cmd::credits(a),
         Command::Oracle(a) => client_cmd::oracle(a),
+        Command::Worker(a) => worker_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -113,6 +113,13 @@ fn root_from_path(leaf: Hash, mut index: u32, path: &[Hash]) -> Hash {
     h
 }
 
+/// Whether `values` are row `row` under `root` (the path must have one sibling per level).
+pub(crate) fn path_leads_to(values: &[i32], row: u32, path: &[Hash], root: &Hash) -> bool {
+    values.len().is_power_of_two()
+        && path.len() == values.len().trailing_zeros() as usize
+        && root_from_path(row_leaf(row, values), row, path) == *root
+}
+
 /// Checks a fraud proof in O(n): the device's signature on the root, the opened row's path to
 /// the root, and that the named entry differs from the true dot product.
 pub fn verify_fraud_proof(

@@ -22,8 +22,18 @@
 
 mod fraud;
 mod matrix;
+mod protocol;
+mod solve;
+mod verify;
 
 pub use fraud::{
     FraudError, answer_message, fraud_proof, merkle_path, sign_answer, verify_fraud_proof,
 };
 pub use matrix::{Challenge, ChallengeError, MAX_N, row_leaf, rows_root};
+pub use protocol::{
+    Answer, CPU_N, CPU_REQUIRED_FRACTION, GPU_N, GPU_REQUIRED_FRACTION, NETWORK_ALLOWANCE, Opening,
+    Params, Prover, SelfReport, Table, row_digest, self_challenge, table_challenge, walk_positions,
+    walk_with,
+};
+pub use solve::{CpuSolver, Inputs, SolveError, Solver, cpu_kernel_peak, product};
+pub use verify::{Fault, audit_requests, check_answer, check_audit, check_walk, freivalds};

@@ -70,6 +70,26 @@ impl Challenge {
         v as u32
     }
 
+    /// All of `A`, row-major (row `i` is the stream at `i·n`), generated on every core.
+    pub fn a_matrix(&self) -> Vec<i8> {
+        Self::whole(&self.key_a, self.n as usize)
+    }
+
+    /// All of `B`'s columns, one after another (`Bᵀ` row-major).
+    pub fn b_matrix_t(&self) -> Vec<i8> {
+        Self::whole(&self.key_b, self.n as usize)
+    }
+
+    fn whole(key: &[u8; 32], n: usize) -> Vec<i8> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 16;
+        let mut buf = vec![0u8; n * n];
+        buf.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| {
+            Self::stream(key, (i * CHUNK) as u64, c);
+        });
+        buf.into_iter().map(|b| b as i8).collect()
+    }
+
     /// Row `i` of `A`.
     pub fn a_row(&self, i: u32) -> Vec<i8> {
         let n = self.n as usize;

@@ -1,0 +1,163 @@
+//! `cairn worker …`: the provider's agent. So far: `probe`, which runs the proof-of-physical-
+//! work protocol against this machine as a checker would.
+
+use anyhow::{Context, Result};
+use cairn_popw::{CpuSolver, Params, Solver, self_challenge};
+use cairn_primitives::{ClassKind, DeviceClass};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use std::io::Write;
+
+/// `cairn worker …`.
+#[derive(Args)]
+pub(crate) struct WorkerArgs {
+    #[command(subcommand)]
+    command: WorkerCommand,
+}
+
+#[derive(Subcommand)]
+enum WorkerCommand {
+    /// Detect this machine's hardware and run the compute, memory and audit phases of the
+    /// challenge against it; report the class it can claim and which classes it would pass.
+    Probe {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `/proc/meminfo` says the machine has, in MiB.
+fn ram_mib() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb / 1024)
+        .context("no MemTotal in /proc/meminfo")
+}
+
+/// Why no GPU solver is used on this machine.
+fn gpu_status() -> String {
+    match std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader"])
+        .output()
+    {
+        Err(_) => "no NVIDIA GPU found: nvidia-smi is not installed (no driver)".into(),
+        Ok(o) if !o.status.success() => format!(
+            "no NVIDIA GPU usable: nvidia-smi failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Ok(o) => format!(
+            "NVIDIA GPU present ({}), but this build has no CUDA solver yet: probing the CPU",
+            String::from_utf8_lossy(&o.stdout).trim()
+        ),
+    }
+}
+
+pub(crate) fn run(a: WorkerArgs) -> Result<()> {
+    let WorkerCommand::Probe { json } = a.command;
+    let catalog = DeviceClass::default_catalog();
+    let cpu = catalog
+        .iter()
+        .find(|c| c.kind == ClassKind::Cpu)
+        .context("the catalog has no CPU class")?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let ram = ram_mib()?;
+    let gpu = gpu_status();
+    let params = Params::for_class(cpu, cores, ram);
+    let solver = CpuSolver;
+    if !json {
+        eprintln!("{gpu}");
+        eprintln!(
+            "claiming class {} × {cores} cores, {ram} MiB RAM: {} tables of {}², {:.1} GOP, {} MiB retained",
+            cpu.name,
+            params.tables,
+            params.n,
+            params.ops() / 1e9,
+            params.table_bytes() >> 20
+        );
+        eprintln!("solver: {}", solver.name());
+    }
+    let seed: [u8; 32] = rand::random();
+    let report = self_challenge(&solver, params.clone(), seed, |done, total| {
+        if !json {
+            let width = 30;
+            let filled = (done as usize * width) / total.max(1) as usize;
+            eprint!(
+                "\rcompute [{}{}] {done}/{total} tables",
+                "#".repeat(filled),
+                " ".repeat(width - filled)
+            );
+            let _ = std::io::stderr().flush();
+        }
+    })?;
+    if !json {
+        eprintln!();
+    }
+    // Would this machine meet each class's compute deadline at the rate it just achieved?
+    let classes: Vec<_> = catalog
+        .iter()
+        .map(|c| {
+            let units = if c.kind == ClassKind::Cpu { cores } else { 1 };
+            let p = Params::for_class(c, units, ram);
+            let projected = p.ops() / report.ops_per_sec;
+            let deadline = p.compute_deadline.as_secs_f64();
+            json!({"class": c.name, "projected_secs": projected, "deadline_secs": deadline,
+                   "meets_deadline": projected <= deadline})
+        })
+        .collect();
+    let verdict = match &report.verdict {
+        Ok(()) => "pass".to_string(),
+        Err(e) => format!("fail: {e}"),
+    };
+    if json {
+        println!(
+            "{}",
+            json!({
+                "gpu": gpu, "solver": report.solver, "claimed_class": cpu.name, "cores": cores,
+                "ram_mib": ram, "n": params.n, "tables": params.tables,
+                "compute_secs": report.solve.as_secs_f64(),
+                "compute_deadline_secs": params.compute_deadline.as_secs_f64(),
+                "int8_ops_per_sec": report.ops_per_sec,
+                "walk_secs": report.walk.as_secs_f64(),
+                "walk_deadline_secs": params.walk_deadline.as_secs_f64(),
+                "audit_ms": report.audit.as_secs_f64() * 1e3,
+                "verdict": verdict, "classes": classes,
+            })
+        );
+    } else {
+        println!("claimed class   {} × {cores}", cpu.name);
+        println!(
+            "compute         {:.3} s (deadline {:.3} s), {:.1} GOP/s int8",
+            report.solve.as_secs_f64(),
+            params.compute_deadline.as_secs_f64(),
+            report.ops_per_sec / 1e9
+        );
+        println!(
+            "memory walk     {:.1} ms (deadline {:.1} ms), {} steps",
+            report.walk.as_secs_f64() * 1e3,
+            params.walk_deadline.as_secs_f64() * 1e3,
+            params.walk_steps
+        );
+        println!("audit           {:.1} ms", report.audit.as_secs_f64() * 1e3);
+        println!("verdict         {verdict}");
+        println!("per class (compute at the rate just measured):");
+        for c in &classes {
+            println!(
+                "  {:<12} {:>10.3} s vs deadline {:>8.3} s  {}",
+                c["class"].as_str().unwrap_or("?"),
+                c["projected_secs"].as_f64().unwrap_or(0.0),
+                c["deadline_secs"].as_f64().unwrap_or(0.0),
+                if c["meets_deadline"] == true {
+                    "would pass"
+                } else {
+                    "too slow"
+                }
+            );
+        }
+    }
+    if report.verdict.is_err() {
+        anyhow::bail!("this machine failed its own challenge: {verdict}");
+    }
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! The checker side: pure functions over what the device sent and what the checker measured.
+
+use crate::fraud::answer_message;
+use crate::matrix::Challenge;
+use crate::protocol::{Answer, Opening, Params, row_digest, table_challenge, walk_positions};
+use cairn_primitives::{Hash, PublicKey, namespace, sha256, verify_signature};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Why a device fails a challenge.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Fault {
+    /// The answer is for another nonce.
+    #[error("the answer is for another nonce")]
+    WrongNonce,
+    /// The answer has the wrong dimension or number of tables.
+    #[error(
+        "the answer has {got} tables of dimension {n}; the challenge asked for {want} of {want_n}"
+    )]
+    WrongShape {
+        /// Tables answered.
+        got: usize,
+        /// Dimension answered.
+        n: u32,
+        /// Tables asked.
+        want: u32,
+        /// Dimension asked.
+        want_n: u32,
+    },
+    /// A table's root is not signed by the device.
+    #[error("table {0}'s root is not signed by the device")]
+    BadSignature(u32),
+    /// A phase ended after its deadline.
+    #[error("the {phase} phase took {elapsed:?}; its deadline is {deadline:?}")]
+    Late {
+        /// "compute" or "memory".
+        phase: &'static str,
+        /// Measured.
+        elapsed: Duration,
+        /// Allowed.
+        deadline: Duration,
+    },
+    /// The walk has the wrong number of steps.
+    #[error("the memory walk has {got} steps; {want} were asked")]
+    WalkLength {
+        /// Steps returned.
+        got: usize,
+        /// Steps asked.
+        want: u32,
+    },
+    /// A requested row was not opened.
+    #[error("row {row} of table {table} was not opened")]
+    MissingOpening {
+        /// Table.
+        table: u32,
+        /// Row.
+        row: u32,
+    },
+    /// An opened row is not under its table's root.
+    #[error("row {row} of table {table} is not under the signed root")]
+    BadOpening {
+        /// Table.
+        table: u32,
+        /// Row.
+        row: u32,
+    },
+    /// A walked row's digest does not match the row opened for it.
+    #[error("walk step {0} does not match the row it read")]
+    WalkDigest(usize),
+    /// An opened row is not the product (Freivalds).
+    #[error("row {row} of table {table} is not the product (Freivalds check failed)")]
+    WrongRow {
+        /// Table.
+        table: u32,
+        /// Row.
+        row: u32,
+    },
+    /// The challenge parameters are malformed.
+    #[error("{0}")]
+    Challenge(#[from] crate::ChallengeError),
+}
+
+/// Checks the signed answer: nonce, shape, every signature, and the compute deadline against
+/// the time the checker measured from sending the nonce to receiving the answer.
+pub fn check_answer(
+    chain_id: &str,
+    device: &PublicKey,
+    nonce: &[u8; 32],
+    params: &Params,
+    answer: &Answer,
+    elapsed: Duration,
+) -> Result<(), Fault> {
+    if answer.nonce != *nonce {
+        return Err(Fault::WrongNonce);
+    }
+    if answer.n != params.n
+        || answer.roots.len() != params.tables as usize
+        || answer.signatures.len() != params.tables as usize
+    {
+        return Err(Fault::WrongShape {
+            got: answer.roots.len(),
+            n: answer.n,
+            want: params.tables,
+            want_n: params.n,
+        });
+    }
+    let ns = namespace("popw-answer", chain_id);
+    for (k, (root, sig)) in answer.roots.iter().zip(&answer.signatures).enumerate() {
+        let c = table_challenge(nonce, k as u32, params.n)?;
+        if !verify_signature(device, &ns, &answer_message(&c.nonce, c.n, root), sig) {
+            return Err(Fault::BadSignature(k as u32));
+        }
+    }
+    if elapsed > params.compute_deadline {
+        return Err(Fault::Late {
+            phase: "compute",
+            elapsed,
+            deadline: params.compute_deadline,
+        });
+    }
+    Ok(())
+}
+
+/// Checks the walk's length and deadline.
+pub fn check_walk(params: &Params, digests: &[u64], elapsed: Duration) -> Result<(), Fault> {
+    if digests.len() != params.walk_steps as usize {
+        return Err(Fault::WalkLength {
+            got: digests.len(),
+            want: params.walk_steps,
+        });
+    }
+    if elapsed > params.walk_deadline {
+        return Err(Fault::Late {
+            phase: "memory",
+            elapsed,
+            deadline: params.walk_deadline,
+        });
+    }
+    Ok(())
+}
+
+fn draw(seed: &[u8; 32], tag: &[u8], i: u64) -> u64 {
+    let h = sha256(&[b"cairn/popw/audit", seed, tag, &i.to_be_bytes()]).0;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// What the checker asks the device to open, from its own fresh `audit_seed` (drawn after
+/// the walk): `audit_rows` random rows, then the rows of `walk_checks` random walk steps (as
+/// `(table, row, Some(step))`).
+pub fn audit_requests(
+    params: &Params,
+    audit_seed: &[u8; 32],
+    walk_nonce: &[u8; 32],
+    roots: &[Hash],
+    digests: &[u64],
+) -> Vec<(u32, u32, Option<usize>)> {
+    let mut out = Vec::new();
+    let all = u64::from(params.tables) * u64::from(params.n);
+    if u64::from(params.audit_rows) >= all {
+        // As many openings as rows: open every row once.
+        for t in 0..params.tables {
+            out.extend((0..params.n).map(|r| (t, r, None)));
+        }
+    } else {
+        for i in 0..u64::from(params.audit_rows) {
+            let v = draw(audit_seed, b"row", i);
+            out.push((
+                ((v >> 32) % u64::from(params.tables.max(1))) as u32,
+                ((v & 0xffff_ffff) % u64::from(params.n)) as u32,
+                None,
+            ));
+        }
+    }
+    let positions = walk_positions(params, walk_nonce, roots, digests);
+    if !positions.is_empty() {
+        for i in 0..u64::from(params.walk_checks) {
+            let step = (draw(audit_seed, b"walk", i) % positions.len() as u64) as usize;
+            let (t, r) = positions[step];
+            out.push((t, r, Some(step)));
+        }
+    }
+    out
+}
+
+/// Checks the opened rows: each under its signed root, each walked row's digest, and every
+/// row the product by Freivalds' algorithm (`params.rounds` rounds of random 0/1 vectors over
+/// `params.audit_cols` random columns). Runs on every core; the tables are independent.
+pub fn check_audit(
+    params: &Params,
+    answer: &Answer,
+    walk_nonce: &[u8; 32],
+    digests: &[u64],
+    audit_seed: &[u8; 32],
+    openings: &[Opening],
+) -> Result<(), Fault> {
+    let requests = audit_requests(params, audit_seed, walk_nonce, &answer.roots, digests);
+    let mut by_table: BTreeMap<u32, Vec<&Opening>> = BTreeMap::new();
+    for (table, row, step) in requests {
+        let o = openings
+            .iter()
+            .find(|o| o.table == table && o.row == row)
+            .ok_or(Fault::MissingOpening { table, row })?;
+        let root = answer
+            .roots
+            .get(table as usize)
+            .ok_or(Fault::BadOpening { table, row })?;
+        if o.values.len() != params.n as usize
+            || !crate::fraud::path_leads_to(&o.values, row, &o.path, root)
+        {
+            return Err(Fault::BadOpening { table, row });
+        }
+        if let Some(step) = step
+            && row_digest(&o.values) != digests[step]
+        {
+            return Err(Fault::WalkDigest(step));
+        }
+        by_table.entry(table).or_default().push(o);
+    }
+    by_table
+        .into_par_iter()
+        .map(|(table, rows)| {
+            let c = table_challenge(&answer.nonce, table, params.n)?;
+            let seed = sha256(&[audit_seed, &table.to_be_bytes()]).0;
+            freivalds(&c, &rows, params.audit_cols, params.rounds, &seed)
+        })
+        .collect::<Result<Vec<()>, Fault>>()?;
+    Ok(())
+}
+
+/// Freivalds' check of opened rows of `c`'s result over a random column subset.
+pub fn freivalds(
+    c: &Challenge,
+    rows: &[&Opening],
+    cols: u32,
+    rounds: u32,
+    seed: &[u8; 32],
+) -> Result<(), Fault> {
+    let n = c.n;
+    let cols: Vec<u32> = if cols >= n {
+        (0..n).collect()
+    } else {
+        let mut picked = std::collections::BTreeSet::new();
+        let mut i = 0;
+        while picked.len() < cols as usize {
+            picked.insert((draw(seed, b"col", i) % u64::from(n)) as u32);
+            i += 1;
+        }
+        picked.into_iter().collect()
+    };
+    let b: Vec<Vec<i8>> = cols.iter().map(|j| c.b_col(*j)).collect();
+    let a: Vec<Vec<i8>> = rows
+        .iter()
+        .map(|o| c.a_row(c.shuffled_row(o.row)))
+        .collect();
+    for round in 0..rounds {
+        let x: Vec<bool> = (0..cols.len())
+            .map(|i| draw(seed, b"x", (u64::from(round) << 32) | i as u64) & 1 == 1)
+            .collect();
+        // y = B_S · x_S
+        let mut y = vec![0i32; n as usize];
+        for (bc, _) in b.iter().zip(&x).filter(|(_, x)| **x) {
+            for (yk, bk) in y.iter_mut().zip(bc) {
+                *yk += i32::from(*bk);
+            }
+        }
+        for (o, ar) in rows.iter().zip(&a) {
+            let lhs: i64 = cols
+                .iter()
+                .zip(&x)
+                .filter(|(_, x)| **x)
+                .map(|(j, _)| i64::from(o.values[*j as usize]))
+                .sum();
+            let rhs: i64 = ar
+                .iter()
+                .zip(&y)
+                .map(|(a, y)| i64::from(*a) * i64::from(*y))
+                .sum();
+            if lhs != rhs {
+                return Err(Fault::WrongRow {
+                    table: o.table,
+                    row: o.row,
+                });
+            }
+        }
+    }
+    Ok(())
+}

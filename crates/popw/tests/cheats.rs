@@ -1,0 +1,374 @@
+//! The honest CPU solver passes; each way of cheating is caught, by the phase that should
+//! catch it.
+
+use cairn_popw::{
+    Answer, CpuSolver, Fault, Opening, Params, Prover, Solver, Table, audit_requests, check_answer,
+    check_audit, check_walk, freivalds, row_digest, self_challenge, table_challenge, walk_with,
+};
+use cairn_primitives::{DeviceClass, Keypair};
+use std::time::{Duration, Instant};
+
+const CHAIN: &str = "cairn-test";
+
+/// Tests that time real work take turns: run side by side on a 2-core machine, each would
+/// measure the other.
+static TIMED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn timed() -> std::sync::MutexGuard<'static, ()> {
+    TIMED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Small, fast parameters: every row audited over every column.
+fn small() -> Params {
+    Params {
+        n: 64,
+        tables: 2,
+        walk_steps: 256,
+        audit_rows: 128,
+        walk_checks: 8,
+        audit_cols: 64,
+        rounds: 16,
+        compute_deadline: Duration::from_secs(30),
+        walk_deadline: Duration::from_secs(30),
+    }
+}
+
+fn key() -> Keypair {
+    Keypair::from_seed([7; 32])
+}
+
+/// The checker's whole verdict on a prover built from `tables`, as if it took `elapsed`.
+fn judge(
+    params: &Params,
+    nonce: [u8; 32],
+    tables: Vec<Table>,
+    elapsed: Duration,
+) -> Result<(), Fault> {
+    let prover = Prover {
+        nonce,
+        params: params.clone(),
+        tables,
+    };
+    let answer = prover.answer(&key(), CHAIN);
+    check_answer(CHAIN, &key().public_key(), &nonce, params, &answer, elapsed)?;
+    let walk_nonce = [9; 32];
+    let digests = prover.walk(&walk_nonce);
+    check_walk(params, &digests, Duration::ZERO)?;
+    audit(params, &prover, &answer, &walk_nonce, &digests)
+}
+
+fn audit(
+    params: &Params,
+    prover: &Prover,
+    answer: &Answer,
+    walk_nonce: &[u8; 32],
+    digests: &[u64],
+) -> Result<(), Fault> {
+    let seed = [3; 32];
+    let openings: Vec<Opening> = audit_requests(params, &seed, walk_nonce, &answer.roots, digests)
+        .into_iter()
+        .filter_map(|(t, r, _)| prover.open(t, r))
+        .collect();
+    check_audit(params, answer, walk_nonce, digests, &seed, &openings)
+}
+
+fn honest_tables(params: &Params, nonce: &[u8; 32]) -> Vec<Table> {
+    (0..params.tables)
+        .map(|k| {
+            let c = table_challenge(nonce, k, params.n).unwrap();
+            let v = CpuSolver.solve(&c).unwrap();
+            Table::commit(c, v)
+        })
+        .collect()
+}
+
+/// Recommits table `k` of `tables` after `f` changed its values.
+fn tampered(mut tables: Vec<Table>, k: usize, f: impl FnOnce(&mut Vec<i32>, usize)) -> Vec<Table> {
+    let t = tables.remove(k);
+    let n = t.challenge.n as usize;
+    let mut v = t.values;
+    f(&mut v, n);
+    tables.insert(k, Table::commit(t.challenge, v));
+    tables
+}
+
+#[test]
+fn the_honest_cpu_solver_passes() {
+    let _turn = timed();
+    let p = small();
+    let nonce = [1; 32];
+    assert_eq!(
+        judge(
+            &p,
+            nonce,
+            honest_tables(&p, &nonce),
+            Duration::from_millis(1)
+        ),
+        Ok(())
+    );
+    // And the whole protocol at the CPU class's own size, timed for real.
+    let cpu = DeviceClass::default_catalog()
+        .into_iter()
+        .find(|c| c.name == "CPU")
+        .unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let params = Params::for_class(&cpu, cores, 2048);
+    let r = self_challenge(&CpuSolver, params, [2; 32], |_, _| {}).unwrap();
+    assert_eq!(r.verdict, Ok(()), "{r:?}");
+}
+
+#[test]
+fn one_wrong_entry_is_caught() {
+    let p = small();
+    let nonce = [1; 32];
+    let tables = tampered(honest_tables(&p, &nonce), 1, |v, n| v[37 * n + 11] += 1);
+    assert_eq!(
+        judge(&p, nonce, tables, Duration::ZERO),
+        Err(Fault::WrongRow { table: 1, row: 37 })
+    );
+}
+
+#[test]
+fn skipping_a_fraction_of_rows_is_caught() {
+    let p = small();
+    let nonce = [1; 32];
+    // The last quarter of every table's rows left at zero.
+    let mut tables = honest_tables(&p, &nonce);
+    for k in 0..tables.len() {
+        tables = tampered(tables, k, |v, n| v[n * n * 3 / 4..].fill(0));
+    }
+    assert!(matches!(
+        judge(&p, nonce, tables, Duration::ZERO),
+        Err(Fault::WrongRow { .. })
+    ));
+}
+
+#[test]
+fn an_answer_for_another_nonce_is_caught() {
+    let p = small();
+    let nonce = [1; 32];
+    // Tables computed for nonce [2; 32], committed and signed as the answer to [1; 32].
+    let other = honest_tables(&p, &[2; 32]);
+    let relabeled: Vec<Table> = other
+        .into_iter()
+        .enumerate()
+        .map(|(k, t)| Table::commit(table_challenge(&nonce, k as u32, p.n).unwrap(), t.values))
+        .collect();
+    assert!(matches!(
+        judge(&p, nonce, relabeled, Duration::ZERO),
+        Err(Fault::WrongRow { .. })
+    ));
+    // Or answered under the other nonce outright.
+    let prover = Prover {
+        nonce: [2; 32],
+        params: p.clone(),
+        tables: honest_tables(&p, &[2; 32]),
+    };
+    let answer = prover.answer(&key(), CHAIN);
+    assert_eq!(
+        check_answer(
+            CHAIN,
+            &key().public_key(),
+            &nonce,
+            &p,
+            &answer,
+            Duration::ZERO
+        ),
+        Err(Fault::WrongNonce)
+    );
+}
+
+#[test]
+fn an_answer_without_the_shuffle_is_caught() {
+    let p = small();
+    let nonce = [1; 32];
+    let tables: Vec<Table> = (0..p.tables)
+        .map(|k| {
+            let c = table_challenge(&nonce, k, p.n).unwrap();
+            let n = p.n as usize;
+            // A·B with A's rows in their natural order.
+            let mut inp = c.inputs();
+            inp.a = c.a_matrix();
+            let v = cairn_popw::product(&inp);
+            assert_eq!(v.len(), n * n);
+            Table::commit(c, v)
+        })
+        .collect();
+    assert!(matches!(
+        judge(&p, nonce, tables, Duration::ZERO),
+        Err(Fault::WrongRow { .. })
+    ));
+}
+
+#[test]
+fn an_answer_after_the_deadline_is_caught() {
+    let p = small();
+    let nonce = [1; 32];
+    let late = p.compute_deadline + Duration::from_millis(1);
+    assert!(matches!(
+        judge(&p, nonce, honest_tables(&p, &nonce), late),
+        Err(Fault::Late {
+            phase: "compute",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn claiming_a_faster_class_than_the_machine_is_caught() {
+    let _turn = timed();
+    // This machine's cores claimed as an RTX 3050: the smallest GPU challenge is far more
+    // work than a CPU finishes by that class's deadline. The checker stops waiting at the
+    // deadline; one table of it already takes longer.
+    let gpu = DeviceClass::default_catalog()
+        .into_iter()
+        .find(|c| c.name == "RTX-3050")
+        .unwrap();
+    let claimed = Params::for_class(&gpu, 1, 0);
+    let one_table = Params {
+        tables: 1,
+        n: 4096,
+        ..claimed.clone()
+    };
+    let start = Instant::now();
+    let c = table_challenge(&[1; 32], 0, one_table.n).unwrap();
+    let _ = CpuSolver.solve(&c).unwrap();
+    // One 4096² table is 1/64 of one 16384² table; the class must finish `tables` of those.
+    let projected = start.elapsed().as_secs_f64() * 64.0 * f64::from(claimed.tables);
+    assert!(
+        projected > claimed.compute_deadline.as_secs_f64() * 10.0,
+        "a CPU would finish an RTX 3050's challenge in {projected:.1} s; its deadline is {:?}",
+        claimed.compute_deadline
+    );
+    // And the CPU class claiming 64 times this machine's cores (with 16 GiB, eight tables, so
+    // that the work outweighs the network allowance) misses its deadline.
+    let cpu = DeviceClass::default_catalog()
+        .into_iter()
+        .find(|c| c.name == "CPU")
+        .unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let params = Params::for_class(&cpu, cores * 64, 16_384);
+    assert_eq!(params.tables, 8);
+    let r = self_challenge(&CpuSolver, params, [2; 32], |_, _| {}).unwrap();
+    assert!(
+        matches!(
+            r.verdict,
+            Err(Fault::Late {
+                phase: "compute",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn tables_not_retained_are_caught() {
+    let _turn = timed();
+    // The CPU class's real size (n = 2048), one table: a cheater who keeps only the inputs
+    // must recompute each walked row (n² multiply-adds) and misses the memory deadline.
+    let cpu = DeviceClass::default_catalog()
+        .into_iter()
+        .find(|c| c.name == "CPU")
+        .unwrap();
+    let p = Params::for_class(&cpu, 1, 2048);
+    assert_eq!(p.tables, 1);
+    let nonce = [1; 32];
+    let c = table_challenge(&nonce, 0, p.n).unwrap();
+    let inputs = c.inputs();
+    let table = Table::commit(c, cairn_popw::product(&inputs));
+    let roots = [table.root];
+    let walk_nonce = [9; 32];
+    let n = p.n as usize;
+    let start = Instant::now();
+    let recompute = |_: u32, r: u32| {
+        // The checker stops waiting at the deadline; so does the cheater.
+        if start.elapsed() > p.walk_deadline {
+            return 0;
+        }
+        let a = &inputs.a[r as usize * n..(r as usize + 1) * n];
+        let row: Vec<i32> = inputs
+            .bt
+            .chunks(n)
+            .map(|b| {
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| i32::from(*x) * i32::from(*y))
+                    .sum()
+            })
+            .collect();
+        row_digest(&row)
+    };
+    let digests = walk_with(&p, &walk_nonce, &roots, recompute);
+    let elapsed = start.elapsed();
+    assert!(
+        matches!(
+            check_walk(&p, &digests, elapsed),
+            Err(Fault::Late {
+                phase: "memory",
+                ..
+            })
+        ),
+        "recomputing rows took {elapsed:?}; the deadline is {:?}",
+        p.walk_deadline
+    );
+    // The honest walk over the retained table is well inside it.
+    let start = Instant::now();
+    let honest = walk_with(&p, &walk_nonce, &roots, |_, r| row_digest(table.row(r)));
+    assert_eq!(check_walk(&p, &honest, start.elapsed()), Ok(()));
+    let honest_prefix = digests.iter().take_while(|d| **d != 0).count();
+    assert!(honest_prefix > 0);
+    assert_eq!(
+        honest[..honest_prefix],
+        digests[..honest_prefix],
+        "same rows, same digests: only time tells them apart"
+    );
+    // A walk over tables that were not kept, with made-up digests, fails the audit.
+    let prover = Prover {
+        nonce,
+        params: p.clone(),
+        tables: vec![table],
+    };
+    let answer = prover.answer(&key(), CHAIN);
+    let forged: Vec<u64> = honest.iter().map(|d| d ^ 1).collect();
+    assert!(matches!(
+        audit(&p, &prover, &answer, &walk_nonce, &forged),
+        Err(Fault::WalkDigest(_))
+    ));
+}
+
+#[test]
+fn freivalds_false_accepts_stay_within_the_bound() {
+    // One wrong entry, one opened row, one round with a fresh 0/1 vector each trial: the
+    // wrong row passes exactly when the vector skips the wrong column, at most ½ of the time.
+    let n = 16;
+    let c = table_challenge(&[4; 32], 0, n).unwrap();
+    let mut row = c.result_row(5);
+    row[3] += 1;
+    let o = Opening {
+        table: 0,
+        row: 5,
+        values: row,
+        path: vec![],
+    };
+    for rounds in [1u32, 2, 3] {
+        let trials = 4_000;
+        let accepted = (0..trials)
+            .filter(|i| {
+                let mut seed = [0u8; 32];
+                seed[..8]
+                    .copy_from_slice(&(*i as u64 + 1_000_000 * u64::from(rounds)).to_le_bytes());
+                freivalds(&c, &[&o], n, rounds, &seed).is_ok()
+            })
+            .count();
+        let rate = accepted as f64 / f64::from(trials);
+        let bound = 0.5f64.powi(rounds as i32);
+        // Three standard deviations of a binomial at the bound.
+        let slack = 3.0 * (bound * (1.0 - bound) / f64::from(trials)).sqrt();
+        assert!(
+            rate <= bound + slack,
+            "{rounds} rounds: {rate} accepted, bound {bound}"
+        );
+        assert!(rate > 0.0, "the test must be able to see false accepts");
+    }
+}
