@@ -116,13 +116,13 @@ pub(crate) struct Signer {
 }
 
 /// What a signed command needs from the node before it builds its transaction.
-pub(crate) struct Chain {
+pub(crate) struct ChainInfo {
     chain_id: String,
     decimals: u8,
     min_fee: u64,
 }
 
-impl Chain {
+impl ChainInfo {
     fn of(client: &Client) -> Result<Self> {
         let status = client.status()?;
         Ok(Self {
@@ -141,27 +141,38 @@ impl Chain {
     }
 }
 
-/// Signs `body` (built once the chain's parameters are known) with the signer's key, submits
-/// it, and waits for it to be final unless `--no-wait`. Returns the final status (or the
-/// pending one); a transaction the ledger rejected is an error naming its code.
+/// Signs `body` (built once the chain's parameters are known, from them and the sender's
+/// address) with `key` at its next nonce and submits it; returns its hash once admitted.
+/// Every signed command goes through here, and so does devnet's demo oracle.
+pub(crate) fn sign_and_submit(
+    client: &Client,
+    key: &cairn_primitives::Keypair,
+    fee: Option<u64>,
+    body: impl FnOnce(&ChainInfo, &Address) -> Result<TxBody>,
+) -> Result<Hash> {
+    let chain = ChainInfo::of(client)?;
+    let body = body(&chain, &key.address())?;
+    let tx = Tx {
+        sender: key.public_key(),
+        nonce: client.next_nonce(&key.address())?,
+        fee: Amount::from_base(fee.unwrap_or(chain.min_fee)),
+        body,
+    }
+    .sign(key, &chain.chain_id);
+    Ok(client.submit(&tx)?)
+}
+
+/// [`sign_and_submit`] with the signer's stored key, then waits for finality unless
+/// `--no-wait`. Returns the final status (or the pending one); a transaction the ledger
+/// rejected is an error naming its code.
 fn send(
     node: &NodeOpt,
     signer: Signer,
-    body: impl FnOnce(&Chain, &Address) -> Result<TxBody>,
+    body: impl FnOnce(&ChainInfo, &Address) -> Result<TxBody>,
 ) -> Result<Value> {
     let client = node.client();
     let k = keys(signer.keys_dir).load(&signer.key)?;
-    let chain = Chain::of(&client)?;
-    let body = body(&chain, &k.address())?;
-    let nonce = client.next_nonce(&k.address())?;
-    let tx = Tx {
-        sender: k.public_key(),
-        nonce,
-        fee: Amount::from_base(signer.fee.unwrap_or(chain.min_fee)),
-        body,
-    }
-    .sign(&k, &chain.chain_id);
-    let hash = client.submit(&tx)?;
+    let hash = sign_and_submit(&client, &k, signer.fee, body)?;
     if signer.no_wait {
         let v = serde_json::json!({"hash": hash.to_string(), "status": "pending"});
         report(node.json, &v);
@@ -457,10 +468,6 @@ pub(crate) fn credits(a: CreditsArgs) -> Result<()> {
                     "no fresh oracle price on this chain: credits are priced in USD at the oracle's price, and none of its oracles submitted one recently"
                 );
             };
-            let key = signer.key.clone();
-            let keys_dir = signer.keys_dir.clone();
-            let me = keys(keys_dir).load(&key)?.address();
-            let before = client.account(&me, false)?["credits"].as_u64().unwrap_or(0);
             if !a.node.json {
                 eprintln!(
                     "oracle price: ${}.{:06} per token",
@@ -468,12 +475,20 @@ pub(crate) fn credits(a: CreditsArgs) -> Result<()> {
                     price % 1_000_000
                 );
             }
-            let v = send(&a.node, signer, |c, _| {
+            let mut before = None;
+            let v = send(&a.node, signer, |c, me| {
+                before = Some((
+                    *me,
+                    client.account(me, false)?["credits"].as_u64().unwrap_or(0),
+                ));
                 Ok(TxBody::BuyCredits {
                     amount: c.tokens(&amount, "--amount")?,
                 })
             })?;
-            if v["status"] == "final" && !a.node.json {
+            if let Some((me, before)) = before
+                && v["status"] == "final"
+                && !a.node.json
+            {
                 let after = client.account(&me, false)?["credits"].as_u64().unwrap_or(0);
                 println!(
                     "credits: {before} -> {after} (+{}; 1 credit = $0.00001)",

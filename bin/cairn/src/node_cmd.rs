@@ -274,18 +274,11 @@ const DEMO_ORACLE_EVERY: Duration = Duration::from_secs(120);
 /// list its key as an oracle (a devnet created before it had one).
 fn spawn_demo_oracle(url: String, key: cairn_primitives::Keypair, micro_usd: u64) {
     let submit = move |client: &cairn_client::Client| -> Result<()> {
-        let status = client.status()?;
-        let chain_id = status["chain_id"].as_str().unwrap_or_default().to_string();
-        let tx = cairn_primitives::Tx {
-            sender: key.public_key(),
-            nonce: client.next_nonce(&key.address())?,
-            fee: cairn_primitives::Amount::from_base(status["min_fee_base"].as_u64().unwrap_or(0)),
-            body: cairn_primitives::TxBody::SubmitPrice {
+        let h = crate::client_cmd::sign_and_submit(client, &key, None, |_, _| {
+            Ok(cairn_primitives::TxBody::SubmitPrice {
                 micro_usd_per_token: micro_usd,
-            },
-        }
-        .sign(&key, &chain_id);
-        let h = client.submit(&tx)?;
+            })
+        })?;
         client.wait_final(&h, Duration::from_secs(30))?;
         Ok(())
     };

@@ -2,7 +2,7 @@
 //! work protocol against this machine as a checker would.
 
 use anyhow::{Context, Result};
-use cairn_popw::{CpuSolver, Params, Solver, self_challenge};
+use cairn_popw::{CpuSolver, Params, Solver, cpu_kernel_peak, self_challenge};
 use cairn_primitives::{ClassKind, DeviceClass};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -94,6 +94,8 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
     if !json {
         eprintln!();
     }
+    // The ceiling to compare with: the same kernel on data that stays in L1.
+    let peak = cpu_kernel_peak(std::time::Duration::from_millis(500));
     // Would this machine meet each class's compute deadline at the rate it just achieved?
     let classes: Vec<_> = catalog
         .iter()
@@ -119,6 +121,7 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
                 "compute_secs": report.solve.as_secs_f64(),
                 "compute_deadline_secs": params.compute_deadline.as_secs_f64(),
                 "int8_ops_per_sec": report.ops_per_sec,
+                "kernel_peak_ops_per_sec": peak,
                 "walk_secs": report.walk.as_secs_f64(),
                 "walk_deadline_secs": params.walk_deadline.as_secs_f64(),
                 "audit_ms": report.audit.as_secs_f64() * 1e3,
@@ -132,6 +135,11 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
             report.solve.as_secs_f64(),
             params.compute_deadline.as_secs_f64(),
             report.ops_per_sec / 1e9
+        );
+        println!(
+            "kernel peak     {:.1} GOP/s int8 (same kernel, data in L1: the ceiling) — {:.0} % of it",
+            peak / 1e9,
+            100.0 * report.ops_per_sec / peak.max(1.0)
         );
         println!(
             "memory walk     {:.1} ms (deadline {:.1} ms), {} steps",

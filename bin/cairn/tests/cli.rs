@@ -157,3 +157,25 @@ fn bench_ledger_prints_figures_beside_bars_as_json() {
     }
     assert_eq!(v["epoch_payout_devices"], 2000);
 }
+
+#[test]
+fn worker_probe_runs_the_challenge_on_this_machine_and_reports_each_class() {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["worker", "probe", "--json"])).expect("probe json");
+    assert_eq!(v["verdict"], "pass", "{v}");
+    assert_eq!(v["claimed_class"], "CPU");
+    assert!(v["int8_ops_per_sec"].as_f64().unwrap() > 1e9, "{v}");
+    assert!(v["kernel_peak_ops_per_sec"].as_f64().unwrap() > 1e9, "{v}");
+    assert!(v["compute_secs"].as_f64() <= v["compute_deadline_secs"].as_f64());
+    assert!(
+        v["gpu"].as_str().is_some_and(|g| !g.is_empty()),
+        "says why a GPU is or is not used"
+    );
+    let classes = v["classes"].as_array().expect("classes");
+    assert_eq!(classes.len(), 12, "every catalog class");
+    let pass = |name: &str| {
+        classes.iter().find(|c| c["class"] == name).expect(name)["meets_deadline"] == true
+    };
+    assert!(pass("CPU"), "{v}");
+    assert!(!pass("H100-SXM"), "a CPU does not pass for an H100: {v}");
+}

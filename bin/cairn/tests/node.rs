@@ -572,6 +572,16 @@ fn http_get(url: &str, path: &str) -> (u16, serde_json::Value) {
     )
 }
 
+/// Asserts that GET `path` answers `status` with the error `code`.
+fn assert_error(url: &str, path: &str, status: u16, code: &str) {
+    let (st, v) = http_get(url, path);
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{path}: {v}"
+    );
+}
+
 /// Subscribes to `/v1/events?{query}`; every line the stream sends lands in the vector.
 fn subscribe(url: &str, query: &str) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     use std::io::Write;
@@ -707,22 +717,18 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
         ("/v1/devices?limit=5000", "bad_query"),
         ("/v1/devices?owner=xyz", "bad_address"),
     ] {
-        let (st, v) = http_get(&net.url, path);
-        assert_eq!(
-            (st, v["error"]["code"].as_str()),
-            (400, Some(code)),
-            "{path}: {v}"
-        );
+        assert_error(&net.url, path, 400, code);
     }
     let (st, v) = http_get(&net.url, &format!("/v1/devices/{watched}"));
     assert_eq!(st, 200);
     assert_eq!(v["owner"], alice.address().to_string());
     assert_eq!(v["class"], "CPU");
     assert_eq!(v["status"], "active");
-    let (st, v) = http_get(&net.url, &format!("/v1/devices/{}", bob.address()));
-    assert_eq!(
-        (st, v["error"]["code"].as_str()),
-        (404, Some("unknown_device"))
+    assert_error(
+        &net.url,
+        &format!("/v1/devices/{}", bob.address()),
+        404,
+        "unknown_device",
     );
 
     // Credits through the CLI, once the devnet's demo oracle has priced the token ($1.00).
@@ -740,6 +746,38 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
         1_000_000,
         "10 tokens at $1 are $10: 1,000,000 credits of $0.00001"
     );
+
+    // The oracle's own command: a new price becomes the median; bad prices and keys that are
+    // not oracles get clear errors.
+    let o = cli(
+        &net,
+        &keys,
+        &["oracle", "submit", "--key", "oracle", "--usd", "1.25"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        http_get(&net.url, "/v1/stats").1["oracle_price_micro_usd"],
+        1_250_000
+    );
+    for (args, says) in [
+        (["--key", "oracle", "--usd", "0"], "above zero"),
+        (["--key", "oracle", "--usd", "cheap"], "price 'cheap'"),
+        (["--key", "alice", "--usd", "9"], "not_oracle"),
+    ] {
+        let o = cli(
+            &net,
+            &keys,
+            &[&["oracle", "submit"][..], &args[..]].concat(),
+        );
+        assert!(!o.status.success());
+        assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
+    }
+    let o = cli(
+        &net,
+        &keys,
+        &["oracle", "submit", "--key", "oracle", "--usd", "1"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
 
     // A deployment, its lease on the cheapest device, and both through the API.
     let open = TxBody::OpenDeployment(cairn_primitives::OpenDeployment {
@@ -785,12 +823,7 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
         ("/v1/leases/999", "unknown_lease"),
         ("/v1/epochs/999999", "unknown_epoch"),
     ] {
-        let (st, v) = http_get(&net.url, path);
-        assert_eq!(
-            (st, v["error"]["code"].as_str()),
-            (404, Some(code)),
-            "{path}"
-        );
+        assert_error(&net.url, path, 404, code);
     }
 
     // Stake through the CLI: delegate, see it, undelegate all of it, see it unbonding.

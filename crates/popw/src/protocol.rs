@@ -282,11 +282,28 @@ fn walk_start(walk_nonce: &[u8; 32], roots: &[Hash]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-fn position(p: &Params, s: u64) -> (u32, u32) {
+/// The (table, row) a 64-bit draw names: the high half picks the table, the low half the row.
+pub(crate) fn position(p: &Params, s: u64) -> (u32, u32) {
     (
         ((s >> 32) % u64::from(p.tables.max(1))) as u32,
         ((s & 0xffff_ffff) % u64::from(p.n)) as u32,
     )
+}
+
+/// The walk's chain: `steps` positions, each chosen from the one before and the digest
+/// `digest(step, table, row)` gives for it.
+fn chain(
+    params: &Params,
+    walk_nonce: &[u8; 32],
+    roots: &[Hash],
+    steps: usize,
+    mut digest: impl FnMut(usize, u32, u32) -> u64,
+) {
+    let mut s = walk_start(walk_nonce, roots);
+    for i in 0..steps {
+        let (t, r) = position(params, s);
+        s = splitmix(s ^ digest(i, t, r));
+    }
 }
 
 /// Walks `params.walk_steps` rows, reading each through `digest(table, row)`: what a device
@@ -297,14 +314,18 @@ pub fn walk_with(
     roots: &[Hash],
     mut digest: impl FnMut(u32, u32) -> u64,
 ) -> Vec<u64> {
-    let mut s = walk_start(walk_nonce, roots);
     let mut out = Vec::with_capacity(params.walk_steps as usize);
-    for _ in 0..params.walk_steps {
-        let (t, r) = position(params, s);
-        let d = digest(t, r);
-        out.push(d);
-        s = splitmix(s ^ d);
-    }
+    chain(
+        params,
+        walk_nonce,
+        roots,
+        params.walk_steps as usize,
+        |_, t, r| {
+            let d = digest(t, r);
+            out.push(d);
+            d
+        },
+    );
     out
 }
 
@@ -315,15 +336,12 @@ pub fn walk_positions(
     roots: &[Hash],
     digests: &[u64],
 ) -> Vec<(u32, u32)> {
-    let mut s = walk_start(walk_nonce, roots);
-    digests
-        .iter()
-        .map(|d| {
-            let p = position(params, s);
-            s = splitmix(s ^ d);
-            p
-        })
-        .collect()
+    let mut out = Vec::with_capacity(digests.len());
+    chain(params, walk_nonce, roots, digests.len(), |i, t, r| {
+        out.push((t, r));
+        digests[i]
+    });
+    out
 }
 
 /// What running the whole protocol against oneself found (`cairn worker probe`).

@@ -2,7 +2,9 @@
 
 use crate::fraud::answer_message;
 use crate::matrix::Challenge;
-use crate::protocol::{Answer, Opening, Params, row_digest, table_challenge, walk_positions};
+use crate::protocol::{
+    Answer, Opening, Params, position, row_digest, table_challenge, walk_positions,
+};
 use cairn_primitives::{Hash, PublicKey, namespace, sha256, verify_signature};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -112,11 +114,15 @@ pub fn check_answer(
             return Err(Fault::BadSignature(k as u32));
         }
     }
-    if elapsed > params.compute_deadline {
+    on_time("compute", elapsed, params.compute_deadline)
+}
+
+fn on_time(phase: &'static str, elapsed: Duration, deadline: Duration) -> Result<(), Fault> {
+    if elapsed > deadline {
         return Err(Fault::Late {
-            phase: "compute",
+            phase,
             elapsed,
-            deadline: params.compute_deadline,
+            deadline,
         });
     }
     Ok(())
@@ -130,14 +136,7 @@ pub fn check_walk(params: &Params, digests: &[u64], elapsed: Duration) -> Result
             want: params.walk_steps,
         });
     }
-    if elapsed > params.walk_deadline {
-        return Err(Fault::Late {
-            phase: "memory",
-            elapsed,
-            deadline: params.walk_deadline,
-        });
-    }
-    Ok(())
+    on_time("memory", elapsed, params.walk_deadline)
 }
 
 fn draw(seed: &[u8; 32], tag: &[u8], i: u64) -> u64 {
@@ -166,12 +165,8 @@ pub fn audit_requests(
         }
     } else {
         for i in 0..u64::from(params.audit_rows) {
-            let v = draw(audit_seed, b"row", i);
-            out.push((
-                ((v >> 32) % u64::from(params.tables.max(1))) as u32,
-                ((v & 0xffff_ffff) % u64::from(params.n)) as u32,
-                None,
-            ));
+            let (t, r) = position(params, draw(audit_seed, b"row", i));
+            out.push((t, r, None));
         }
     }
     let positions = walk_positions(params, walk_nonce, roots, digests);

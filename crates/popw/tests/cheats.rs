@@ -33,6 +33,14 @@ fn small() -> Params {
     }
 }
 
+/// A class of the built-in catalog.
+fn class(name: &str) -> DeviceClass {
+    DeviceClass::default_catalog()
+        .into_iter()
+        .find(|c| c.name == name)
+        .expect("class in the catalog")
+}
+
 fn key() -> Keypair {
     Keypair::from_seed([7; 32])
 }
@@ -107,10 +115,7 @@ fn the_honest_cpu_solver_passes() {
         Ok(())
     );
     // And the whole protocol at the CPU class's own size, timed for real.
-    let cpu = DeviceClass::default_catalog()
-        .into_iter()
-        .find(|c| c.name == "CPU")
-        .unwrap();
+    let cpu = class("CPU");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     let params = Params::for_class(&cpu, cores, 2048);
     let r = self_challenge(&CpuSolver, params, [2; 32], |_, _| {}).unwrap();
@@ -220,10 +225,7 @@ fn claiming_a_faster_class_than_the_machine_is_caught() {
     // This machine's cores claimed as an RTX 3050: the smallest GPU challenge is far more
     // work than a CPU finishes by that class's deadline. The checker stops waiting at the
     // deadline; one table of it already takes longer.
-    let gpu = DeviceClass::default_catalog()
-        .into_iter()
-        .find(|c| c.name == "RTX-3050")
-        .unwrap();
+    let gpu = class("RTX-3050");
     let claimed = Params::for_class(&gpu, 1, 0);
     let one_table = Params {
         tables: 1,
@@ -242,10 +244,7 @@ fn claiming_a_faster_class_than_the_machine_is_caught() {
     );
     // And the CPU class claiming 64 times this machine's cores (with 16 GiB, eight tables, so
     // that the work outweighs the network allowance) misses its deadline.
-    let cpu = DeviceClass::default_catalog()
-        .into_iter()
-        .find(|c| c.name == "CPU")
-        .unwrap();
+    let cpu = class("CPU");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     let params = Params::for_class(&cpu, cores * 64, 16_384);
     assert_eq!(params.tables, 8);
@@ -267,10 +266,7 @@ fn tables_not_retained_are_caught() {
     let _turn = timed();
     // The CPU class's real size (n = 2048), one table: a cheater who keeps only the inputs
     // must recompute each walked row (n² multiply-adds) and misses the memory deadline.
-    let cpu = DeviceClass::default_catalog()
-        .into_iter()
-        .find(|c| c.name == "CPU")
-        .unwrap();
+    let cpu = class("CPU");
     let p = Params::for_class(&cpu, 1, 2048);
     assert_eq!(p.tables, 1);
     let nonce = [1; 32];

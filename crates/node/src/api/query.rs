@@ -37,6 +37,46 @@ fn limit(l: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
+/// One page of a list in key order, from strictly after `after`: at most `limit` items
+/// `keep` accepts, examining at most [`SCAN_BUDGET`] records. Returns the items and, when the
+/// walk stopped before the end, the cursor to resume from (the last key examined).
+fn page<'a, K: Copy + 'a, V: 'a>(
+    records: impl Iterator<Item = (&'a K, &'a V)>,
+    after: Option<K>,
+    limit: usize,
+    keep: impl Fn(&V) -> bool,
+    render: impl Fn(&K, &V) -> Value,
+) -> (Vec<Value>, Option<K>) {
+    let mut out = Vec::new();
+    let mut last = after;
+    for (scanned, (k, v)) in records.enumerate() {
+        if out.len() == limit || scanned == SCAN_BUDGET {
+            return (out, last);
+        }
+        last = Some(*k);
+        if keep(v) {
+            out.push(render(k, v));
+        }
+    }
+    (out, None)
+}
+
+/// The status a query names, among `known` (name, value) pairs.
+fn parse_status<T: Copy>(given: Option<&str>, known: &[(&str, T)]) -> Result<Option<T>, ApiError> {
+    let Some(g) = given else { return Ok(None) };
+    known
+        .iter()
+        .find(|(name, _)| *name == g)
+        .map(|(_, v)| Some(*v))
+        .ok_or_else(|| {
+            let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+            ApiError::bad(
+                "bad_query",
+                format!("status '{g}' is not one of {}", names.join(", ")),
+            )
+        })
+}
+
 pub(super) fn parse_address(s: &str) -> Result<Address, ApiError> {
     s.parse()
         .map_err(|_| ApiError::bad("bad_address", "address must be base58 of 32 bytes"))
@@ -156,18 +196,14 @@ pub(super) async fn devices(
     let limit = limit(q.limit)?;
     let after = q.after.as_deref().map(parse_address).transpose()?;
     let owner = q.owner.as_deref().map(parse_address).transpose()?;
-    let status = match q.status.as_deref() {
-        None => None,
-        Some("active") => Some(DeviceStatus::Active),
-        Some("retired") => Some(DeviceStatus::Retired),
-        Some("slashed") => Some(DeviceStatus::Slashed),
-        Some(o) => {
-            return Err(ApiError::bad(
-                "bad_query",
-                format!("status '{o}' is not one of active, retired, slashed"),
-            ));
-        }
-    };
+    let status = parse_status(
+        q.status.as_deref(),
+        &[
+            ("active", DeviceStatus::Active),
+            ("retired", DeviceStatus::Retired),
+            ("slashed", DeviceStatus::Slashed),
+        ],
+    )?;
     Ok(Json(s.node.with_ledger(|l| {
         let p = l.params();
         let class = match &q.class {
@@ -189,25 +225,10 @@ pub(super) async fn devices(
                 && q.available.is_none_or(|av| d.available == av)
                 && owner.is_none_or(|o| d.owner == o)
         };
-        let mut out = Vec::new();
-        let mut last = after;
-        let mut more = false;
-        for (scanned, (a, d)) in l.devices_after(after).enumerate() {
-            if out.len() == limit || scanned == SCAN_BUDGET {
-                more = true;
-                break;
-            }
-            last = Some(*a);
-            if keep(d) {
-                out.push(device_json(a, d, p));
-            }
-        }
-        // Resume strictly after the last device examined.
-        let next = if more {
-            last.map(|a| a.to_string())
-        } else {
-            None
-        };
+        let (out, next) = page(l.devices_after(after), after, limit, keep, |a, d| {
+            device_json(a, d, p)
+        });
+        let next = next.map(|a| a.to_string());
         Ok(json!({"devices": out, "next": next}))
     })?))
 }
@@ -246,33 +267,25 @@ pub(super) async fn deployments(
 ) -> Result<Json<Value>, ApiError> {
     let limit = limit(q.limit)?;
     let owner = q.owner.as_deref().map(parse_address).transpose()?;
-    let status = match q.status.as_deref() {
-        None => None,
-        Some("open") => Some(DeploymentStatus::Open),
-        Some("closed") => Some(DeploymentStatus::Closed),
-        Some("finished") => Some(DeploymentStatus::Finished),
-        Some(o) => {
-            return Err(ApiError::bad(
-                "bad_query",
-                format!("status '{o}' is not one of open, closed, finished"),
-            ));
-        }
-    };
+    let status = parse_status(
+        q.status.as_deref(),
+        &[
+            ("open", DeploymentStatus::Open),
+            ("closed", DeploymentStatus::Closed),
+            ("finished", DeploymentStatus::Finished),
+        ],
+    )?;
     Ok(Json(s.node.with_ledger(|l| {
-        let mut out = Vec::new();
-        let mut last = q.after;
-        let mut more = false;
-        for (scanned, (id, d)) in l.deployments_after(q.after).enumerate() {
-            if out.len() == limit || scanned == SCAN_BUDGET {
-                more = true;
-                break;
-            }
-            last = Some(*id);
-            if owner.is_none_or(|o| d.owner == o) && status.is_none_or(|st| d.status == st) {
-                out.push(deployment_json(*id, d, None));
-            }
-        }
-        json!({"deployments": out, "next": if more { last } else { None }})
+        let (out, next) = page(
+            l.deployments_after(q.after),
+            q.after,
+            limit,
+            |d: &Deployment| {
+                owner.is_none_or(|o| d.owner == o) && status.is_none_or(|st| d.status == st)
+            },
+            |id, d| deployment_json(*id, d, None),
+        );
+        json!({"deployments": out, "next": next})
     })))
 }
 
