@@ -2,8 +2,11 @@
 //! work protocol against this machine as a checker would.
 
 use anyhow::{Context, Result};
-use cairn_popw::{CpuSolver, Params, Solver, cpu_kernel_peak, self_challenge};
-use cairn_primitives::{ClassKind, DeviceClass};
+use cairn_popw::{
+    CpuSolver, CudaSolver, GPU_N, Params, Solver, cpu_kernel_peak, cuda_unavailable,
+    self_challenge, table_challenge,
+};
+use cairn_primitives::{ClassKind, DeviceClass, gpu_class};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::io::Write;
@@ -36,22 +39,69 @@ fn ram_mib() -> Result<u64> {
         .context("no MemTotal in /proc/meminfo")
 }
 
-/// Why no GPU solver is used on this machine.
-fn gpu_status() -> String {
-    match std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=name", "--format=csv,noheader"])
+/// The GPUs `nvidia-smi` reports (model, MiB of memory), or why there are none.
+fn nvidia_gpus() -> Result<Vec<(String, u64)>, String> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name,memory.total",
+            "--format=csv,noheader,nounits",
+        ])
         .output()
-    {
-        Err(_) => "no NVIDIA GPU found: nvidia-smi is not installed (no driver)".into(),
-        Ok(o) if !o.status.success() => format!(
+        .map_err(|_| "no NVIDIA GPU found: nvidia-smi is not installed (no driver)".to_string())?;
+    if !out.status.success() {
+        return Err(format!(
             "no NVIDIA GPU usable: nvidia-smi failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Ok(o) => format!(
-            "NVIDIA GPU present ({}), but this build has no CUDA solver yet: probing the CPU",
-            String::from_utf8_lossy(&o.stdout).trim()
-        ),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
+    let gpus: Vec<(String, u64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, mib) = l.rsplit_once(',')?;
+            Some((name.trim().to_string(), mib.trim().parse().ok()?))
+        })
+        .collect();
+    if gpus.is_empty() {
+        return Err("no NVIDIA GPU found: nvidia-smi lists none".into());
+    }
+    Ok(gpus)
+}
+
+/// GPU 0 measured with the CUDA solver: the int8 GEMM rate at the GPU challenge's size beside
+/// its class's peak, and one whole table (inputs generated, product, copied back). `Err` says
+/// why the GPU was not measured (the CPU is probed either way).
+fn probe_gpu(catalog: &[DeviceClass], quiet: bool) -> Result<serde_json::Value, String> {
+    let gpus = nvidia_gpus()?;
+    let (model, mib) = gpus[0].clone();
+    let class = gpu_class(catalog, &model, mib);
+    if let Some(why) = cuda_unavailable() {
+        return Err(format!(
+            "{model} present but CUDA is unusable ({why}): probing the CPU only"
+        ));
+    }
+    let solver = CudaSolver::new(0).map_err(|e| format!("{model}: {e}"))?;
+    if !quiet {
+        eprintln!("measuring {} at n = {GPU_N}…", solver.name());
+    }
+    let reps = 20;
+    let (rate, _) = solver
+        .gemm_rate(GPU_N, reps)
+        .map_err(|e| format!("{model}: {e}"))?;
+    let challenge = table_challenge(&[7; 32], 0, GPU_N).map_err(|e| e.to_string())?;
+    let start = std::time::Instant::now();
+    solver
+        .solve(&challenge)
+        .map_err(|e| format!("{model}: {e}"))?;
+    let table = start.elapsed();
+    let peak = class.map(|c| c.int8_tops * 1e12);
+    Ok(json!({
+        "model": model, "vram_mib": mib, "gpus": gpus.len(),
+        "class": class.map(|c| c.name.clone()),
+        "solver": solver.name(), "n": GPU_N, "gemm_runs": reps,
+        "int8_ops_per_sec": rate, "class_peak_ops_per_sec": peak,
+        "fraction_of_peak": peak.map(|p| rate / p),
+        "table_secs": table.as_secs_f64(),
+    }))
 }
 
 pub(crate) fn run(a: WorkerArgs) -> Result<()> {
@@ -63,11 +113,28 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
         .context("the catalog has no CPU class")?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     let ram = ram_mib()?;
-    let gpu = gpu_status();
+    let gpu = probe_gpu(&catalog, json);
     let params = Params::for_class(cpu, cores, ram);
     let solver = CpuSolver;
     if !json {
-        eprintln!("{gpu}");
+        match &gpu {
+            Ok(g) => eprintln!(
+                "GPU {} ({} MiB, class {}): int8 GEMM {:.0} TOP/s at n = {GPU_N}{}; one table {:.1} ms",
+                g["model"].as_str().unwrap_or("?"),
+                g["vram_mib"],
+                g["class"].as_str().unwrap_or("none in the catalog"),
+                g["int8_ops_per_sec"].as_f64().unwrap_or(0.0) / 1e12,
+                g["class_peak_ops_per_sec"]
+                    .as_f64()
+                    .map_or(String::new(), |p| format!(
+                        " = {:.0} % of the class's {:.0} TOP/s (bar ≥ 70 %)",
+                        100.0 * g["fraction_of_peak"].as_f64().unwrap_or(0.0),
+                        p / 1e12
+                    )),
+                g["table_secs"].as_f64().unwrap_or(0.0) * 1e3
+            ),
+            Err(why) => eprintln!("{why}"),
+        }
         eprintln!(
             "claiming class {} × {cores} cores, {ram} MiB RAM: {} tables of {}², {:.1} GOP, {} MiB retained",
             cpu.name,
@@ -116,7 +183,8 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
         println!(
             "{}",
             json!({
-                "gpu": gpu, "solver": report.solver, "claimed_class": cpu.name, "cores": cores,
+                "gpu": match &gpu { Ok(g) => g.clone(), Err(why) => json!({"unavailable": why}) },
+                "solver": report.solver, "claimed_class": cpu.name, "cores": cores,
                 "ram_mib": ram, "n": params.n, "tables": params.tables,
                 "compute_secs": report.solve.as_secs_f64(),
                 "compute_deadline_secs": params.compute_deadline.as_secs_f64(),

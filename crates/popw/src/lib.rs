@@ -20,12 +20,14 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
+mod cuda;
 mod fraud;
 mod matrix;
 mod protocol;
 mod solve;
 mod verify;
 
+pub use cuda::{CudaSolver, KERNEL_SOURCE, cuda_unavailable};
 pub use fraud::{
     FraudError, answer_message, fraud_proof, merkle_path, sign_answer, verify_fraud_proof,
 };

@@ -59,6 +59,12 @@ impl Challenge {
         c.apply_keystream(out);
     }
 
+    /// The ChaCha20 keys of `A` and `B`, and the shuffle's multiplier and offset: what a device
+    /// solver needs to generate the inputs itself.
+    pub fn derivation(&self) -> ([u8; 32], [u8; 32], u64, u64) {
+        (self.key_a, self.key_b, self.shuffle_a, self.shuffle_b)
+    }
+
     /// Which row of `A` feeds row `r` of the result.
     pub fn shuffled_row(&self, r: u32) -> u32 {
         let n = u64::from(self.n);

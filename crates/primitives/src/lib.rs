@@ -38,7 +38,7 @@ mod tx;
 
 pub use amount::{Amount, Credits, ParseAmountError};
 pub use block::{Block, Header, MAX_BLOCK_TXS};
-pub use class::{ClassId, ClassKind, DeviceClass};
+pub use class::{ClassId, ClassKind, DeviceClass, gpu_class};
 pub use codec::{BoundedString, read_string};
 pub use crypto::{
     Address, Keypair, ParseAddressError, PublicKey, Signature, verify_batch, verify_signature,
