@@ -183,6 +183,7 @@ impl Ledger {
         // and an epoch boundary passed since the parent closes the epoch.
         self.release_unbonding(ts).map_err(invariant)?;
         self.expire_leases(ts).map_err(invariant)?;
+        self.time_out_leases(ts).map_err(invariant)?;
         self.maybe_close_epoch(ts).map_err(invariant)?;
         let mut results = Vec::with_capacity(block.txs.len());
         for (i, tx) in block.txs.iter().enumerate() {
@@ -336,6 +337,10 @@ impl Ledger {
             TxBody::Delegate { device, amount } => self.delegate(sender, device, *amount),
             TxBody::Undelegate { device, shares } => self.undelegate(sender, device, *shares),
             TxBody::OpenDeployment(o) => self.open_deployment(sender, o),
+            TxBody::ExtendDeployment {
+                deployment,
+                extra_secs,
+            } => self.extend_deployment(sender, *deployment, *extra_secs),
             TxBody::CloseDeployment { deployment } => {
                 let dep = self
                     .state
@@ -947,6 +952,7 @@ impl Ledger {
                     started: false,
                     exit_code: None,
                     usage: Usage::default(),
+                    last_seen_ms: self.cx.ts,
                 },
             );
             leases.push((id, device));
@@ -969,6 +975,78 @@ impl Ledger {
             owner: sender,
             deposit: total,
             leases,
+        });
+        Ok(())
+    }
+
+    fn extend_deployment(&mut self, sender: Address, id: u64, extra_secs: u64) -> Result<()> {
+        let mut dep = self
+            .state
+            .deployments
+            .get(&id)
+            .cloned()
+            .ok_or(TxError::UnknownDeployment(id))?;
+        if dep.owner != sender {
+            return Err(TxError::NotDeploymentOwner {
+                deployment: id,
+                sender,
+            });
+        }
+        if dep.status != DeploymentStatus::Open {
+            return Err(TxError::DeploymentNotOpen(id));
+        }
+        let total_secs = dep.request.duration_secs.checked_add(extra_secs);
+        if extra_secs == 0 || total_secs.is_none_or(|t| t > MAX_DURATION_SECS) {
+            return Err(TxError::BadDuration {
+                max_secs: MAX_DURATION_SECS,
+            });
+        }
+        let extra_ms = extra_secs.saturating_mul(1000);
+        let mut extended = Vec::new();
+        let mut total: u64 = 0;
+        for lid in &dep.leases {
+            let Some(l) = self.state.leases.get(lid) else {
+                continue;
+            };
+            if l.state != LeaseState::Active {
+                continue;
+            }
+            let add = ceil_mul_div(l.price_per_hour, extra_secs, 3600)
+                .ok_or(TxError::Overflow("deposit"))?;
+            let mut l = l.clone();
+            l.end_ms = l
+                .end_ms
+                .checked_add(extra_ms)
+                .ok_or(TxError::Overflow("end time"))?;
+            l.deposit = l
+                .deposit
+                .checked_add(add)
+                .ok_or(TxError::Overflow("deposit"))?;
+            total = total.checked_add(add).ok_or(TxError::Overflow("deposit"))?;
+            extended.push((*lid, l));
+        }
+        // Checked before anything is written: a failed payment leaves the state untouched.
+        self.take_payment(&sender, total)?;
+        let mut g = self.state.globals.clone();
+        g.escrow = g
+            .escrow
+            .checked_add(total)
+            .ok_or(TxError::Overflow("escrow"))?;
+        self.state.set_globals(g);
+        let end_ms = extended.iter().map(|(_, l)| l.end_ms).max().unwrap_or(0);
+        for (lid, l) in extended {
+            self.state.set_lease(lid, l);
+        }
+        dep.request.duration_secs = total_secs.unwrap_or(dep.request.duration_secs);
+        dep.deposit = dep
+            .deposit
+            .checked_add(total)
+            .ok_or(TxError::Overflow("deposit"))?;
+        self.state.set_deployment(id, dep);
+        self.emit(Event::DeploymentExtended {
+            deployment: id,
+            extra_deposit: total,
+            end_ms,
         });
         Ok(())
     }
@@ -1159,8 +1237,19 @@ impl Ledger {
         state: LeaseState,
         exit_code: Option<i32>,
     ) -> Result<()> {
-        let now = self.cx.ts;
-        self.settle_lease(id, now)?;
+        self.end_lease_served(id, state, exit_code, self.cx.ts)
+    }
+
+    /// Ends an active lease served up to `served_until` (now, or a silent device's last
+    /// report): pays for that, refunds the rest, frees the device.
+    fn end_lease_served(
+        &mut self,
+        id: u64,
+        state: LeaseState,
+        exit_code: Option<i32>,
+        served_until: u64,
+    ) -> Result<()> {
+        self.settle_lease(id, served_until)?;
         let mut l = self
             .state
             .leases
@@ -1227,6 +1316,24 @@ impl Ledger {
         Ok(())
     }
 
+    /// Ends the leases whose device has not reported for the genesis lease timeout, paid up
+    /// to its last report (a dead worker is paid for what it served, not for the silence).
+    fn time_out_leases(&mut self, ts: u64) -> Result<()> {
+        let Some(cutoff) = ts.checked_sub(self.params.lease_timeout_ms) else {
+            return Ok(());
+        };
+        let due: Vec<(u64, u64)> = self
+            .state
+            .lease_seen
+            .range(..(cutoff, 0))
+            .copied()
+            .collect();
+        for (seen, id) in due {
+            self.end_lease_served(id, LeaseState::TimedOut, None, seen)?;
+        }
+        Ok(())
+    }
+
     fn lease_report(
         &mut self,
         sender: Address,
@@ -1250,6 +1357,7 @@ impl Ledger {
             return Err(TxError::LeaseNotActive(lease));
         }
         l.usage = usage.clone();
+        l.last_seen_ms = self.cx.ts;
         let deployment = l.deployment;
         let name = match kind {
             LeaseReportKind::Started => {

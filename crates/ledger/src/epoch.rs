@@ -80,10 +80,11 @@ impl Ledger {
         if new <= old {
             return Ok(());
         }
-        // The billing period ends with the epoch: pay every running lease up to now.
-        let active: Vec<u64> = self.state.lease_ends.iter().map(|(_, id)| *id).collect();
-        for id in active {
-            self.settle_lease(id, ts)?;
+        // The billing period ends with the epoch: pay every running lease for the time its
+        // device has shown it served (up to its latest report).
+        let active: Vec<(u64, u64)> = self.state.lease_seen.iter().copied().collect();
+        for (seen, id) in active {
+            self.settle_lease(id, seen)?;
         }
         let plan = self.plan_close(old, new)?;
         self.write_close(old, plan);

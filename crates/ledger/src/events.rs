@@ -75,6 +75,11 @@ pub enum Event {
     DeploymentClosed {
         deployment: u64,
     },
+    DeploymentExtended {
+        deployment: u64,
+        extra_deposit: u64,
+        end_ms: u64,
+    },
     LeaseReported {
         lease: u64,
         deployment: u64,
@@ -135,7 +140,9 @@ impl Event {
                 v.extend(leases.iter().map(|(_, d)| *d));
                 v
             }
-            Self::DeploymentClosed { .. } | Self::EpochClosed { .. } => vec![],
+            Self::DeploymentClosed { .. }
+            | Self::DeploymentExtended { .. }
+            | Self::EpochClosed { .. } => vec![],
             Self::LeaseReported { device, .. } | Self::LeaseEnded { device, .. } => vec![*device],
             Self::Attested { checker, .. } => vec![*checker],
             Self::Slashed {
@@ -153,6 +160,7 @@ impl Event {
         match self {
             Self::DeploymentOpened { deployment, .. }
             | Self::DeploymentClosed { deployment }
+            | Self::DeploymentExtended { deployment, .. }
             | Self::LeaseReported { deployment, .. }
             | Self::LeaseEnded { deployment, .. } => Some(*deployment),
             _ => None,

@@ -26,6 +26,8 @@ pub(crate) struct State {
     // Derived indexes, rebuilt on load.
     pub(crate) market: Market,
     pub(crate) lease_ends: BTreeSet<(u64, u64)>,
+    /// (last report, lease) for every active lease: which devices went silent.
+    pub(crate) lease_seen: BTreeSet<(u64, u64)>,
     pub(crate) unbond_queue: BTreeSet<(u64, u64)>,
     /// Devices with a non-zero epoch tally.
     pub(crate) tallied: BTreeSet<Address>,
@@ -367,10 +369,12 @@ impl State {
                 let old = self.leases.remove(&id);
                 if let Some(o) = &old {
                     self.lease_ends.remove(&(o.end_ms, id));
+                    self.lease_seen.remove(&(o.last_seen_ms, id));
                 }
                 if let Some(V::Lease(l)) = v {
                     if l.state == LeaseState::Active {
                         self.lease_ends.insert((l.end_ms, id));
+                        self.lease_seen.insert((l.last_seen_ms, id));
                     }
                     self.leases.insert(id, l);
                 }

@@ -19,6 +19,7 @@ pub fn genesis(accounts: &[(Address, u64)]) -> Genesis {
         genesis_time_ms: TEST_GENESIS_MS,
         payment_model: PaymentModel::Bme,
         epoch_secs: 60,
+        lease_timeout_secs: 120,
         token: Token {
             symbol: "CAIRN".into(),
             decimals: 9,

@@ -130,6 +130,9 @@ pub struct Genesis {
     pub payment_model: PaymentModel,
     /// Epoch length in seconds.
     pub epoch_secs: u64,
+    /// A lease whose device has not reported for this long ends, paid up to its last report.
+    #[serde(default = "default_lease_timeout_secs")]
+    pub lease_timeout_secs: u64,
     /// The token.
     pub token: Token,
     /// Emission.
@@ -192,6 +195,8 @@ pub struct Params {
     pub payment_model: PaymentModel,
     /// Epoch length.
     pub epoch_ms: u64,
+    /// How long a lease's device may go without reporting before the lease ends.
+    pub lease_timeout_ms: u64,
     /// Token decimals.
     pub decimals: u8,
     /// Token symbol.
@@ -267,6 +272,10 @@ fn parse_fixed18(s: &str) -> Option<u128> {
     int_v.checked_mul(DECAY_SCALE)?.checked_add(frac_v)
 }
 
+fn default_lease_timeout_secs() -> u64 {
+    120
+}
+
 impl Genesis {
     /// Parses a genesis file.
     pub fn from_toml(text: &str) -> Result<Self, GenesisError> {
@@ -306,6 +315,9 @@ impl Genesis {
         let emission_budget = amount("emission.budget", &self.emission.budget)?;
         let min_fee = amount("fees.min_fee", &self.fees.min_fee)?;
         let min_stake = amount("staking.min_stake", &self.staking.min_stake)?;
+        if self.lease_timeout_secs == 0 {
+            return Err(field_err("lease_timeout_secs", "must be at least 1"));
+        }
         if self.epoch_secs == 0 {
             return Err(field_err("epoch_secs", "must be at least 1"));
         }
@@ -429,6 +441,10 @@ impl Genesis {
                 .epoch_secs
                 .checked_mul(1000)
                 .ok_or_else(|| field_err("epoch_secs", "too large"))?,
+            lease_timeout_ms: self
+                .lease_timeout_secs
+                .checked_mul(1000)
+                .ok_or_else(|| field_err("lease_timeout_secs", "too large"))?,
             decimals: d,
             symbol: self.token.symbol.clone(),
             supply_cap,
@@ -480,6 +496,10 @@ const FIELD_DOCS: &[(&str, &str)] = &[
     (
         "epoch_secs",
         "Epoch length. Rewards are paid in the first block past each boundary (an hour in production).",
+    ),
+    (
+        "lease_timeout_secs",
+        "A lease whose device has not reported (workers report every few seconds) for this long ends:\nthe provider is paid up to the last report and the rest of the deposit is refunded.",
     ),
     ("token.symbol", "Ticker."),
     ("token.decimals", "Base units per token = 10^decimals."),

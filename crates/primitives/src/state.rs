@@ -321,6 +321,8 @@ pub enum LeaseState {
     Closed,
     /// It ran its full duration.
     Expired,
+    /// Its device stopped reporting for longer than the genesis lease timeout.
+    TimedOut,
 }
 impl Write for LeaseState {
     fn write(&self, buf: &mut impl BufMut) {
@@ -341,6 +343,7 @@ impl Read for LeaseState {
             2 => Self::Failed,
             3 => Self::Closed,
             4 => Self::Expired,
+            5 => Self::TimedOut,
             t => return Err(Error::InvalidEnum(t)),
         })
     }
@@ -373,6 +376,9 @@ pub struct Lease {
     pub exit_code: Option<i32>,
     /// Latest usage report.
     pub usage: Usage,
+    /// Block time of the device's latest report (its start until the first): the lease times
+    /// out when this falls more than the genesis lease timeout behind.
+    pub last_seen_ms: u64,
 }
 codec_struct!(Lease {
     deployment: (),
@@ -387,6 +393,7 @@ codec_struct!(Lease {
     started: (),
     exit_code: (),
     usage: (),
+    last_seen_ms: (),
 });
 
 /// An oracle's latest price.

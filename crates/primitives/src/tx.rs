@@ -151,6 +151,13 @@ pub enum TxBody {
         /// The deployment.
         deployment: u64,
     },
+    /// Run a deployment's active leases longer; their extra deposit is escrowed now.
+    ExtendDeployment {
+        /// The deployment.
+        deployment: u64,
+        /// Seconds added to every active lease.
+        extra_secs: u64,
+    },
     /// A device reports on its lease (signed by the device key).
     LeaseReport {
         /// The lease.
@@ -347,6 +354,7 @@ impl TxBody {
             Self::Undelegate { .. } => "undelegate",
             Self::OpenDeployment(_) => "open_deployment",
             Self::CloseDeployment { .. } => "close_deployment",
+            Self::ExtendDeployment { .. } => "extend_deployment",
             Self::LeaseReport { .. } => "lease_report",
             Self::Attest { .. } => "attest",
             Self::SubmitFraudProof(_) => "submit_fraud_proof",
@@ -368,6 +376,7 @@ impl TxBody {
             Self::LeaseReport { .. } => 10,
             Self::Attest { .. } => 11,
             Self::SubmitFraudProof(_) => 12,
+            Self::ExtendDeployment { .. } => 13,
         }
     }
 }
@@ -405,6 +414,13 @@ impl Write for TxBody {
             }
             Self::OpenDeployment(o) => o.write(buf),
             Self::CloseDeployment { deployment } => deployment.write(buf),
+            Self::ExtendDeployment {
+                deployment,
+                extra_secs,
+            } => {
+                deployment.write(buf);
+                extra_secs.write(buf);
+            }
             Self::LeaseReport { lease, kind, usage } => {
                 lease.write(buf);
                 kind.write(buf);
@@ -438,6 +454,10 @@ impl EncodeSize for TxBody {
             Self::Undelegate { device, shares } => device.encode_size() + shares.encode_size(),
             Self::OpenDeployment(o) => o.encode_size(),
             Self::CloseDeployment { deployment } => deployment.encode_size(),
+            Self::ExtendDeployment {
+                deployment,
+                extra_secs,
+            } => deployment.encode_size() + extra_secs.encode_size(),
             Self::LeaseReport { lease, kind, usage } => {
                 lease.encode_size() + kind.encode_size() + usage.encode_size()
             }
@@ -492,6 +512,10 @@ impl Read for TxBody {
                 entries: Vec::<AttestEntry>::read_cfg(buf, &vec_cfg(MAX_ATTEST_ENTRIES))?,
             },
             12 => Self::SubmitFraudProof(FraudProof::read(buf)?),
+            13 => Self::ExtendDeployment {
+                deployment: u64::read(buf)?,
+                extra_secs: u64::read(buf)?,
+            },
             t => return Err(Error::InvalidEnum(t)),
         })
     }

@@ -14,7 +14,17 @@ pub(crate) struct World {
 }
 
 impl World {
+    /// A world whose leases never time out unless a test says so (most tests apply blocks
+    /// hours apart without the device reporting in between).
     pub(crate) fn new(model: cairn_primitives::PaymentModel) -> Self {
+        Self::with(model, |_| {})
+    }
+
+    /// A world built from the test genesis after `edit`.
+    pub(crate) fn with(
+        model: cairn_primitives::PaymentModel,
+        edit: impl FnOnce(&mut Genesis),
+    ) -> Self {
         let users: Vec<Keypair> = (0..4).map(|i| Keypair::from_seed([10 + i; 32])).collect();
         let devices: Vec<Keypair> = (0..4).map(|i| Keypair::from_seed([50 + i; 32])).collect();
         let oracle = Keypair::from_seed([90; 32]);
@@ -29,6 +39,8 @@ impl World {
         genesis.payment_model = model;
         genesis.oracle.keys = vec![oracle.address()];
         genesis.checkers = vec![checker.address()];
+        genesis.lease_timeout_secs = 30 * 24 * 3600;
+        edit(&mut genesis);
         let ledger = Ledger::from_genesis(&genesis).unwrap();
         Self {
             genesis,

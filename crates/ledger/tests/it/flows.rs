@@ -403,3 +403,115 @@ fn state_proofs_verify_without_the_ledger() {
     assert_eq!(none.value, None);
     none.verify(&root).unwrap();
 }
+
+fn report(lease: u64, kind: cairn_primitives::LeaseReportKind) -> TxBody {
+    TxBody::LeaseReport {
+        lease,
+        kind,
+        usage: cairn_primitives::Usage::default(),
+    }
+}
+
+#[test]
+fn a_silent_device_s_lease_times_out_paid_up_to_its_last_report() {
+    use cairn_primitives::LeaseReportKind;
+    let mut w = World::with(PaymentModel::Direct, |g| g.lease_timeout_secs = 120);
+    w.register_cpu(0, 0, 2, 3_600_000);
+    let customer = w.users[1].clone();
+    let device = w.devices[0].clone();
+    let before = w.ledger.account(&customer.address()).balance.base();
+    assert_eq!(w.run(&customer, open(1, 3600, 3_600_000)), None);
+    let lease = w.ledger.deployment(0).unwrap().leases[0];
+    let start = w.ledger.lease(lease).unwrap().start_ms;
+    // The device reports for a minute, then its worker dies.
+    let t = w.tx(&device, report(lease, LeaseReportKind::Started));
+    w.block(10_000, vec![t]);
+    let t = w.tx(&device, report(lease, LeaseReportKind::Running));
+    w.block(50_000, vec![t]);
+    let seen = w.ledger.lease(lease).unwrap().last_seen_ms;
+    assert_eq!(seen, start + 60_000);
+    // Just inside the timeout nothing happens; past it the lease ends.
+    w.block(119_000, vec![]);
+    assert_eq!(w.ledger.lease(lease).unwrap().state, LeaseState::Active);
+    let o = w.block(2_000, vec![]);
+    assert!(o.events.iter().any(|(_, e)| matches!(
+        e,
+        Event::LeaseEnded {
+            state: LeaseState::TimedOut,
+            ..
+        }
+    )));
+    let l = w.ledger.lease(lease).unwrap();
+    assert_eq!(l.state, LeaseState::TimedOut);
+    // Paid for the minute it showed it served (3,600,000 per hour → 60,000), not the silence.
+    assert_eq!(l.paid, 60_000);
+    let dep = w.ledger.deployment(0).unwrap();
+    assert_eq!(dep.status, DeploymentStatus::Finished);
+    assert_eq!(dep.paid + dep.refunded, dep.deposit);
+    assert_eq!(w.ledger.globals().escrow, 0);
+    assert!(w.ledger.is_marketable(&device.address()));
+    let fees = w.ledger.account(&customer.address()).nonce * w.ledger.params().min_fee.base();
+    assert_eq!(
+        w.ledger.account(&customer.address()).balance.base(),
+        before - 60_000 - fees
+    );
+    // A late report from the restarted worker changes nothing.
+    assert!(matches!(
+        w.run(
+            &device,
+            report(lease, LeaseReportKind::Finished { exit_code: 0 })
+        ),
+        Some(TxError::LeaseNotActive(_))
+    ));
+    w.check_supply();
+}
+
+#[test]
+fn extending_a_deployment_escrows_more_and_moves_its_end() {
+    let mut w = World::new(PaymentModel::Direct);
+    w.register_cpu(0, 0, 2, 3_600_000);
+    let customer = w.users[1].clone();
+    let stranger = w.users[2].clone();
+    assert_eq!(w.run(&customer, open(1, 60, 3_600_000)), None);
+    let lease = w.ledger.deployment(0).unwrap().leases[0];
+    let end = w.ledger.lease(lease).unwrap().end_ms;
+    let extend = |secs| TxBody::ExtendDeployment {
+        deployment: 0,
+        extra_secs: secs,
+    };
+    assert!(matches!(
+        w.run(&stranger, extend(60)),
+        Some(TxError::NotDeploymentOwner { .. })
+    ));
+    assert!(matches!(
+        w.run(&customer, extend(0)),
+        Some(TxError::BadDuration { .. })
+    ));
+    assert!(matches!(
+        w.run(&customer, extend(u64::MAX)),
+        Some(TxError::BadDuration { .. })
+    ));
+    let escrow = w.ledger.globals().escrow;
+    assert_eq!(w.run(&customer, extend(120)), None);
+    // 120 s more at 3,600,000 per hour: 120,000 escrowed.
+    assert_eq!(w.ledger.globals().escrow, escrow + 120_000);
+    let l = w.ledger.lease(lease).unwrap();
+    assert_eq!(l.end_ms, end + 120_000);
+    assert_eq!(l.deposit, 60_000 + 120_000);
+    assert_eq!(w.ledger.deployment(0).unwrap().request.duration_secs, 180);
+    // It runs to the new end, not the old one.
+    w.block(end + 1_000 - w.now(), vec![]);
+    assert_eq!(w.ledger.lease(lease).unwrap().state, LeaseState::Active);
+    w.block(120_000, vec![]);
+    let l = w.ledger.lease(lease).unwrap();
+    assert_eq!(l.state, LeaseState::Expired);
+    assert_eq!(l.paid, 180_000);
+    let dep = w.ledger.deployment(0).unwrap();
+    assert_eq!(dep.paid + dep.refunded, dep.deposit);
+    assert_eq!(w.ledger.globals().escrow, 0);
+    assert!(matches!(
+        w.run(&customer, extend(60)),
+        Some(TxError::DeploymentNotOpen(0))
+    ));
+    w.check_supply();
+}

@@ -18,6 +18,7 @@ enum Op {
     Retire(usize, usize),
     Open(usize, u16, u64),
     Close(usize, u64),
+    Extend(usize, u64, u64),
     Finish(usize, u64),
     Attest(Vec<(usize, bool)>),
     WrongNonce(usize),
@@ -36,6 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0..4usize, 0..4usize).prop_map(|(a, b)| Op::Retire(a, b)),
         (0..4usize, 1..4u16, 60..7_200u64).prop_map(|(a, b, c)| Op::Open(a, b, c)),
         (0..4usize, 0..6u64).prop_map(|(a, b)| Op::Close(a, b)),
+        (0..4usize, 0..6u64, 0..7200u64).prop_map(|(a, b, s)| Op::Extend(a, b, s)),
         (0..4usize, 0..8u64).prop_map(|(a, b)| Op::Finish(a, b)),
         prop::collection::vec((0..4usize, any::<bool>()), 1..4).prop_map(Op::Attest),
         (0..4usize).prop_map(Op::WrongNonce),
@@ -122,6 +124,13 @@ fn to_tx(w: &World, op: &Op) -> SignedTx {
             }),
         ),
         Op::Close(a, dep) => w.tx(&u(*a), TxBody::CloseDeployment { deployment: *dep }),
+        Op::Extend(a, dep, secs) => w.tx(
+            &u(*a),
+            TxBody::ExtendDeployment {
+                deployment: *dep,
+                extra_secs: *secs,
+            },
+        ),
         Op::Finish(d, lease) => w.tx(
             &w.devices[*d],
             TxBody::LeaseReport {

@@ -135,6 +135,7 @@ fn lease_json(id: u64, l: &Lease) -> Value {
         "start_ms": l.start_ms,
         "end_ms": l.end_ms,
         "settled_ms": l.settled_ms,
+        "last_seen_ms": l.last_seen_ms,
         "paid": l.paid,
         "deposit": l.deposit,
         "started": l.started,

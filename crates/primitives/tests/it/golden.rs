@@ -95,6 +95,13 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             TxBody::CloseDeployment { deployment: 12 },
         ),
         (
+            "extend_deployment",
+            TxBody::ExtendDeployment {
+                deployment: 12,
+                extra_secs: 3600,
+            },
+        ),
+        (
             "lease_report",
             TxBody::LeaseReport {
                 lease: 13,
@@ -202,6 +209,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         started: true,
         exit_code: Some(-1),
         usage: Usage::default(),
+        last_seen_ms: 8,
     };
     out.push(("lease", lease.encode().to_vec()));
     let dep = Deployment {
