@@ -922,7 +922,13 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
         },
     );
     for (p, item) in paths {
-        if item.get("get").is_none() || p == "/v1/events" || p == "/metrics" || p == "/healthz" {
+        // Logs need a signed request: the jobs test reads them as their owner and as another.
+        if item.get("get").is_none()
+            || p == "/v1/events"
+            || p == "/metrics"
+            || p == "/healthz"
+            || p.ends_with("/logs")
+        {
             continue;
         }
         let who = if p.starts_with("/v1/devices/") {

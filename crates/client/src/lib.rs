@@ -1,8 +1,9 @@
 //! A blocking HTTP client for a Cairn node's `/v1` API: what the CLI (and later the worker and
 //! tools) use. Errors carry the node's stable error code.
 
+use cairn_primitives::request::sign_request;
 use cairn_primitives::wire::Encode;
-use cairn_primitives::{Address, Hash, SignedTx};
+use cairn_primitives::{Address, Hash, Keypair, SignedTx};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,13 @@ pub enum Error {
     /// Waiting for finality ran out of time.
     #[error("transaction {0} is not final after {1:?}; check later with `cairn tx status {0}`")]
     Timeout(Hash, Duration),
+}
+
+/// Milliseconds since the Unix epoch (what signed requests carry).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A node's API.
@@ -154,6 +162,64 @@ impl Client {
             .read_json()
             .map_err(|e| Error::Protocol(e.to_string()))?;
         Ok((status, body))
+    }
+
+    /// POSTs `body` to `path` as a request signed by `key` (see `cairn_primitives::request`).
+    pub fn post_signed(
+        &self,
+        path: &str,
+        key: &Keypair,
+        chain_id: &str,
+        body: &[u8],
+    ) -> Result<Value, Error> {
+        let mut req = self
+            .agent
+            .post(&self.url(path))
+            .header("content-type", "application/octet-stream");
+        for (h, v) in sign_request(key, chain_id, "POST", path, now_ms(), body) {
+            req = req.header(h, v);
+        }
+        let resp = req.send(body).map_err(|e| self.unreachable(e))?;
+        self.finish(resp)
+    }
+
+    /// GETs raw bytes from `path` as a request signed by `key`, with the response headers
+    /// asked for in `want` (absent ones are empty strings).
+    pub fn get_signed_bytes(
+        &self,
+        path: &str,
+        key: &Keypair,
+        chain_id: &str,
+        want: &[&str],
+    ) -> Result<(Vec<u8>, Vec<String>), Error> {
+        let mut req = self.agent.get(&self.url(path));
+        for (h, v) in sign_request(key, chain_id, "GET", path, now_ms(), b"") {
+            req = req.header(h, v);
+        }
+        let resp = req.call().map_err(|e| self.unreachable(e))?;
+        if resp.status().as_u16() >= 400 {
+            return Err(self
+                .finish(resp)
+                .err()
+                .unwrap_or_else(|| Error::Protocol("an error status with a success body".into())));
+        }
+        let headers = want
+            .iter()
+            .map(|h| {
+                resp.headers()
+                    .get(*h)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        let bytes = resp
+            .into_body()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_vec()
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok((bytes, headers))
     }
 
     /// Polls until `h` is final or failed, or `timeout` passes.

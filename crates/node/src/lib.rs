@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod consensus;
+pub mod logs;
 pub mod mempool;
 pub mod node;
 

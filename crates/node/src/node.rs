@@ -130,6 +130,7 @@ const RECENT_BLOCKS: usize = 64;
 pub struct Node {
     inner: Mutex<Inner>,
     chain_id: String,
+    logs: crate::logs::LogStore,
     settings: ProducerSettings,
     proposer: Address,
     events: broadcast::Sender<Arc<Finalized>>,
@@ -157,6 +158,7 @@ impl Node {
         let (events, _) = broadcast::channel(1024);
         Ok(Arc::new(Self {
             chain_id: chain.ledger().params().chain_id.clone(),
+            logs: crate::logs::LogStore::new(&data_dir.join("logs")),
             inner: Mutex::new(Inner {
                 mempool: Mempool::new(settings.mempool),
                 chain,
@@ -169,6 +171,16 @@ impl Node {
             events,
             metrics: Metrics::default(),
         }))
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// The lease logs workers upload to this node.
+    pub fn logs(&self) -> &crate::logs::LogStore {
+        &self.logs
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

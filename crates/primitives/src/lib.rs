@@ -33,6 +33,7 @@ mod crypto;
 mod genesis;
 mod hash;
 mod proof;
+pub mod request;
 mod state;
 mod tx;
 

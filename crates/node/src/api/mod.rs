@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 mod events;
+mod logs;
 mod openapi;
 mod query;
 
@@ -118,6 +119,7 @@ pub fn router(node: Arc<Node>, settings: ApiSettings) -> Router {
         .route("/v1/deployments", get(query::deployments))
         .route("/v1/deployments/{id}", get(query::deployment))
         .route("/v1/leases/{id}", get(query::lease))
+        .route("/v1/leases/{id}/logs", get(logs::read).post(logs::upload))
         .route("/v1/epochs", get(query::epochs))
         .route("/v1/epochs/{epoch}", get(query::epoch))
         .route("/v1/stats", get(query::stats))

@@ -94,6 +94,27 @@ pub fn openapi_document() -> Value {
                 "summary": "A lease: device, price, times, payment, state, exit code, usage",
                 "parameters": [path_param("id", "integer", "lease id")],
                 "responses": {"200": ok("lease"), "404": err("unknown_lease")}}},
+            "/v1/leases/{id}/logs": {
+                "get": {
+                    "summary": "The lease's job output from `offset` (at most 1 MiB; headers x-cairn-log-length, x-cairn-lease-state). Signed request (x-cairn-key, x-cairn-time, x-cairn-signature) from the deployment's owner",
+                    "parameters": [path_param("id", "integer", "lease id"),
+                                   query_param("offset", "integer", "first byte, default 0")],
+                    "responses": {
+                        "200": {"description": "log bytes", "content": {"application/octet-stream": {}}},
+                        "401": err("unauthenticated: missing, stale or bad signature"),
+                        "403": err("forbidden: not the deployment's owner"),
+                        "404": err("unknown_lease")}},
+                "post": {
+                    "summary": "Append the job's output (the body) at `offset`; bytes already stored are skipped. Signed request from the lease's device",
+                    "parameters": [path_param("id", "integer", "lease id"),
+                                   query_param("offset", "integer", "where the body starts, default 0")],
+                    "responses": {
+                        "200": ok("{lease, length}"),
+                        "401": err("unauthenticated"),
+                        "403": err("forbidden: not the lease's device"),
+                        "404": err("unknown_lease"),
+                        "409": err("log_gap: starts past the stored length"),
+                        "413": err("log_too_large")}}},
             "/v1/epochs": {"get": {
                 "summary": "The epoch in progress and closed epochs (minted, burned, each pool paid), newest first",
                 "parameters": [before, limit],

@@ -1,0 +1,10 @@
+//! The provider's agent (`cairn worker`): runs the jobs its devices' leases name, in a
+//! sandbox with enforced limits, reports on each lease from the device key, and uploads the
+//! job's output to the node for the customer to read.
+#![deny(missing_docs)]
+
+mod process;
+mod runtime;
+
+pub use process::ProcessRuntime;
+pub use runtime::{Job, Limits, Outcome, RunReport, Runtime, RuntimeError, Sink, StopSignal};

@@ -1,0 +1,286 @@
+//! The sandboxed process runtime: bubblewrap.
+//!
+//! A bare command runs as `prlimit … -- [setpriv --reuid nobody …] bwrap … -- command`:
+//! - **isolation** (bwrap): every namespace unshared, the network included unless the job
+//!   asks (so 127.0.0.1 is a loopback of its own, with nothing listening); the root file
+//!   system read-only; fresh `/tmp`, `/root`, `/home`, `/run`; the worker's own directories
+//!   (keys, data) replaced by empty ones; a private work dir at `/work`; a cleared
+//!   environment; killed with everything it started when bwrap or the worker dies;
+//! - **identity**: when the worker runs as root, the job runs as `nobody` (setpriv, every
+//!   capability dropped), so it can read no 0600 file even if one were visible;
+//! - **limits**: processes (`RLIMIT_NPROC`, per user, so it holds as root does not), address
+//!   space (`RLIMIT_AS`: the memory limit), file size, no core dumps; CPUs pinned with
+//!   taskset; wall time and output size enforced here, by killing the sandbox.
+
+use crate::runtime::{Job, Outcome, RunReport, Runtime, RuntimeError, Sink, StopSignal};
+use cairn_primitives::Usage;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The user jobs run as when the worker is root.
+const NOBODY: u32 = 65_534;
+
+/// The bubblewrap runtime.
+#[derive(Debug, Default, Clone)]
+pub struct ProcessRuntime;
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn works(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl ProcessRuntime {
+    /// The full command line for `job` (public for tests and `--dry-run` style inspection).
+    pub fn command_line(&self, job: &Job) -> Vec<String> {
+        let l = &job.limits;
+        let mut a: Vec<String> = vec![
+            "prlimit".into(),
+            format!("--nproc={}", l.pids.max(1)),
+            format!("--as={}", l.memory_mib.max(1) << 20),
+            format!("--fsize={}", 1u64 << 30),
+            "--core=0".into(),
+            "--nofile=1024".into(),
+            "--".into(),
+        ];
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        if l.cpus < cores {
+            a.extend([
+                "taskset".into(),
+                "--cpu-list".into(),
+                format!("0-{}", l.cpus.max(1) - 1),
+            ]);
+        }
+        if is_root() {
+            a.extend([
+                "setpriv".into(),
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+                "--clear-groups".into(),
+                "--inh-caps=-all".into(),
+                "--bounding-set=-all".into(),
+            ]);
+        }
+        a.extend(
+            [
+                "bwrap",
+                "--unshare-all",
+                "--die-with-parent",
+                "--new-session",
+                "--ro-bind",
+                "/",
+                "/",
+                "--dev",
+                "/dev",
+                "--proc",
+                "/proc",
+                "--tmpfs",
+                "/tmp",
+                "--tmpfs",
+                "/root",
+                "--tmpfs",
+                "/home",
+                "--tmpfs",
+                "/run",
+            ]
+            .map(String::from),
+        );
+        if l.network {
+            a.push("--share-net".into());
+        }
+        for h in &job.hidden {
+            let p = h.display().to_string();
+            if h.is_dir() {
+                a.extend(["--tmpfs".into(), p]);
+            } else if h.exists() {
+                a.extend(["--ro-bind".into(), "/dev/null".into(), p]);
+            }
+        }
+        a.extend([
+            "--bind".into(),
+            job.work_dir.display().to_string(),
+            "/work".into(),
+            "--chdir".into(),
+            "/work".into(),
+            "--clearenv".into(),
+            "--setenv".into(),
+            "PATH".into(),
+            "/usr/local/bin:/usr/bin:/bin".into(),
+            "--setenv".into(),
+            "HOME".into(),
+            "/work".into(),
+        ]);
+        for (k, v) in &job.spec.env {
+            a.extend(["--setenv".into(), k.to_string(), v.to_string()]);
+        }
+        a.push("--".into());
+        a.extend(job.spec.command.iter().map(|c| c.to_string()));
+        a
+    }
+}
+
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process (bubblewrap)"
+    }
+
+    fn unavailable(&self) -> Option<String> {
+        if !works("bwrap", "--version") {
+            return Some(
+                "bubblewrap is not installed (apt-get install bubblewrap): bare commands cannot run"
+                    .into(),
+            );
+        }
+        if !works("prlimit", "--version") || !works("setpriv", "--version") {
+            return Some("util-linux's prlimit and setpriv are missing".into());
+        }
+        None
+    }
+
+    fn run(
+        &self,
+        job: &Job,
+        sink: &mut dyn Sink,
+        stop: &StopSignal,
+    ) -> Result<RunReport, RuntimeError> {
+        if job.spec.command.is_empty() {
+            return Err(RuntimeError::Start("the job has no command".into()));
+        }
+        if let Some(why) = self.unavailable() {
+            return Err(RuntimeError::Unavailable(why));
+        }
+        std::fs::create_dir_all(&job.work_dir)
+            .map_err(|e| RuntimeError::Start(format!("work dir: {e}")))?;
+        if is_root() {
+            std::os::unix::fs::chown(&job.work_dir, Some(NOBODY), Some(NOBODY))
+                .map_err(|e| RuntimeError::Start(format!("work dir: {e}")))?;
+        }
+        let line = self.command_line(job);
+        let mut child = Command::new(&line[0])
+            .args(&line[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| RuntimeError::Start(format!("{}: {e}", line[0])))?;
+        let started = Instant::now();
+        sink.started();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        let mut readers = Vec::new();
+        let pipes: [Option<Box<dyn Read + Send>>; 2] = [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ];
+        for mut pipe in pipes.into_iter().flatten() {
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut buf = vec![0u8; 16 << 10];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let limits = &job.limits;
+        let mut logged: u64 = 0;
+        let mut stopped: Option<String> = None;
+        let mut exit = None;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(chunk) => {
+                    let room = limits.log_bytes.saturating_sub(logged);
+                    let keep = chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+                    if keep > 0 {
+                        sink.output(&chunk[..keep]);
+                        logged += keep as u64;
+                    }
+                    if keep < chunk.len() && stopped.is_none() {
+                        stopped = Some(format!(
+                            "its output passed the log limit of {} bytes",
+                            limits.log_bytes
+                        ));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                // Both pipes closed: every process in the sandbox has let go of them.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if exit.is_some() {
+                        break;
+                    }
+                }
+            }
+            if exit.is_none() {
+                exit = child
+                    .try_wait()
+                    .map_err(|e| RuntimeError::Start(e.to_string()))?;
+            }
+            if exit.is_some() && stopped.is_some() {
+                break;
+            }
+            if stopped.is_none() && started.elapsed() > limits.time {
+                stopped = Some(format!(
+                    "it ran past its time limit of {} s",
+                    limits.time.as_secs()
+                ));
+            }
+            if stopped.is_none() {
+                stopped = stop.stopped();
+            }
+            if stopped.is_some() && exit.is_none() {
+                // bwrap is the direct child; its sandbox dies with it (--die-with-parent
+                // on every process it started, and the PID namespace's init going away).
+                let _ = child.kill();
+                exit = child.wait().ok();
+            }
+        }
+        let status = match exit {
+            Some(s) => s,
+            None => child
+                .wait()
+                .map_err(|e| RuntimeError::Start(e.to_string()))?,
+        };
+        drop(rx);
+        for r in readers {
+            let _ = r.join();
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        let usage = Usage {
+            log_bytes: logged,
+            ..Usage::default()
+        };
+        Ok(RunReport {
+            outcome: match stopped {
+                Some(reason) => Outcome::Stopped(reason),
+                None => Outcome::Exited(code),
+            },
+            usage,
+        })
+    }
+}

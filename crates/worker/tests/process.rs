@@ -1,0 +1,217 @@
+//! The bubblewrap runtime against the real sandbox: output, exit codes, isolation from the
+//! node's port and the worker's keys, and hostile jobs stopped by their limits. The harness
+//! installs bubblewrap when it is missing (we are root on CI); it never skips.
+
+use cairn_primitives::{BoundedString, JobSpec};
+use cairn_worker::{Job, Limits, Outcome, ProcessRuntime, Runtime, Sink, StopSignal};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn ensure_bwrap() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if ProcessRuntime.unavailable().is_none() {
+            return;
+        }
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "bubblewrap"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !install() {
+            let _ = Command::new("apt-get").args(["update", "-q"]).status();
+            install();
+        }
+        if let Some(why) = ProcessRuntime.unavailable() {
+            panic!("the process runtime is needed and could not be installed: {why}");
+        }
+    });
+}
+
+#[derive(Default)]
+struct Collect {
+    started: bool,
+    out: Vec<u8>,
+}
+
+impl Sink for Collect {
+    fn started(&mut self) {
+        self.started = true;
+    }
+    fn output(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+}
+
+fn job(dir: &Path, script: &str, limits: Limits, hidden: Vec<std::path::PathBuf>) -> Job {
+    Job {
+        lease: 1,
+        spec: JobSpec {
+            image: None,
+            command: ["sh", "-c", script]
+                .iter()
+                .map(|s| BoundedString::new(*s).unwrap())
+                .collect(),
+            env: vec![(
+                BoundedString::new("GREETING").unwrap(),
+                BoundedString::new("hello").unwrap(),
+            )],
+        },
+        limits,
+        work_dir: dir.join("work"),
+        hidden,
+    }
+}
+
+fn run(j: &Job) -> (Outcome, String, Duration) {
+    ensure_bwrap();
+    let mut sink = Collect::default();
+    let start = Instant::now();
+    let r = ProcessRuntime
+        .run(j, &mut sink, &StopSignal::default())
+        .expect("runs");
+    assert!(sink.started);
+    (
+        r.outcome,
+        String::from_utf8_lossy(&sink.out).into_owned(),
+        start.elapsed(),
+    )
+}
+
+fn short() -> Limits {
+    Limits {
+        time: Duration::from_secs(5),
+        ..Limits::default()
+    }
+}
+
+#[test]
+fn a_command_runs_with_its_env_in_a_private_writable_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = job(
+        dir.path(),
+        "echo $GREETING; pwd; echo x > f && cat f; touch /usr/x 2>/dev/null || echo ro; exit 3",
+        short(),
+        vec![],
+    );
+    let (outcome, out, _) = run(&j);
+    assert_eq!(outcome, Outcome::Exited(3), "{out}");
+    assert_eq!(out, "hello\n/work\nx\nro\n");
+}
+
+#[test]
+fn a_job_cannot_reach_the_node_port_or_read_the_worker_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    std::fs::write(keys.join("device.key"), "secret-key-material").unwrap();
+    let script = format!(
+        "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), 2)' \
+         >/dev/null 2>&1 && echo reached || echo isolated; \
+         cat {k}/device.key 2>/dev/null || echo unreadable",
+        k = keys.display()
+    );
+    let (outcome, out, _) = run(&job(dir.path(), &script, short(), vec![keys.clone()]));
+    assert_eq!(outcome, Outcome::Exited(0), "{out}");
+    assert_eq!(out, "isolated\nunreadable\n");
+    // The same probe outside the sandbox does reach it: the test measures the sandbox.
+    let outside = Command::new("python3")
+        .args([
+            "-c",
+            &format!("import socket; socket.create_connection(('127.0.0.1', {port}), 2)"),
+        ])
+        .status()
+        .unwrap();
+    assert!(outside.success());
+}
+
+#[test]
+fn hostile_jobs_are_stopped_by_their_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    // Sleeps forever: stopped at the time limit.
+    let limits = Limits {
+        time: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let (outcome, _, took) = run(&job(dir.path(), "sleep 1000", limits.clone(), vec![]));
+    assert!(
+        matches!(&outcome, Outcome::Stopped(r) if r.contains("time limit")),
+        "{outcome:?}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // A log flood: stopped at the output limit, with exactly that much kept.
+    let flood = Limits {
+        log_bytes: 10_000,
+        ..short()
+    };
+    let (outcome, out, _) = run(&job(dir.path(), "yes flood", flood, vec![]));
+    assert!(
+        matches!(&outcome, Outcome::Stopped(r) if r.contains("log limit")),
+        "{outcome:?}"
+    );
+    assert_eq!(out.len(), 10_000);
+    // A fork bomb: held to its process limit, then stopped at its time limit; nothing of it
+    // survives.
+    let bomb = Limits {
+        pids: 64,
+        time: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let (outcome, _, _) = run(&job(
+        dir.path(),
+        "b() { b | b & }; b; sleep 100; : cairn-fork-bomb-marker",
+        bomb,
+        vec![],
+    ));
+    assert!(
+        matches!(&outcome, Outcome::Stopped(r) if r.contains("time limit")),
+        "{outcome:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let left = Command::new("pgrep")
+        .args(["-f", "cairn-fork-bomb-marker"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "sandbox processes survived: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    // Memory past the limit: the allocation fails inside the job.
+    let small = Limits {
+        memory_mib: 64,
+        ..short()
+    };
+    let (outcome, out, _) = run(&job(
+        dir.path(),
+        "python3 -c 'b = bytearray(512 << 20)' 2>&1 | tail -1",
+        small,
+        vec![],
+    ));
+    assert!(out.contains("MemoryError"), "{outcome:?} {out}");
+}
+
+#[test]
+fn a_stop_signal_ends_the_job_with_its_reason() {
+    ensure_bwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let j = job(dir.path(), "sleep 1000", short(), vec![]);
+    let stop = StopSignal::default();
+    let s = stop.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        s.stop("the customer closed the deployment");
+    });
+    let r = ProcessRuntime
+        .run(&j, &mut Collect::default(), &stop)
+        .unwrap();
+    assert_eq!(
+        r.outcome,
+        Outcome::Stopped("the customer closed the deployment".into())
+    );
+}
