@@ -19,14 +19,14 @@ pub(crate) struct NodeOpt {
         default_value = "http://127.0.0.1:7650",
         global = true
     )]
-    url: String,
+    pub(crate) url: String,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 impl NodeOpt {
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::new(&self.url)
     }
 }
@@ -100,10 +100,10 @@ enum AccountCommand {
 pub(crate) struct Signer {
     /// The sender's key name in the key store.
     #[arg(long)]
-    key: String,
+    pub(crate) key: String,
     /// Key store directory.
     #[arg(long, env = "CAIRN_KEYS_DIR")]
-    keys_dir: Option<PathBuf>,
+    pub(crate) keys_dir: Option<PathBuf>,
     /// Fee in base units (default: the chain's minimum).
     #[arg(long)]
     fee: Option<u64>,
@@ -117,13 +117,13 @@ pub(crate) struct Signer {
 
 /// What a signed command needs from the node before it builds its transaction.
 pub(crate) struct ChainInfo {
-    chain_id: String,
-    decimals: u8,
-    min_fee: u64,
+    pub(crate) chain_id: String,
+    pub(crate) decimals: u8,
+    pub(crate) min_fee: u64,
 }
 
 impl ChainInfo {
-    fn of(client: &Client) -> Result<Self> {
+    pub(crate) fn of(client: &Client) -> Result<Self> {
         let status = client.status()?;
         Ok(Self {
             chain_id: status["chain_id"]
@@ -165,7 +165,7 @@ pub(crate) fn sign_and_submit(
 /// [`sign_and_submit`] with the signer's stored key, then waits for finality unless
 /// `--no-wait`. Returns the final status (or the pending one); a transaction the ledger
 /// rejected is an error naming its code.
-fn send(
+pub(crate) fn send(
     node: &NodeOpt,
     signer: Signer,
     body: impl FnOnce(&ChainInfo, &Address) -> Result<TxBody>,
@@ -189,7 +189,7 @@ fn send(
     Ok(v)
 }
 
-fn keys(dir: Option<PathBuf>) -> Keystore {
+pub(crate) fn keys(dir: Option<PathBuf>) -> Keystore {
     dir.map_or_else(Keystore::default_location, Keystore::at)
 }
 

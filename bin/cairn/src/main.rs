@@ -4,6 +4,7 @@
 mod bench;
 mod client_cmd;
 mod genesis_cmd;
+mod jobs_cmd;
 mod keys;
 mod ledger_cmd;
 mod load;
@@ -60,6 +61,10 @@ enum Command {
     Oracle(client_cmd::OracleArgs),
     /// The provider's agent: `probe` runs the proof-of-physical-work challenge on this machine.
     Worker(worker_cmd::WorkerArgs),
+    /// Rent compute: quote, confirm, deploy a command (sandboxed) or an image on N devices.
+    Deploy(jobs_cmd::DeployArgs),
+    /// Your deployments: list, show, logs (-f), stop, extend.
+    Jobs(jobs_cmd::JobsArgs),
 }
 
 fn main() {
@@ -87,6 +92,8 @@ fn main() {
         Command::Credits(a) => client_cmd::credits(a),
         Command::Oracle(a) => client_cmd::oracle(a),
         Command::Worker(a) => worker_cmd::run(a),
+        Command::Deploy(a) => jobs_cmd::deploy(a),
+        Command::Jobs(a) => jobs_cmd::jobs(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

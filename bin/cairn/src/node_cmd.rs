@@ -263,6 +263,81 @@ pub(crate) struct DevnetArgs {
     /// The token price devnet's demo oracle submits, in USD (credits are bought at it).
     #[arg(long, default_value = "1.00")]
     price_usd: String,
+    /// A lease whose worker stops reporting for this long ends (paid up to its last report).
+    #[arg(long, default_value_t = 30)]
+    lease_timeout_secs: u64,
+    /// Do not start the built-in worker (this machine's CPU as a device owned by carol).
+    #[arg(long)]
+    no_worker: bool,
+}
+
+/// Devnet's worker: registers this machine's CPU as a device owned by `owner` (carol), buys
+/// alice some credits once the demo oracle's price is in (so that `cairn deploy` works right
+/// away), then serves the device's leases with the bubblewrap runtime.
+fn spawn_devnet_worker(
+    url: String,
+    dir: PathBuf,
+    keys_dir: PathBuf,
+    owner: cairn_primitives::Keypair,
+    customer: cairn_primitives::Keypair,
+) {
+    std::thread::spawn(move || {
+        let client = cairn_client::Client::new(&url);
+        let device = match crate::worker_cmd::cpu_device_key(&dir) {
+            Ok(k) => k,
+            Err(e) => return eprintln!("worker: {e:#}"),
+        };
+        let start = std::time::Instant::now();
+        loop {
+            match crate::worker_cmd::register_cpu(&client, &owner, &device, 36_000, "local") {
+                Ok(fresh) => {
+                    if fresh {
+                        eprintln!(
+                            "worker: registered this machine's CPU as device {} (owner carol, 36000 credits/h)",
+                            device.address()
+                        );
+                    }
+                    break;
+                }
+                Err(e) if start.elapsed() > Duration::from_secs(60) => {
+                    return eprintln!("worker: could not register the device: {e:#}");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+        // Credits for alice, once there is a price (the demo oracle submits it at start).
+        let has_credits = client
+            .account(&customer.address(), false)
+            .is_ok_and(|a| a["credits"].as_u64().unwrap_or(0) > 0);
+        while !has_credits && start.elapsed() < Duration::from_secs(60) {
+            let bought = crate::client_cmd::sign_and_submit(&client, &customer, None, |c, _| {
+                Ok(cairn_primitives::TxBody::BuyCredits {
+                    amount: cairn_primitives::Amount::parse_decimal("10", c.decimals)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                })
+            })
+            .and_then(|h| Ok(client.wait_final(&h, Duration::from_secs(30))?));
+            match bought {
+                Ok(v) if v["status"] == "final" => {
+                    eprintln!("worker: bought alice 10 tokens' worth of credits to deploy with");
+                    break;
+                }
+                _ => std::thread::sleep(Duration::from_secs(1)),
+            }
+        }
+        let never = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Err(e) = crate::worker_cmd::run_agent(
+            &url,
+            &dir,
+            Some(&keys_dir),
+            |c| {
+                c.heartbeat = Duration::from_secs(3);
+            },
+            never,
+        ) {
+            eprintln!("worker: stopped: {e:#}");
+        }
+    });
 }
 
 /// How often devnet's demo oracle resubmits its price (the genesis default refuses prices
@@ -352,6 +427,8 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
     let validator = keys.load_or_create("validator")?;
     let oracle = keys.load_or_create("oracle")?;
     let micro_usd = crate::client_cmd::micro_usd(&a.price_usd).context("--price-usd")?;
+    let alice = keys.load_or_create("alice")?;
+    let carol = keys.load_or_create("carol")?;
     let genesis = if fresh {
         let mut g = crate::genesis_cmd::default_genesis(
             "cairn-devnet",
@@ -371,6 +448,7 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
         }];
         g.treasury = validator.address();
         g.oracle.keys = vec![oracle.address()];
+        g.lease_timeout_secs = a.lease_timeout_secs.max(1);
         // The oracle pays fees for its price submissions.
         g.accounts.push(GenesisAccount {
             address: oracle.address(),
@@ -410,7 +488,18 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
             "    cairn account transfer --key alice --to $(cairn keys show bob) --amount 12.5"
         );
         eprintln!("    cairn credits buy --key alice --amount 10");
+        eprintln!("    cairn deploy --key alice --yes -- echo hello");
+        eprintln!("    cairn jobs logs --key alice 0");
         eprintln!("  Ctrl-C stops it; running it again resumes; --reset starts over.");
         spawn_demo_oracle(url.to_string(), oracle, micro_usd);
+        if !a.no_worker {
+            spawn_devnet_worker(
+                url.to_string(),
+                dir.join("worker"),
+                keys_dir.clone(),
+                carol,
+                alice,
+            );
+        }
     })
 }

@@ -1,15 +1,26 @@
-//! `cairn worker …`: the provider's agent. So far: `probe`, which runs the proof-of-physical-
-//! work protocol against this machine as a checker would.
+//! `cairn worker …`: the provider's agent: `register` this machine's CPU device, `run` the
+//! daemon that serves its leases (crate `cairn-worker`), and `probe`, which runs the
+//! proof-of-physical-work protocol against this machine as a checker would.
 
-use anyhow::{Context, Result};
+use crate::client_cmd::{NodeOpt, Signer, sign_and_submit};
+use anyhow::{Context, Result, bail};
+use cairn_keystore::Keystore;
 use cairn_popw::{
     CpuSolver, CudaSolver, GPU_N, Params, Solver, cpu_kernel_peak, cuda_unavailable,
     self_challenge, table_challenge,
 };
+use cairn_primitives::{
+    BoundedString, DeviceSpec, Keypair, RegisterDevice, TxBody, device_pop_message, namespace,
+};
 use cairn_primitives::{ClassKind, DeviceClass, gpu_class};
+use cairn_worker::{Agent, AgentConfig, ProcessRuntime, Runtime};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// `cairn worker …`.
 #[derive(Args)]
@@ -20,6 +31,44 @@ pub(crate) struct WorkerArgs {
 
 #[derive(Subcommand)]
 enum WorkerCommand {
+    /// Register this machine's CPU as a device: creates its device key (0600, in the worker's
+    /// data dir), bonds the class's stake from the owner's account, proves key possession.
+    Register {
+        #[command(flatten)]
+        node: NodeOpt,
+        #[command(flatten)]
+        owner: Signer,
+        /// Price per hour (credits under `bme`, base tokens under `direct`).
+        #[arg(long, default_value = "36000")]
+        price: u64,
+        /// Region label customers can filter on.
+        #[arg(long, default_value = "local")]
+        region: String,
+        /// Worker data dir (device keys, lease journal, job dirs).
+        #[arg(long, env = "CAIRN_WORKER_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// The daemon: run the jobs this machine's devices are leased for, report on them, upload
+    /// their output; SIGTERM or Ctrl-C drains (running jobs get --drain-secs to finish).
+    Run {
+        #[command(flatten)]
+        node: NodeOpt,
+        /// Worker data dir (device keys, lease journal, job dirs).
+        #[arg(long, env = "CAIRN_WORKER_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Seconds between heartbeat reports on running leases.
+        #[arg(long, default_value = "5")]
+        heartbeat_secs: u64,
+        /// Seconds running jobs get to finish on shutdown.
+        #[arg(long, default_value = "30")]
+        drain_secs: u64,
+        /// Memory limit per job, MiB.
+        #[arg(long, default_value = "1024")]
+        memory_mib: u64,
+        /// Output limit per job, bytes.
+        #[arg(long, default_value = "1048576")]
+        log_bytes: u64,
+    },
     /// Detect this machine's hardware and run the compute, memory and audit phases of the
     /// challenge against it; report the class it can claim and which classes it would pass.
     Probe {
@@ -104,8 +153,165 @@ fn probe_gpu(catalog: &[DeviceClass], quiet: bool) -> Result<serde_json::Value, 
     }))
 }
 
+/// The worker's data dir: `$CAIRN_HOME/worker`, else `~/.local/share/cairn/worker`.
+pub(crate) fn worker_dir(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| {
+        if let Some(h) = std::env::var_os("CAIRN_HOME") {
+            return PathBuf::from(h).join("worker");
+        }
+        std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("cairn")
+            .join("worker")
+    })
+}
+
+/// The CPU device's key in the worker's data dir (created on first use, 0600).
+pub(crate) fn cpu_device_key(dir: &Path) -> Result<Keypair> {
+    Ok(Keystore::at(dir.join("keys")).load_or_create("device-cpu")?)
+}
+
+/// Registers `device` (this machine's CPU: every core, all its RAM) for `owner` unless the
+/// chain already has it; waits for finality. Returns whether it registered now.
+pub(crate) fn register_cpu(
+    client: &cairn_client::Client,
+    owner: &Keypair,
+    device: &Keypair,
+    price: u64,
+    region: &str,
+) -> Result<bool> {
+    if client
+        .get(&format!("/v1/devices/{}", device.address()))
+        .is_ok()
+    {
+        return Ok(false);
+    }
+    let spec = DeviceSpec {
+        gpu_count: 0,
+        vram_mib: 0,
+        cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
+        ram_mib: ram_mib()?,
+    };
+    let region = BoundedString::new(region).map_err(|e| anyhow::anyhow!("--region: {e}"))?;
+    let hash = sign_and_submit(client, owner, None, |chain, owner| {
+        let pop = device.sign(
+            &namespace("device-pop", &chain.chain_id),
+            &device_pop_message(owner),
+        );
+        Ok(TxBody::RegisterDevice(RegisterDevice {
+            device_key: device.public_key(),
+            class: BoundedString::new("CPU").unwrap_or_default(),
+            spec,
+            region,
+            price_per_hour: price,
+            pop,
+        }))
+    })?;
+    let v = client.wait_final(&hash, Duration::from_secs(30))?;
+    if v["status"] == "failed" {
+        bail!(
+            "registering the device failed: {}",
+            v["code"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(true)
+}
+
+/// Sets `flag` at the first Ctrl-C or SIGTERM.
+fn wait_for_signal(flag: Arc<AtomicBool>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    rt.block_on(async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+    });
+    eprintln!("worker: stopping; running jobs are drained");
+    flag.store(true, Ordering::SeqCst);
+}
+
+/// Runs the worker daemon for this machine's CPU device until `shutdown`.
+pub(crate) fn run_agent(
+    node: &str,
+    dir: &Path,
+    keys_dir: Option<&Path>,
+    configure: impl FnOnce(&mut AgentConfig),
+    shutdown: Arc<AtomicBool>,
+) -> Result<()> {
+    let device = cpu_device_key(dir)?;
+    let mut cfg = AgentConfig::new(node, dir.to_path_buf());
+    cfg.hidden.extend(keys_dir.map(Path::to_path_buf));
+    configure(&mut cfg);
+    let process = ProcessRuntime;
+    if let Some(why) = process.unavailable() {
+        eprintln!("worker: {why}");
+    }
+    let agent = Agent::new(cfg, vec![device], Arc::new(process), None)?;
+    agent.run(shutdown)?;
+    Ok(())
+}
+
 pub(crate) fn run(a: WorkerArgs) -> Result<()> {
-    let WorkerCommand::Probe { json } = a.command;
+    let json = match a.command {
+        WorkerCommand::Probe { json } => json,
+        WorkerCommand::Register {
+            node,
+            owner,
+            price,
+            region,
+            data_dir,
+        } => {
+            let dir = worker_dir(data_dir);
+            let device = cpu_device_key(&dir)?;
+            let owner_key = crate::client_cmd::keys(owner.keys_dir.clone()).load(&owner.key)?;
+            let client = node.client();
+            if register_cpu(&client, &owner_key, &device, price, &region)? {
+                println!("registered device {} (CPU)", device.address());
+            } else {
+                println!("device {} is already registered", device.address());
+            }
+            return Ok(());
+        }
+        WorkerCommand::Run {
+            node,
+            data_dir,
+            heartbeat_secs,
+            drain_secs,
+            memory_mib,
+            log_bytes,
+        } => {
+            let dir = worker_dir(data_dir);
+            let shutdown = Arc::new(AtomicBool::new(false));
+            let flag = shutdown.clone();
+            std::thread::spawn(move || wait_for_signal(flag));
+            eprintln!(
+                "worker: serving device {} against {}",
+                cpu_device_key(&dir)?.address(),
+                node.url
+            );
+            return run_agent(
+                &node.url,
+                &dir,
+                None,
+                |c| {
+                    c.heartbeat = Duration::from_secs(heartbeat_secs.max(1));
+                    c.drain = Duration::from_secs(drain_secs);
+                    c.limits.memory_mib = memory_mib;
+                    c.limits.log_bytes = log_bytes;
+                },
+                shutdown,
+            );
+        }
+    };
     let catalog = DeviceClass::default_catalog();
     let cpu = catalog
         .iter()

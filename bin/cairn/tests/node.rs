@@ -27,7 +27,14 @@ fn start(dir: &Path) -> Devnet {
     start_with(dir, &[])
 }
 
+/// A devnet without its built-in worker (tests that count devices and use alice's nonces).
 fn start_with(dir: &Path, extra: &[&str]) -> Devnet {
+    let mut args = extra.to_vec();
+    args.push("--no-worker");
+    spawn_devnet(dir, &args)
+}
+
+fn spawn_devnet(dir: &Path, extra: &[&str]) -> Devnet {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args([
             "devnet",
@@ -964,4 +971,90 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(exit.success(), "{exit:?}");
+}
+
+/// The customer's path end to end through real processes: devnet's worker registers this
+/// machine; alice deploys a command with the CLI; it runs in the sandbox; she reads its
+/// output, bob is refused; the lease finishes, the provider's device is paid for the time
+/// served, alice's unused deposit comes back, and every credit adds up.
+#[test]
+fn deploy_runs_the_job_and_only_its_owner_reads_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = spawn_devnet(dir.path(), &["--lease-timeout-secs", "10"]);
+    let keys = dir.path().join("keys");
+    let c = Client::new(&net.url);
+    let alice = Keystore::at(&keys).load("alice").unwrap().address();
+    let credits = |c: &Client| {
+        c.account(&alice, false).unwrap()["credits"]
+            .as_u64()
+            .unwrap()
+    };
+    eventually(
+        90,
+        "devnet's worker registers and alice gets credits",
+        || credits(&c) > 0,
+    );
+    let before = credits(&c);
+    let out = cli(
+        &net,
+        &keys,
+        &[
+            "deploy",
+            "--key",
+            "alice",
+            "--yes",
+            "--",
+            "sh",
+            "-c",
+            "echo hello; sleep 1; echo done",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("deployment 0"), "{stdout}");
+    let quote = String::from_utf8_lossy(&out.stderr);
+    assert!(quote.contains("quote: 1 device(s) at 36000"), "{quote}");
+    eventually(60, "the job runs and its lease finishes", || {
+        c.get("/v1/deployments/0").unwrap()["status"] == "finished"
+    });
+    let dep = c.get("/v1/deployments/0").unwrap();
+    let lease = &dep["leases"][0];
+    assert_eq!(lease["state"], "finished", "{dep}");
+    assert_eq!(lease["exit_code"], 0, "{dep}");
+    assert!(lease["started"].as_bool().unwrap(), "{dep}");
+    // At least the second it slept, at 36,000 credits an hour: 10 credits.
+    let paid = dep["paid"].as_u64().unwrap();
+    assert!(paid >= 10, "{dep}");
+    assert_eq!(
+        paid + dep["refunded"].as_u64().unwrap(),
+        dep["deposit"].as_u64().unwrap()
+    );
+    assert_eq!(
+        credits(&c),
+        before - paid,
+        "only the time served is consumed"
+    );
+    let device = lease["device"].as_str().unwrap();
+    let d = c.get(&format!("/v1/devices/{device}")).unwrap();
+    assert_eq!(d["epoch_tally"]["work"].as_u64().unwrap(), paid, "{d}");
+    let logs = cli(&net, &keys, &["jobs", "logs", "--key", "alice", "0"]);
+    assert!(
+        logs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "hello\ndone\n");
+    let refused = cli(&net, &keys, &["jobs", "logs", "--key", "bob", "0"]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("403") && why.contains("owner"), "{why}");
+    // Unsigned: 401.
+    let (status, v) = http_get(&net.url, "/v1/leases/0/logs");
+    assert_eq!(status, 401, "{v}");
+    let shown = cli(&net, &keys, &["jobs", "list", "--key", "alice"]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("finished"));
 }

@@ -110,6 +110,17 @@ impl Client {
         self.finish(resp)
     }
 
+    /// POSTs a JSON document, returns the JSON answer.
+    pub fn post_json(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        let resp = self
+            .agent
+            .post(&self.url(path))
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .map_err(|e| self.unreachable(e))?;
+        self.finish(resp)
+    }
+
     /// `/v1/status`.
     pub fn status(&self) -> Result<Value, Error> {
         self.get("/v1/status")
@@ -220,6 +231,39 @@ impl Client {
             .read_to_vec()
             .map_err(|e| Error::Protocol(e.to_string()))?;
         Ok((bytes, headers))
+    }
+
+    /// Follows a server-sent event stream at `path` (e.g. `/v1/events?device=…`), calling
+    /// `on_line` for each line until it returns `false` or the stream ends. No overall
+    /// timeout (streams are long-lived); the connection itself must open within 10 s.
+    pub fn stream_lines(
+        &self,
+        path: &str,
+        mut on_line: impl FnMut(&str) -> bool,
+    ) -> Result<(), Error> {
+        use std::io::BufRead;
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build();
+        let resp = ureq::Agent::new_with_config(config)
+            .get(&self.url(path))
+            .call()
+            .map_err(|e| self.unreachable(e))?;
+        if resp.status().as_u16() >= 400 {
+            return Err(self
+                .finish(resp)
+                .err()
+                .unwrap_or_else(|| Error::Protocol("an error status with a success body".into())));
+        }
+        let reader = std::io::BufReader::new(resp.into_body().into_reader());
+        for line in reader.lines() {
+            let line = line.map_err(|e| self.unreachable(e))?;
+            if !on_line(&line) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Polls until `h` is final or failed, or `timeout` passes.

@@ -3,8 +3,10 @@
 //! job's output to the node for the customer to read.
 #![deny(missing_docs)]
 
+mod agent;
 mod process;
 mod runtime;
 
+pub use agent::{Agent, AgentConfig, AgentError};
 pub use process::ProcessRuntime;
 pub use runtime::{Job, Limits, Outcome, RunReport, Runtime, RuntimeError, Sink, StopSignal};

@@ -118,6 +118,7 @@ pub fn router(node: Arc<Node>, settings: ApiSettings) -> Router {
         .route("/v1/devices/{address}", get(query::device))
         .route("/v1/deployments", get(query::deployments))
         .route("/v1/deployments/{id}", get(query::deployment))
+        .route("/v1/quote", post(query::quote))
         .route("/v1/leases/{id}", get(query::lease))
         .route("/v1/leases/{id}/logs", get(logs::read).post(logs::upload))
         .route("/v1/epochs", get(query::epochs))

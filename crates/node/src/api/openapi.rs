@@ -90,6 +90,10 @@ pub fn openapi_document() -> Value {
                 "summary": "A deployment: request, escrow (deposit, paid, refunded) and its leases",
                 "parameters": [path_param("id", "integer", "deployment id")],
                 "responses": {"200": ok("deployment"), "404": err("unknown_deployment")}}},
+            "/v1/quote": {"post": {
+                "summary": "What a deployment would get now: devices, price per hour, deposit. Body: {classes?, min_vram_mib?, gpu_count?, cpu_cores?, ram_mib?, replicas, region?, duration_secs, max_price_per_hour}",
+                "responses": {"200": ok("{devices, price_per_hour, duration_secs, deposit, unit}"),
+                              "400": err("bad_request, not_enough_capacity, unknown_class, …")}}},
             "/v1/leases/{id}": {"get": {
                 "summary": "A lease: device, price, times, payment, state, exit code, usage",
                 "parameters": [path_param("id", "integer", "lease id")],

@@ -546,3 +546,86 @@ pub(super) async fn stats(State(s): State<AppState>) -> Json<Value> {
         Some((height, Instant::now(), cost, v.clone()));
     Json(v)
 }
+
+/// What a customer asks a quote for (the fields of an `OpenDeployment`, without the job).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct QuoteRequest {
+    #[serde(default)]
+    classes: Vec<String>,
+    #[serde(default)]
+    min_vram_mib: u64,
+    #[serde(default)]
+    gpu_count: u16,
+    #[serde(default)]
+    cpu_cores: u32,
+    #[serde(default)]
+    ram_mib: u64,
+    replicas: u16,
+    region: Option<String>,
+    duration_secs: u64,
+    max_price_per_hour: u64,
+}
+
+/// POST /v1/quote: the devices a deployment would get now, their prices, and the deposit.
+/// Matching in the block uses that block's hash for ties, so among equally priced devices
+/// the ones booked may differ; the price per hour and the deposit do not.
+pub(super) async fn quote(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    use cairn_primitives::{BoundedString, JobSpec, OpenDeployment, Resources};
+    let q: QuoteRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad("bad_request", format!("quote request: {e}")))?;
+    let text = |s: &str, what: &str| {
+        BoundedString::new(s).map_err(|e| ApiError::bad("bad_request", format!("{what}: {e}")))
+    };
+    let o = OpenDeployment {
+        resources: Resources {
+            classes: q
+                .classes
+                .iter()
+                .map(|c| text(c, "class"))
+                .collect::<Result<_, _>>()?,
+            min_vram_mib: q.min_vram_mib,
+            gpu_count: q.gpu_count,
+            cpu_cores: q.cpu_cores,
+            ram_mib: q.ram_mib,
+        },
+        replicas: q.replicas,
+        region: q.region.as_deref().map(|r| text(r, "region")).transpose()?,
+        duration_secs: q.duration_secs,
+        max_price_per_hour: q.max_price_per_hour,
+        job: JobSpec::default(),
+    };
+    s.node.with_ledger(|l| {
+        let seed = cairn_primitives::Address(l.globals().last_block.0);
+        let picked = l
+            .match_deployment(&o, seed)
+            .map_err(|e| ApiError::bad(e.code(), e.to_string()))?;
+        let mut per_hour = 0u64;
+        let mut deposit = 0u64;
+        let devices: Vec<Value> = picked
+            .iter()
+            .filter_map(|a| l.device(a).map(|d| (a, d)))
+            .map(|(a, d)| {
+                per_hour = per_hour.saturating_add(d.price_per_hour);
+                let dep =
+                    (u128::from(d.price_per_hour) * u128::from(o.duration_secs)).div_ceil(3600);
+                deposit = deposit.saturating_add(u64::try_from(dep).unwrap_or(u64::MAX));
+                json!({"device": a.to_string(), "price_per_hour": d.price_per_hour,
+                       "region": d.region.as_str()})
+            })
+            .collect();
+        Ok(Json(json!({
+            "devices": devices,
+            "price_per_hour": per_hour,
+            "duration_secs": o.duration_secs,
+            "deposit": deposit,
+            "unit": match l.params().payment_model {
+                cairn_primitives::PaymentModel::Bme => "credits",
+                cairn_primitives::PaymentModel::Direct => "base tokens",
+            },
+        })))
+    })
+}

@@ -1,0 +1,583 @@
+//! The worker daemon: finds its devices' leases, runs each job once, reports on it from the
+//! device key, uploads its output, and drains on shutdown.
+//!
+//! - **Finding leases**: one server-sent event stream per device (`/v1/events?device=…`,
+//!   reconnected with backoff) wakes the loop the moment a block touches the device; the loop
+//!   also polls every [`AgentConfig::poll`], so a dropped stream only costs latency.
+//! - **Never twice**: a lease is written to the journal (`leases.json`, replaced atomically)
+//!   before its job starts. After a crash, a lease the journal says was running is reported
+//!   failed ("interrupted") if the chain still has it active, and is never started again.
+//! - **Reports**: `Started` once the process runs, `Running` every [`AgentConfig::heartbeat`]
+//!   (the ledger times out a lease whose device stays silent), then `Finished` with the exit
+//!   code or `Failed` with the reason a limit, the customer or a shutdown gave.
+//! - **Logs**: uploaded every half second while the job runs and once more at its end, each
+//!   upload naming its offset, so a retry never duplicates anything.
+//! - **Shutdown**: no new leases; running jobs get [`AgentConfig::drain`] to finish, then are
+//!   stopped and reported failed, which hands the rest of the lease back to the customer.
+
+use crate::runtime::{Job, Limits, Outcome, Runtime, Sink, StopSignal};
+use cairn_client::Client;
+use cairn_primitives::{
+    Amount, BoundedString, JobSpec, Keypair, LeaseReportKind, Tx, TxBody, Usage,
+};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How the worker runs.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The node's API.
+    pub node: String,
+    /// The journal and the jobs' work dirs.
+    pub data_dir: PathBuf,
+    /// Paths no job may see (the keys directory, the data dir).
+    pub hidden: Vec<PathBuf>,
+    /// Between `Running` reports.
+    pub heartbeat: Duration,
+    /// Between polls of the chain when no event arrives.
+    pub poll: Duration,
+    /// How long running jobs may take to finish on shutdown.
+    pub drain: Duration,
+    /// Limits for every job (the time limit is also capped by the lease's end).
+    pub limits: Limits,
+}
+
+impl AgentConfig {
+    /// Defaults for `node` and `data_dir`.
+    pub fn new(node: &str, data_dir: PathBuf) -> Self {
+        Self {
+            node: node.to_string(),
+            hidden: vec![data_dir.clone()],
+            data_dir,
+            heartbeat: Duration::from_secs(5),
+            poll: Duration::from_secs(1),
+            drain: Duration::from_secs(30),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why the worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The node could not be used.
+    #[error(transparent)]
+    Node(#[from] cairn_client::Error),
+    /// The journal could not be read or written.
+    #[error("lease journal {path}: {reason}")]
+    Journal {
+        /// Its path.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Where each lease this worker took stands, on disk.
+struct Journal {
+    path: PathBuf,
+    leases: BTreeMap<u64, String>,
+}
+
+impl Journal {
+    fn open(dir: &std::path::Path) -> Result<Self, AgentError> {
+        let path = dir.join("leases.json");
+        let err = |e: &dyn std::fmt::Display| AgentError::Journal {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+        let leases = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| err(&e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(err(&e)),
+        };
+        Ok(Self { path, leases })
+    }
+
+    /// Records `lease` as `state`, durably, before returning.
+    fn set(&mut self, lease: u64, state: &str) -> Result<(), AgentError> {
+        self.leases.insert(lease, state.to_string());
+        let tmp = self.path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(&self.leases).unwrap_or_default())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| AgentError::Journal {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Signs and submits one device's reports, keeping its nonce (several may be pending).
+struct Reporter {
+    client: Client,
+    chain_id: String,
+    min_fee: u64,
+    key: Keypair,
+    next_nonce: Mutex<Option<u64>>,
+}
+
+impl Reporter {
+    fn report(&self, lease: u64, kind: LeaseReportKind, usage: Usage) {
+        let mut next = self
+            .next_nonce
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for attempt in 0..3 {
+            let nonce = match *next {
+                Some(n) => n,
+                None => match self.client.next_nonce(&self.key.address()) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(lease, error = %e, "cannot read the device's nonce");
+                        return;
+                    }
+                },
+            };
+            let tx = Tx {
+                sender: self.key.public_key(),
+                nonce,
+                fee: Amount::from_base(self.min_fee),
+                body: TxBody::LeaseReport {
+                    lease,
+                    kind: kind.clone(),
+                    usage: usage.clone(),
+                },
+            }
+            .sign(&self.key, &self.chain_id);
+            match self.client.submit(&tx) {
+                Ok(_) => {
+                    *next = Some(nonce + 1);
+                    return;
+                }
+                Err(cairn_client::Error::Api { code, .. })
+                    if code.contains("nonce") && attempt < 2 =>
+                {
+                    // Another report landed or expired meanwhile: read the nonce again.
+                    *next = None;
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                Err(e) => {
+                    tracing::warn!(lease, error = %e, "lease report refused");
+                    *next = None;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The output of one job, and how much of it the node has.
+#[derive(Default)]
+struct LogBuffer {
+    bytes: Vec<u8>,
+    uploaded: usize,
+}
+
+struct JobSink {
+    reporter: Arc<Reporter>,
+    lease: u64,
+    logs: Arc<Mutex<LogBuffer>>,
+    started_at: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Sink for JobSink {
+    fn started(&mut self) {
+        if let Ok(mut s) = self.started_at.lock() {
+            *s = Some(Instant::now());
+        }
+        tracing::info!(lease = self.lease, "job started");
+        self.reporter
+            .report(self.lease, LeaseReportKind::Started, Usage::default());
+    }
+    fn output(&mut self, bytes: &[u8]) {
+        if let Ok(mut l) = self.logs.lock() {
+            l.bytes.extend_from_slice(bytes);
+        }
+    }
+}
+
+fn upload(reporter: &Reporter, lease: u64, logs: &Mutex<LogBuffer>) {
+    let (offset, chunk) = {
+        let Ok(l) = logs.lock() else { return };
+        if l.uploaded >= l.bytes.len() {
+            return;
+        }
+        (l.uploaded, l.bytes[l.uploaded..].to_vec())
+    };
+    let path = format!("/v1/leases/{lease}/logs?offset={offset}");
+    match reporter
+        .client
+        .post_signed(&path, &reporter.key, &reporter.chain_id, &chunk)
+    {
+        Ok(v) => {
+            let len = v["length"].as_u64().unwrap_or(0) as usize;
+            if let Ok(mut l) = logs.lock() {
+                l.uploaded = len.min(l.bytes.len()).max(l.uploaded);
+            }
+        }
+        Err(e) => tracing::warn!(lease, error = %e, "log upload failed; retrying"),
+    }
+}
+
+struct Running {
+    stop: StopSignal,
+    thread: std::thread::JoinHandle<()>,
+    logs: Arc<Mutex<LogBuffer>>,
+    device: usize,
+}
+
+/// The worker.
+pub struct Agent {
+    cfg: AgentConfig,
+    client: Client,
+    reporters: Vec<Arc<Reporter>>,
+    process: Arc<dyn Runtime>,
+    container: Option<Arc<dyn Runtime>>,
+}
+
+fn text(v: &Value) -> Option<BoundedString<1024>> {
+    v.as_str().and_then(|s| BoundedString::new(s).ok())
+}
+
+impl Agent {
+    /// A worker for `devices` (their keys) against the node in `cfg`, running bare commands
+    /// with `process` and images with `container` (jobs with an image fail when `None`).
+    pub fn new(
+        cfg: AgentConfig,
+        devices: Vec<Keypair>,
+        process: Arc<dyn Runtime>,
+        container: Option<Arc<dyn Runtime>>,
+    ) -> Result<Self, AgentError> {
+        let client = Client::new(&cfg.node);
+        let status = client.status()?;
+        let chain_id = status["chain_id"].as_str().unwrap_or_default().to_string();
+        let min_fee = status["min_fee_base"].as_u64().unwrap_or(0);
+        let reporters = devices
+            .into_iter()
+            .map(|key| {
+                Arc::new(Reporter {
+                    client: client.clone(),
+                    chain_id: chain_id.clone(),
+                    min_fee,
+                    key,
+                    next_nonce: Mutex::new(None),
+                })
+            })
+            .collect();
+        Ok(Self {
+            cfg,
+            client,
+            reporters,
+            process,
+            container,
+        })
+    }
+
+    /// Follows each device's event stream, waking the loop on every event, until `shutdown`.
+    fn watch(&self, wake: mpsc::Sender<()>, shutdown: Arc<AtomicBool>) {
+        for r in &self.reporters {
+            let client = self.client.clone();
+            let path = format!("/v1/events?device={}", r.key.address());
+            let wake = wake.clone();
+            let shutdown = shutdown.clone();
+            std::thread::spawn(move || {
+                let mut backoff = Duration::from_millis(250);
+                while !shutdown.load(Ordering::SeqCst) {
+                    let result = client.stream_lines(&path, |line| {
+                        if line.starts_with("data:") && wake.send(()).is_err() {
+                            return false;
+                        }
+                        !shutdown.load(Ordering::SeqCst)
+                    });
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "event stream dropped; polling meanwhile");
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            });
+        }
+    }
+
+    /// Runs until `shutdown` is set, then drains.
+    pub fn run(&self, shutdown: Arc<AtomicBool>) -> Result<(), AgentError> {
+        let mut journal = Journal::open(&self.cfg.data_dir)?;
+        self.recover(&mut journal)?;
+        let journal = Arc::new(Mutex::new(journal));
+        let (wake_tx, wake) = mpsc::channel();
+        let stream_stop = Arc::new(AtomicBool::new(false));
+        self.watch(wake_tx, stream_stop.clone());
+        let mut running: HashMap<u64, Running> = HashMap::new();
+        let mut last_beat = Instant::now();
+        let mut last_upload = Instant::now();
+        let mut draining: Option<Instant> = None;
+        loop {
+            if shutdown.load(Ordering::SeqCst) && draining.is_none() {
+                tracing::info!(jobs = running.len(), "shutting down: draining running jobs");
+                draining = Some(Instant::now());
+            }
+            if let Some(since) = draining {
+                if since.elapsed() > self.cfg.drain {
+                    for r in running.values() {
+                        r.stop.stop("the worker shut down before the job finished");
+                    }
+                }
+            } else {
+                self.take_new_leases(&journal, &mut running);
+            }
+            // Leases the chain ended (closed, expired, timed out): stop their jobs.
+            for (id, r) in &running {
+                if let Ok(l) = self.client.get(&format!("/v1/leases/{id}"))
+                    && l["state"] != "active"
+                {
+                    r.stop.stop(&format!(
+                        "the lease ended on chain ({})",
+                        l["state"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
+            if last_beat.elapsed() >= self.cfg.heartbeat {
+                last_beat = Instant::now();
+                for (id, r) in &running {
+                    let usage = Usage {
+                        log_bytes: r.logs.lock().map_or(0, |l| l.bytes.len() as u64),
+                        ..Usage::default()
+                    };
+                    self.reporters[r.device].report(*id, LeaseReportKind::Running, usage);
+                }
+            }
+            if last_upload.elapsed() >= Duration::from_millis(500) {
+                last_upload = Instant::now();
+                for (id, r) in &running {
+                    upload(&self.reporters[r.device], *id, &r.logs);
+                }
+            }
+            let done: Vec<u64> = running
+                .iter()
+                .filter(|(_, r)| r.thread.is_finished())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in done {
+                if let Some(r) = running.remove(&id) {
+                    let _ = r.thread.join();
+                }
+            }
+            if draining.is_some() && running.is_empty() {
+                break;
+            }
+            let wait = if draining.is_some() {
+                Duration::from_millis(50)
+            } else {
+                self.cfg.poll
+            };
+            let _ = wake.recv_timeout(wait);
+        }
+        stream_stop.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Reports leases a previous run left running, without running them again.
+    fn recover(&self, journal: &mut Journal) -> Result<(), AgentError> {
+        let interrupted: Vec<u64> = journal
+            .leases
+            .iter()
+            .filter(|(_, s)| s.as_str() == "running")
+            .map(|(id, _)| *id)
+            .collect();
+        for id in interrupted {
+            let lease = self.client.get(&format!("/v1/leases/{id}")).ok();
+            let device = lease
+                .as_ref()
+                .and_then(|l| l["device"].as_str().map(str::to_string));
+            let active = lease.as_ref().is_some_and(|l| l["state"] == "active");
+            if active
+                && let Some(r) = self
+                    .reporters
+                    .iter()
+                    .find(|r| Some(r.key.address().to_string()) == device)
+            {
+                tracing::warn!(lease = id, "the previous run was interrupted; reporting it");
+                r.report(
+                    id,
+                    LeaseReportKind::Failed {
+                        reason: BoundedString::new(
+                            "the worker restarted while the job ran; it is not run twice",
+                        )
+                        .unwrap_or_default(),
+                    },
+                    Usage::default(),
+                );
+            }
+            journal.set(id, "interrupted")?;
+        }
+        Ok(())
+    }
+
+    fn take_new_leases(&self, journal: &Arc<Mutex<Journal>>, running: &mut HashMap<u64, Running>) {
+        for (i, r) in self.reporters.iter().enumerate() {
+            let Ok(dev) = self.client.get(&format!("/v1/devices/{}", r.key.address())) else {
+                continue;
+            };
+            let lease = &dev["lease"];
+            let Some(id) = lease["id"].as_u64() else {
+                continue;
+            };
+            if lease["state"] != "active" || running.contains_key(&id) {
+                continue;
+            }
+            if journal.lock().map_or(true, |j| j.leases.contains_key(&id)) {
+                continue;
+            }
+            match self.start(i, id, lease, journal) {
+                Ok(job) => {
+                    running.insert(id, job);
+                }
+                Err(e) => tracing::warn!(lease = id, error = %e, "could not start the lease"),
+            }
+        }
+    }
+
+    fn start(
+        &self,
+        device: usize,
+        id: u64,
+        lease: &Value,
+        journal: &Arc<Mutex<Journal>>,
+    ) -> Result<Running, AgentError> {
+        let dep_id = lease["deployment"].as_u64().unwrap_or(u64::MAX);
+        let dep = self.client.get(&format!("/v1/deployments/{dep_id}"))?;
+        let job = &dep["job"];
+        let spec = JobSpec {
+            image: job["image"]
+                .as_str()
+                .and_then(|s| BoundedString::new(s).ok()),
+            command: job["command"]
+                .as_array()
+                .map(|a| a.iter().filter_map(text).collect())
+                .unwrap_or_default(),
+            env: job["environment"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((BoundedString::new(k.as_str()).ok()?, text(v)?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        // Never past the lease's end.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let left = lease["end_ms"].as_u64().unwrap_or(0).saturating_sub(now);
+        let mut limits = self.cfg.limits.clone();
+        limits.time = limits.time.min(Duration::from_millis(left.max(1)));
+        let job = Job {
+            lease: id,
+            spec,
+            limits,
+            work_dir: self.cfg.data_dir.join("jobs").join(id.to_string()),
+            hidden: self.cfg.hidden.clone(),
+        };
+        // Written down before anything runs: after a crash this lease is reported, not rerun.
+        journal
+            .lock()
+            .map_err(|_| AgentError::Journal {
+                path: self.cfg.data_dir.clone(),
+                reason: "poisoned".into(),
+            })?
+            .set(id, "running")?;
+        let runtime = if job.spec.image.is_some() {
+            self.container.clone()
+        } else {
+            Some(self.process.clone())
+        };
+        let reporter = self.reporters[device].clone();
+        let logs = Arc::new(Mutex::new(LogBuffer::default()));
+        let stop = StopSignal::default();
+        let (thread_logs, thread_stop, thread_journal) =
+            (logs.clone(), stop.clone(), journal.clone());
+        tracing::info!(
+            lease = id,
+            deployment = dep_id,
+            "lease booked; starting its job"
+        );
+        let thread = std::thread::spawn(move || {
+            let mut sink = JobSink {
+                reporter: reporter.clone(),
+                lease: id,
+                logs: thread_logs.clone(),
+                started_at: Arc::new(Mutex::new(None)),
+            };
+            let result = match runtime {
+                Some(rt) => rt
+                    .run(&job, &mut sink, &thread_stop)
+                    .map_err(|e| e.to_string()),
+                None => Err(
+                    "this worker has no container runtime: jobs with an image cannot run here"
+                        .into(),
+                ),
+            };
+            upload(&reporter, id, &thread_logs);
+            let usage = |u: Usage| Usage {
+                log_bytes: thread_logs
+                    .lock()
+                    .map_or(u.log_bytes, |l| l.bytes.len() as u64),
+                ..u
+            };
+            let (kind, u) = match result {
+                Ok(r) => match r.outcome {
+                    Outcome::Exited(code) => {
+                        (LeaseReportKind::Finished { exit_code: code }, r.usage)
+                    }
+                    Outcome::Stopped(reason) => (failed(&reason), r.usage),
+                },
+                Err(e) => (failed(&e), Usage::default()),
+            };
+            tracing::info!(lease = id, outcome = ?kind, "job ended");
+            // A lease the chain already ended takes no report (it would be refused).
+            let active = reporter
+                .client
+                .get(&format!("/v1/leases/{id}"))
+                .is_ok_and(|l| l["state"] == "active");
+            if active {
+                reporter.report(id, kind, usage(u));
+            }
+            if let Ok(mut j) = thread_journal.lock()
+                && let Err(e) = j.set(id, "done")
+            {
+                tracing::error!(lease = id, error = %e, "journal write failed");
+            }
+        });
+        Ok(Running {
+            stop,
+            thread,
+            logs,
+            device,
+        })
+    }
+}
+
+fn failed(reason: &str) -> LeaseReportKind {
+    let mut r = reason.to_string();
+    while r.len() > 256 {
+        r.pop();
+    }
+    LeaseReportKind::Failed {
+        reason: BoundedString::new(r).unwrap_or_default(),
+    }
+}
