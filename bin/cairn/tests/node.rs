@@ -1058,3 +1058,152 @@ fn deploy_runs_the_job_and_only_its_owner_reads_the_logs() {
     let shown = cli(&net, &keys, &["jobs", "list", "--key", "alice"]);
     assert!(String::from_utf8_lossy(&shown.stdout).contains("finished"));
 }
+
+/// A worker killed with SIGKILL mid-job: the sandbox dies with it, the lease times out after
+/// the genesis lease timeout, the provider is paid up to the worker's last report and alice
+/// gets the rest back; the restarted worker neither runs the job again nor reports it twice,
+/// and stops cleanly on SIGTERM.
+#[test]
+fn a_killed_worker_s_lease_times_out_and_is_never_run_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = start_with(dir.path(), &["--lease-timeout-secs", "6"]);
+    let keys = dir.path().join("keys");
+    let wdir = dir.path().join("worker");
+    let c = Client::new(&net.url);
+    let alice = Keystore::at(&keys).load("alice").unwrap().address();
+    let reg = cli(
+        &net,
+        &keys,
+        &[
+            "worker",
+            "register",
+            "--key",
+            "carol",
+            "--data-dir",
+            wdir.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        reg.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reg.stderr)
+    );
+    eventually(
+        60,
+        "alice buys credits once the oracle's price is in",
+        || {
+            cli(
+                &net,
+                &keys,
+                &["credits", "buy", "--key", "alice", "--amount", "10"],
+            )
+            .status
+            .success()
+        },
+    );
+    let worker = || {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["worker", "run", "--heartbeat-secs", "1", "--data-dir"])
+            .arg(&wdir)
+            .env("CAIRN_NODE", &net.url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cairn worker run")
+    };
+    let mut w = worker();
+    let out = cli(
+        &net,
+        &keys,
+        &[
+            "deploy",
+            "--key",
+            "alice",
+            "--yes",
+            "--",
+            "sh",
+            "-c",
+            "sleep 120; : cairn-killed-worker-marker",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(30, "the job starts", || {
+        c.get("/v1/leases/0").unwrap()["started"] == true
+    });
+    // Killed once a heartbeat past the start has landed (some served time is on record).
+    eventually(30, "a heartbeat lands", || {
+        let l = c.get("/v1/leases/0").unwrap();
+        l["last_seen_ms"].as_u64().unwrap() >= l["start_ms"].as_u64().unwrap() + 1_500
+    });
+    w.kill().unwrap();
+    w.wait().unwrap();
+    let running = |marker: &str| {
+        !Command::new("pgrep")
+            .args(["-f", marker])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty()
+    };
+    eventually(5, "the sandbox dies with its worker", || {
+        !running("cairn-killed-worker-marker")
+    });
+    let credits_before_end = c.account(&alice, false).unwrap()["credits"]
+        .as_u64()
+        .unwrap();
+    eventually(30, "the lease times out", || {
+        c.get("/v1/leases/0").unwrap()["state"] == "timed_out"
+    });
+    let lease = c.get("/v1/leases/0").unwrap();
+    let (paid, deposit) = (
+        lease["paid"].as_u64().unwrap(),
+        c.get("/v1/deployments/0").unwrap()["deposit"]
+            .as_u64()
+            .unwrap(),
+    );
+    // Paid up to the last heartbeat (≥ 1.5 s at 36,000/h = 15 credits), not for the silence.
+    let served = lease["last_seen_ms"].as_u64().unwrap() - lease["start_ms"].as_u64().unwrap();
+    assert_eq!(paid, 36_000 * served / 3_600_000, "{lease}");
+    assert!(paid >= 15 && paid < deposit, "{lease}");
+    let dep = c.get("/v1/deployments/0").unwrap();
+    assert_eq!(
+        dep["paid"].as_u64().unwrap() + dep["refunded"].as_u64().unwrap(),
+        deposit
+    );
+    let credits_after = c.account(&alice, false).unwrap()["credits"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(credits_after, credits_before_end + (deposit - paid));
+    // Restarted: it finds the interrupted lease in its journal and does not run it again.
+    let mut w = worker();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!running("cairn-killed-worker-marker"), "the job ran twice");
+    assert_eq!(
+        c.get("/v1/leases/0").unwrap(),
+        lease,
+        "nothing reported after the end"
+    );
+    let journal = std::fs::read_to_string(wdir.join("leases.json")).unwrap();
+    assert!(journal.contains("\"0\":\"interrupted\""), "{journal}");
+    // SIGTERM: it drains (nothing running) and exits cleanly.
+    Command::new("kill")
+        .args(["-TERM", &w.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = w.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = w.kill();
+            panic!("the worker did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+}
