@@ -192,14 +192,10 @@ struct JobSink {
     reporter: Arc<Reporter>,
     lease: u64,
     logs: Arc<Mutex<LogBuffer>>,
-    started_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Sink for JobSink {
     fn started(&mut self) {
-        if let Ok(mut s) = self.started_at.lock() {
-            *s = Some(Instant::now());
-        }
         tracing::info!(lease = self.lease, "job started");
         self.reporter
             .report(self.lease, LeaseReportKind::Started, Usage::default());
@@ -521,7 +517,6 @@ impl Agent {
                 reporter: reporter.clone(),
                 lease: id,
                 logs: thread_logs.clone(),
-                started_at: Arc::new(Mutex::new(None)),
             };
             let result = match runtime {
                 Some(rt) => rt
