@@ -995,25 +995,7 @@ fn deploy_runs_the_job_and_only_its_owner_reads_the_logs() {
         || credits(&c) > 0,
     );
     let before = credits(&c);
-    let out = cli(
-        &net,
-        &keys,
-        &[
-            "deploy",
-            "--key",
-            "alice",
-            "--yes",
-            "--",
-            "sh",
-            "-c",
-            "echo hello; sleep 1; echo done",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = deploy_sh(&net, &keys, "echo hello; sleep 1; echo done");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("deployment 0"), "{stdout}");
     let quote = String::from_utf8_lossy(&out.stderr);
@@ -1057,6 +1039,84 @@ fn deploy_runs_the_job_and_only_its_owner_reads_the_logs() {
     assert_eq!(status, 401, "{v}");
     let shown = cli(&net, &keys, &["jobs", "list", "--key", "alice"]);
     assert!(String::from_utf8_lossy(&shown.stdout).contains("finished"));
+
+    // A quote for what cannot be had, or a malformed one: a clear error, nothing booked.
+    let q = |body: serde_json::Value| c.post_json("/v1/quote", &body).unwrap_err().to_string();
+    let e =
+        q(serde_json::json!({"replicas": 5, "duration_secs": 60, "max_price_per_hour": 1_000_000}));
+    assert!(e.contains("not_enough_capacity"), "{e}");
+    let e = q(serde_json::json!({"replicas": 0, "duration_secs": 60, "max_price_per_hour": 1}));
+    assert!(e.contains("bad_replicas"), "{e}");
+    let e = q(serde_json::json!({"replicas": 1}));
+    assert!(e.contains("bad_request"), "{e}");
+
+    // Extend, then stop, from the CLI: the deposit grows by the extra hour, and stopping
+    // refunds everything not served.
+    deploy_sh(&net, &keys, "sleep 1000; : cairn-stopped-job-marker");
+    eventually(30, "the second job starts", || {
+        c.get("/v1/deployments/1").unwrap()["leases"][0]["started"] == true
+    });
+    let deposit = |c: &Client| {
+        c.get("/v1/deployments/1").unwrap()["deposit"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(deposit(&c), 36_000);
+    let ext = cli(
+        &net,
+        &keys,
+        &["jobs", "extend", "--key", "alice", "1", "--hours", "1"],
+    );
+    assert!(
+        ext.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ext.stderr)
+    );
+    assert_eq!(deposit(&c), 72_000);
+    let bad = cli(
+        &net,
+        &keys,
+        &["jobs", "extend", "--key", "bob", "1", "--hours", "1"],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not_deployment_owner"));
+    let stop = cli(&net, &keys, &["jobs", "stop", "--key", "alice", "1"]);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let dep = c.get("/v1/deployments/1").unwrap();
+    assert_eq!(dep["status"], "closed", "{dep}");
+    eventually(10, "the worker stops the closed deployment's job", || {
+        Command::new("pgrep")
+            .args(["-f", "cairn-stopped-job-marker"])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty()
+    });
+    assert_eq!(
+        dep["paid"].as_u64().unwrap() + dep["refunded"].as_u64().unwrap(),
+        72_000
+    );
+}
+
+/// `cairn deploy --key alice --yes -- sh -c SCRIPT`, which must succeed.
+fn deploy_sh(net: &Devnet, keys: &Path, script: &str) -> std::process::Output {
+    let out = cli(
+        net,
+        keys,
+        &[
+            "deploy", "--key", "alice", "--yes", "--", "sh", "-c", script,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// A worker killed with SIGKILL mid-job: the sandbox dies with it, the lease times out after
@@ -1112,25 +1172,7 @@ fn a_killed_worker_s_lease_times_out_and_is_never_run_twice() {
             .expect("spawn cairn worker run")
     };
     let mut w = worker();
-    let out = cli(
-        &net,
-        &keys,
-        &[
-            "deploy",
-            "--key",
-            "alice",
-            "--yes",
-            "--",
-            "sh",
-            "-c",
-            "sleep 120; : cairn-killed-worker-marker",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    deploy_sh(&net, &keys, "sleep 120; : cairn-killed-worker-marker");
     eventually(30, "the job starts", || {
         c.get("/v1/leases/0").unwrap()["started"] == true
     });

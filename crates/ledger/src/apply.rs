@@ -875,36 +875,18 @@ impl Ledger {
     // ----- deployments and leases ----------------------------------------------------------
 
     fn open_deployment(&mut self, sender: Address, o: &OpenDeployment) -> Result<()> {
-        if o.replicas == 0 || o.replicas > MAX_REPLICAS {
-            return Err(TxError::BadReplicas { max: MAX_REPLICAS });
-        }
-        if o.duration_secs == 0 || o.duration_secs > MAX_DURATION_SECS {
-            return Err(TxError::BadDuration {
-                max_secs: MAX_DURATION_SECS,
-            });
-        }
         if o.job.image.is_none() && o.job.command.is_empty() {
             return Err(TxError::EmptyJob);
-        }
-        if o.max_price_per_hour == 0 {
-            return Err(TxError::ZeroPrice);
         }
         let seed = {
             let idx = self.cx.tx_index.unwrap_or(u32::MAX).to_be_bytes();
             Address(sha256(&[b"cairn/match", &self.cx.block_hash.0, &idx]).0)
         };
-        let picked = self.match_deployment(o, seed)?;
-        let devices = &self.state.devices;
-        // Deposits: each lease holds its full price for the full duration, rounded up.
-        let mut deposits = Vec::with_capacity(picked.len());
-        let mut total: u64 = 0;
-        for a in &picked {
-            let price = devices.get(a).map_or(0, |d| d.price_per_hour);
-            let dep =
-                ceil_mul_div(price, o.duration_secs, 3600).ok_or(TxError::Overflow("deposit"))?;
-            total = total.checked_add(dep).ok_or(TxError::Overflow("deposit"))?;
-            deposits.push((*a, price, dep));
-        }
+        let deposits = self.quote(o, seed)?;
+        let total = deposits
+            .iter()
+            .try_fold(0u64, |t, (_, _, d)| t.checked_add(*d))
+            .ok_or(TxError::Overflow("deposit"))?;
         self.take_payment(&sender, total)?;
         let mut g = self.state.globals.clone();
         let dep_id = g.next_deployment;
@@ -1049,6 +1031,34 @@ impl Ledger {
             end_ms,
         });
         Ok(())
+    }
+
+    /// What `o` would book now (its job aside): each device with its price per hour and the
+    /// deposit its lease holds, or the error opening it would get. `OpenDeployment` and the
+    /// API's quote both go through here.
+    pub fn quote(&self, o: &OpenDeployment, seed: Address) -> Result<Vec<(Address, u64, u64)>> {
+        if o.replicas == 0 || o.replicas > MAX_REPLICAS {
+            return Err(TxError::BadReplicas { max: MAX_REPLICAS });
+        }
+        if o.duration_secs == 0 || o.duration_secs > MAX_DURATION_SECS {
+            return Err(TxError::BadDuration {
+                max_secs: MAX_DURATION_SECS,
+            });
+        }
+        if o.max_price_per_hour == 0 {
+            return Err(TxError::ZeroPrice);
+        }
+        let picked = self.match_deployment(o, seed)?;
+        // Deposits: each lease holds its full price for the full duration, rounded up.
+        picked
+            .into_iter()
+            .map(|a| {
+                let price = self.state.devices.get(&a).map_or(0, |d| d.price_per_hour);
+                let dep = ceil_mul_div(price, o.duration_secs, 3600)
+                    .ok_or(TxError::Overflow("deposit"))?;
+                Ok((a, price, dep))
+            })
+            .collect()
     }
 
     /// The devices a deployment would get: all replicas or an error, in order of price, then

@@ -601,20 +601,15 @@ pub(super) async fn quote(
     s.node.with_ledger(|l| {
         let seed = cairn_primitives::Address(l.globals().last_block.0);
         let picked = l
-            .match_deployment(&o, seed)
+            .quote(&o, seed)
             .map_err(|e| ApiError::bad(e.code(), e.to_string()))?;
-        let mut per_hour = 0u64;
-        let mut deposit = 0u64;
+        let per_hour = picked.iter().fold(0u64, |t, p| t.saturating_add(p.1));
+        let deposit = picked.iter().fold(0u64, |t, p| t.saturating_add(p.2));
         let devices: Vec<Value> = picked
             .iter()
-            .filter_map(|a| l.device(a).map(|d| (a, d)))
-            .map(|(a, d)| {
-                per_hour = per_hour.saturating_add(d.price_per_hour);
-                let dep =
-                    (u128::from(d.price_per_hour) * u128::from(o.duration_secs)).div_ceil(3600);
-                deposit = deposit.saturating_add(u64::try_from(dep).unwrap_or(u64::MAX));
-                json!({"device": a.to_string(), "price_per_hour": d.price_per_hour,
-                       "region": d.region.as_str()})
+            .map(|(a, price, dep)| {
+                json!({"device": a.to_string(), "price_per_hour": price, "deposit": dep,
+                       "region": l.device(a).map_or("", |d| d.region.as_str())})
             })
             .collect();
         Ok(Json(json!({
