@@ -488,6 +488,7 @@ impl Agent {
             limits,
             work_dir: self.cfg.data_dir.join("jobs").join(id.to_string()),
             hidden: self.cfg.hidden.clone(),
+            gpus: Vec::new(),
         };
         // Written down before anything runs: after a crash this lease is reported, not rerun.
         journal

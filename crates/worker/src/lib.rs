@@ -4,9 +4,13 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod docker;
 mod process;
 mod runtime;
+#[doc(hidden)]
+pub mod testing;
 
 pub use agent::{Agent, AgentConfig, AgentError};
+pub use docker::{DockerRuntime, default_socket};
 pub use process::ProcessRuntime;
 pub use runtime::{Job, Limits, Outcome, RunReport, Runtime, RuntimeError, Sink, StopSignal};

@@ -49,6 +49,8 @@ pub struct Job {
     pub work_dir: PathBuf,
     /// Paths the job must not see (the worker's keys and data).
     pub hidden: Vec<PathBuf>,
+    /// GPUs the job gets, as CDI device names (`nvidia.com/gpu=<uuid>`); empty for CPU leases.
+    pub gpus: Vec<String>,
 }
 
 /// How a job ended.
@@ -121,6 +123,11 @@ pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
     /// Why it cannot run here, or `None` when it can.
     fn unavailable(&self) -> Option<String>;
+    /// Cleans up after a previous run of this worker that died (leftover containers);
+    /// returns what it removed.
+    fn recover(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Runs `job` to its end (or until `stop`, or a limit), blocking.
     fn run(
         &self,

@@ -63,6 +63,7 @@ fn job(dir: &Path, script: &str, limits: Limits, hidden: Vec<std::path::PathBuf>
         limits,
         work_dir: dir.join("work"),
         hidden,
+        gpus: Vec::new(),
     }
 }
 
