@@ -266,9 +266,14 @@ pub(crate) struct DevnetArgs {
     /// A lease whose worker stops reporting for this long ends (paid up to its last report).
     #[arg(long, default_value_t = 30)]
     lease_timeout_secs: u64,
-    /// Do not start the built-in worker (this machine's CPU as a device owned by carol).
+    /// Do not start the built-in worker (this machine's CPU and GPUs as devices owned by
+    /// carol).
     #[arg(long)]
     no_worker: bool,
+    /// The built-in worker's Docker Engine API socket, for `cairn deploy --image`.
+    /// Default: DOCKER_HOST when it is unix://…, else /var/run/docker.sock.
+    #[arg(long)]
+    docker_socket: Option<PathBuf>,
 }
 
 /// Devnet's worker: registers this machine's CPU as a device owned by `owner` (carol), buys
@@ -276,6 +281,7 @@ pub(crate) struct DevnetArgs {
 /// away), then serves the device's leases with the bubblewrap runtime.
 fn spawn_devnet_worker(
     url: String,
+    docker_socket: PathBuf,
     dir: PathBuf,
     keys_dir: PathBuf,
     owner: cairn_primitives::Keypair,
@@ -283,24 +289,24 @@ fn spawn_devnet_worker(
 ) {
     std::thread::spawn(move || {
         let client = cairn_client::Client::new(&url);
-        let device = match crate::worker_cmd::cpu_device_key(&dir) {
-            Ok(k) => k,
+        let offer = match crate::worker_cmd::offer(&dir) {
+            Ok(o) => o,
             Err(e) => return eprintln!("worker: {e:#}"),
         };
         let start = std::time::Instant::now();
         loop {
-            match crate::worker_cmd::register_cpu(&client, &owner, &device, 36_000, "local") {
-                Ok(fresh) => {
-                    if fresh {
-                        eprintln!(
-                            "worker: registered this machine's CPU as device {} (owner carol, 36000 credits/h)",
-                            device.address()
-                        );
+            match crate::worker_cmd::register_offer(
+                &client, &owner, &offer, 36_000, 720_000, "local",
+            ) {
+                Ok(lines) => {
+                    eprintln!("worker: this machine's devices, owned by carol:");
+                    for line in lines {
+                        eprintln!("worker:   {line}");
                     }
                     break;
                 }
                 Err(e) if start.elapsed() > Duration::from_secs(60) => {
-                    return eprintln!("worker: could not register the device: {e:#}");
+                    return eprintln!("worker: could not register the devices: {e:#}");
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(500)),
             }
@@ -330,6 +336,7 @@ fn spawn_devnet_worker(
             &url,
             &dir,
             Some(&keys_dir),
+            &docker_socket,
             |c| {
                 c.heartbeat = Duration::from_secs(3);
             },
@@ -495,6 +502,9 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
         if !a.no_worker {
             spawn_devnet_worker(
                 url.to_string(),
+                a.docker_socket
+                    .clone()
+                    .unwrap_or_else(cairn_worker::default_socket),
                 dir.join("worker"),
                 keys_dir.clone(),
                 carol,

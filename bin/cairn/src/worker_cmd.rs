@@ -13,7 +13,10 @@ use cairn_primitives::{
     BoundedString, DeviceSpec, Keypair, RegisterDevice, TxBody, device_pop_message, namespace,
 };
 use cairn_primitives::{ClassKind, DeviceClass, gpu_class};
-use cairn_worker::{Agent, AgentConfig, ProcessRuntime, Runtime};
+use cairn_worker::{
+    Agent, AgentConfig, DockerRuntime, Gpu, GpuAccess, Hardware, ProcessRuntime, Runtime,
+    default_socket,
+};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::io::Write;
@@ -31,16 +34,21 @@ pub(crate) struct WorkerArgs {
 
 #[derive(Subcommand)]
 enum WorkerCommand {
-    /// Register this machine's CPU as a device: creates its device key (0600, in the worker's
-    /// data dir), bonds the class's stake from the owner's account, proves key possession.
+    /// Register this machine as devices: its CPU, and each NVIDIA GPU whose model the class
+    /// catalog knows (found through NVML, else nvidia-smi). Each device gets its own key (0600,
+    /// in the worker's data dir); the class's stake is bonded from the owner's account and
+    /// possession of the device key proven. Says why when no GPU is offered.
     Register {
         #[command(flatten)]
         node: NodeOpt,
         #[command(flatten)]
         owner: Signer,
-        /// Price per hour (credits under `bme`, base tokens under `direct`).
+        /// The CPU device's price per hour (credits under `bme`, base tokens under `direct`).
         #[arg(long, default_value = "36000")]
         price: u64,
+        /// Each GPU device's price per hour.
+        #[arg(long, default_value = "720000")]
+        gpu_price: u64,
         /// Region label customers can filter on.
         #[arg(long, default_value = "local")]
         region: String,
@@ -68,6 +76,14 @@ enum WorkerCommand {
         /// Output limit per job, bytes.
         #[arg(long, default_value = "1048576")]
         log_bytes: u64,
+        /// The Docker Engine API socket (Docker, or `podman system service`) for jobs with
+        /// an image. Default: DOCKER_HOST when it is unix://…, else /var/run/docker.sock.
+        #[arg(long)]
+        docker_socket: Option<PathBuf>,
+        /// Run bare commands in this image through the container engine instead of the
+        /// bubblewrap sandbox.
+        #[arg(long)]
+        bare_image: Option<String>,
     },
     /// Detect this machine's hardware and run the compute, memory and audit phases of the
     /// challenge against it; report the class it can claim and which classes it would pass.
@@ -78,50 +94,21 @@ enum WorkerCommand {
     },
 }
 
-/// What `/proc/meminfo` says the machine has, in MiB.
-fn ram_mib() -> Result<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb / 1024)
-        .context("no MemTotal in /proc/meminfo")
-}
-
-/// The GPUs `nvidia-smi` reports (model, MiB of memory), or why there are none.
-fn nvidia_gpus() -> Result<Vec<(String, u64)>, String> {
-    let out = std::process::Command::new("nvidia-smi")
-        .args([
-            "--query-gpu=name,memory.total",
-            "--format=csv,noheader,nounits",
-        ])
-        .output()
-        .map_err(|_| "no NVIDIA GPU found: nvidia-smi is not installed (no driver)".to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "no NVIDIA GPU usable: nvidia-smi failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let gpus: Vec<(String, u64)> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (name, mib) = l.rsplit_once(',')?;
-            Some((name.trim().to_string(), mib.trim().parse().ok()?))
-        })
-        .collect();
-    if gpus.is_empty() {
-        return Err("no NVIDIA GPU found: nvidia-smi lists none".into());
-    }
-    Ok(gpus)
-}
-
 /// GPU 0 measured with the CUDA solver: the int8 GEMM rate at the GPU challenge's size beside
 /// its class's peak, and one whole table (inputs generated, product, copied back). `Err` says
 /// why the GPU was not measured (the CPU is probed either way).
-fn probe_gpu(catalog: &[DeviceClass], quiet: bool) -> Result<serde_json::Value, String> {
-    let gpus = nvidia_gpus()?;
-    let (model, mib) = gpus[0].clone();
+fn probe_gpu(
+    catalog: &[DeviceClass],
+    hw: &Hardware,
+    quiet: bool,
+) -> Result<serde_json::Value, String> {
+    let gpus = &hw.gpus;
+    let Some(first) = gpus.first() else {
+        return Err(hw
+            .gpu_note()
+            .unwrap_or_else(|| "no NVIDIA GPU found".into()));
+    };
+    let (model, mib) = (first.model.clone(), first.vram_mib);
     let class = gpu_class(catalog, &model, mib);
     if let Some(why) = cuda_unavailable() {
         return Err(format!(
@@ -173,12 +160,88 @@ pub(crate) fn cpu_device_key(dir: &Path) -> Result<Keypair> {
     Ok(Keystore::at(dir.join("keys")).load_or_create("device-cpu")?)
 }
 
-/// Registers `device` (this machine's CPU: every core, all its RAM) for `owner` unless the
-/// chain already has it; waits for finality. Returns whether it registered now.
-pub(crate) fn register_cpu(
+/// A GPU's device key (one per GPU, named by its UUID; created on first use, 0600).
+fn gpu_device_key(dir: &Path, gpu: &Gpu) -> Result<Keypair> {
+    let name: String = gpu
+        .uuid
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(50)
+        .collect();
+    Ok(Keystore::at(dir.join("keys")).load_or_create(&format!("device-gpu-{name}"))?)
+}
+
+/// The devices this machine offers: its CPU, and each GPU whose model the catalog knows.
+pub(crate) struct Offer {
+    /// Label for messages, the key, the class, the spec, and the GPU access its jobs get.
+    pub(crate) devices: Vec<(String, Keypair, String, DeviceSpec, Vec<GpuAccess>)>,
+    /// Why GPUs are missing from the offer, if they are.
+    pub(crate) gpu_note: Option<String>,
+}
+
+/// Discovers the hardware and loads (or creates) a device key for each device offered.
+pub(crate) fn offer(dir: &Path) -> Result<Offer> {
+    let catalog = DeviceClass::default_catalog();
+    let hw = Hardware::discover(&catalog);
+    let mut devices = vec![(
+        format!(
+            "CPU ({}, {} cores, {} MiB RAM)",
+            hw.cpu_model, hw.cores, hw.ram_mib
+        ),
+        cpu_device_key(dir)?,
+        "CPU".to_string(),
+        DeviceSpec {
+            gpu_count: 0,
+            vram_mib: 0,
+            cpu_cores: hw.cores,
+            ram_mib: hw.ram_mib,
+        },
+        Vec::new(),
+    )];
+    for gpu in &hw.gpus {
+        let Some(class) = &gpu.class else { continue };
+        let class_vram = catalog
+            .iter()
+            .find(|c| &c.name == class)
+            .map_or(gpu.vram_mib, |c| c.vram_mib);
+        devices.push((
+            format!(
+                "GPU {} ({}, {}, {} MiB, driver {})",
+                gpu.index, gpu.model, gpu.uuid, gpu.vram_mib, gpu.driver
+            ),
+            gpu_device_key(dir, gpu)?,
+            class.clone(),
+            DeviceSpec {
+                gpu_count: 1,
+                // The driver reports a little less or more than the marketed size; the
+                // ledger takes 90-100 % of the class's.
+                vram_mib: gpu.vram_mib.min(class_vram),
+                cpu_cores: 0,
+                ram_mib: 0,
+            },
+            vec![gpu.access()],
+        ));
+    }
+    Ok(Offer {
+        devices,
+        gpu_note: hw.gpu_note(),
+    })
+}
+
+/// Registers one device for `owner` unless the chain already has it; waits for finality.
+/// Returns whether it registered now.
+fn register_device(
     client: &cairn_client::Client,
     owner: &Keypair,
     device: &Keypair,
+    class: &str,
+    spec: DeviceSpec,
     price: u64,
     region: &str,
 ) -> Result<bool> {
@@ -188,13 +251,8 @@ pub(crate) fn register_cpu(
     {
         return Ok(false);
     }
-    let spec = DeviceSpec {
-        gpu_count: 0,
-        vram_mib: 0,
-        cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
-        ram_mib: ram_mib()?,
-    };
     let region = BoundedString::new(region).map_err(|e| anyhow::anyhow!("--region: {e}"))?;
+    let class = BoundedString::new(class).map_err(|e| anyhow::anyhow!("class: {e}"))?;
     let hash = sign_and_submit(client, owner, None, |chain, owner| {
         let pop = device.sign(
             &namespace("device-pop", &chain.chain_id),
@@ -202,7 +260,7 @@ pub(crate) fn register_cpu(
         );
         Ok(TxBody::RegisterDevice(RegisterDevice {
             device_key: device.public_key(),
-            class: BoundedString::new("CPU").unwrap_or_default(),
+            class,
             spec,
             region,
             price_per_hour: price,
@@ -217,6 +275,37 @@ pub(crate) fn register_cpu(
         );
     }
     Ok(true)
+}
+
+/// Registers every device of `offer` not yet on chain (the CPU at `price`, GPUs at
+/// `gpu_price`); one line per device says what happened.
+pub(crate) fn register_offer(
+    client: &cairn_client::Client,
+    owner: &Keypair,
+    offer: &Offer,
+    price: u64,
+    gpu_price: u64,
+    region: &str,
+) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for (label, key, class, spec, gpus) in &offer.devices {
+        let p = if gpus.is_empty() { price } else { gpu_price };
+        let fresh = register_device(client, owner, key, class, spec.clone(), p, region)
+            .with_context(|| format!("registering {label}"))?;
+        lines.push(format!(
+            "{} {} as class {class}: {label}",
+            if fresh {
+                "registered"
+            } else {
+                "already registered"
+            },
+            key.address()
+        ));
+    }
+    if let Some(note) = &offer.gpu_note {
+        lines.push(note.clone());
+    }
+    Ok(lines)
 }
 
 /// Sets `flag` at the first Ctrl-C or SIGTERM.
@@ -239,15 +328,17 @@ fn wait_for_signal(flag: Arc<AtomicBool>) {
     flag.store(true, Ordering::SeqCst);
 }
 
-/// Runs the worker daemon for this machine's CPU device until `shutdown`.
+/// Runs the worker daemon for this machine's devices until `shutdown`: bare commands in the
+/// bubblewrap sandbox, images through the Docker Engine API on `docker_socket`.
 pub(crate) fn run_agent(
     node: &str,
     dir: &Path,
     keys_dir: Option<&Path>,
+    docker_socket: &Path,
     configure: impl FnOnce(&mut AgentConfig),
     shutdown: Arc<AtomicBool>,
 ) -> Result<()> {
-    let device = cpu_device_key(dir)?;
+    let offer = offer(dir)?;
     let mut cfg = AgentConfig::new(node, dir.to_path_buf());
     cfg.hidden.extend(keys_dir.map(Path::to_path_buf));
     configure(&mut cfg);
@@ -255,7 +346,30 @@ pub(crate) fn run_agent(
     if let Some(why) = process.unavailable() {
         eprintln!("worker: {why}");
     }
-    let agent = Agent::new(cfg, vec![device], Arc::new(process), None)?;
+    let worker_id = offer.devices[0].1.address().to_string();
+    let container: Option<Arc<dyn Runtime>> =
+        match DockerRuntime::connect(docker_socket, &worker_id) {
+            Ok(d) => {
+                eprintln!("worker: jobs with an image run on {}", d.engine());
+                Some(Arc::new(d))
+            }
+            Err(e) => {
+                eprintln!("worker: {e}; jobs with an image will be refused");
+                None
+            }
+        };
+    if let Some(note) = &offer.gpu_note {
+        eprintln!("worker: {note}");
+    }
+    for (label, key, ..) in &offer.devices {
+        eprintln!("worker: serving device {} — {label}", key.address());
+    }
+    let devices = offer
+        .devices
+        .into_iter()
+        .map(|(_, key, _, _, gpus)| (key, gpus))
+        .collect();
+    let agent = Agent::new(cfg, devices, Arc::new(process), container)?;
     agent.run(shutdown)?;
     Ok(())
 }
@@ -267,17 +381,16 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
             node,
             owner,
             price,
+            gpu_price,
             region,
             data_dir,
         } => {
             let dir = worker_dir(data_dir);
-            let device = cpu_device_key(&dir)?;
+            let offer = offer(&dir)?;
             let owner_key = crate::client_cmd::keys(owner.keys_dir.clone()).load(&owner.key)?;
             let client = node.client();
-            if register_cpu(&client, &owner_key, &device, price, &region)? {
-                println!("registered device {} (CPU)", device.address());
-            } else {
-                println!("device {} is already registered", device.address());
+            for line in register_offer(&client, &owner_key, &offer, price, gpu_price, &region)? {
+                println!("{line}");
             }
             return Ok(());
         }
@@ -288,21 +401,21 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
             drain_secs,
             memory_mib,
             log_bytes,
+            docker_socket,
+            bare_image,
         } => {
             let dir = worker_dir(data_dir);
             let shutdown = Arc::new(AtomicBool::new(false));
             let flag = shutdown.clone();
             std::thread::spawn(move || wait_for_signal(flag));
-            eprintln!(
-                "worker: serving device {} against {}",
-                cpu_device_key(&dir)?.address(),
-                node.url
-            );
+            eprintln!("worker: serving against {}", node.url);
             return run_agent(
                 &node.url,
                 &dir,
                 None,
+                &docker_socket.unwrap_or_else(default_socket),
                 |c| {
+                    c.bare_image = bare_image;
                     c.heartbeat = Duration::from_secs(heartbeat_secs.max(1));
                     c.drain = Duration::from_secs(drain_secs);
                     c.limits.memory_mib = memory_mib;
@@ -317,9 +430,12 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
         .iter()
         .find(|c| c.kind == ClassKind::Cpu)
         .context("the catalog has no CPU class")?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    let ram = ram_mib()?;
-    let gpu = probe_gpu(&catalog, json);
+    let hw = Hardware::discover(&catalog);
+    let (cores, ram) = (hw.cores, hw.ram_mib);
+    if !json {
+        eprintln!("CPU {} — {cores} cores, {ram} MiB RAM", hw.cpu_model);
+    }
+    let gpu = probe_gpu(&catalog, &hw, json);
     let params = Params::for_class(cpu, cores, ram);
     let solver = CpuSolver;
     if !json {

@@ -15,6 +15,7 @@
 //! - **Shutdown**: no new leases; running jobs get [`AgentConfig::drain`] to finish, then are
 //!   stopped and reported failed, which hands the rest of the lease back to the customer.
 
+use crate::discover::GpuAccess;
 use crate::runtime::{Job, Limits, Outcome, Runtime, Sink, StopSignal};
 use cairn_client::Client;
 use cairn_primitives::{
@@ -45,6 +46,9 @@ pub struct AgentConfig {
     pub drain: Duration,
     /// Limits for every job (the time limit is also capped by the lease's end).
     pub limits: Limits,
+    /// Run bare commands in this image with the container runtime instead of the process
+    /// runtime.
+    pub bare_image: Option<String>,
 }
 
 impl AgentConfig {
@@ -58,6 +62,7 @@ impl AgentConfig {
             poll: Duration::from_secs(1),
             drain: Duration::from_secs(30),
             limits: Limits::default(),
+            bare_image: None,
         }
     }
 }
@@ -124,6 +129,8 @@ impl Journal {
 
 /// Signs and submits one device's reports, keeping its nonce (several may be pending).
 struct Reporter {
+    /// The device's GPUs, which its leases' jobs get.
+    gpus: Vec<GpuAccess>,
     client: Client,
     chain_id: String,
     min_fee: u64,
@@ -251,11 +258,12 @@ fn text(v: &Value) -> Option<BoundedString<1024>> {
 }
 
 impl Agent {
-    /// A worker for `devices` (their keys) against the node in `cfg`, running bare commands
-    /// with `process` and images with `container` (jobs with an image fail when `None`).
+    /// A worker for `devices` (each device's key and the GPUs its jobs get) against the
+    /// node in `cfg`, running bare commands with `process` and images with `container`
+    /// (jobs with an image fail when `None`).
     pub fn new(
         cfg: AgentConfig,
-        devices: Vec<Keypair>,
+        devices: Vec<(Keypair, Vec<GpuAccess>)>,
         process: Arc<dyn Runtime>,
         container: Option<Arc<dyn Runtime>>,
     ) -> Result<Self, AgentError> {
@@ -265,8 +273,9 @@ impl Agent {
         let min_fee = status["min_fee_base"].as_u64().unwrap_or(0);
         let reporters = devices
             .into_iter()
-            .map(|key| {
+            .map(|(key, gpus)| {
                 Arc::new(Reporter {
+                    gpus,
                     client: client.clone(),
                     chain_id: chain_id.clone(),
                     min_fee,
@@ -314,6 +323,11 @@ impl Agent {
     pub fn run(&self, shutdown: Arc<AtomicBool>) -> Result<(), AgentError> {
         let mut journal = Journal::open(&self.cfg.data_dir)?;
         self.recover(&mut journal)?;
+        if let Some(c) = &self.container {
+            for name in c.recover() {
+                tracing::warn!(container = name, "removed a container a previous run left");
+            }
+        }
         let journal = Arc::new(Mutex::new(journal));
         let (wake_tx, wake) = mpsc::channel();
         let stream_stop = Arc::new(AtomicBool::new(false));
@@ -488,7 +502,7 @@ impl Agent {
             limits,
             work_dir: self.cfg.data_dir.join("jobs").join(id.to_string()),
             hidden: self.cfg.hidden.clone(),
-            gpus: Vec::new(),
+            gpus: self.reporters[device].gpus.clone(),
         };
         // Written down before anything runs: after a crash this lease is reported, not rerun.
         journal
@@ -498,6 +512,12 @@ impl Agent {
                 reason: "poisoned".into(),
             })?
             .set(id, "running")?;
+        let mut job = job;
+        if job.spec.image.is_none()
+            && let Some(image) = &self.cfg.bare_image
+        {
+            job.spec.image = BoundedString::new(image.as_str()).ok();
+        }
         let runtime = if job.spec.image.is_some() {
             self.container.clone()
         } else {

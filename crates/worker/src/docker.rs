@@ -159,7 +159,7 @@ impl DockerRuntime {
         let device_requests = (!job.gpus.is_empty()).then(|| {
             vec![DeviceRequest {
                 driver: Some("cdi".into()),
-                device_ids: Some(job.gpus.clone()),
+                device_ids: Some(job.gpus.iter().map(|g| g.cdi.clone()).collect()),
                 ..DeviceRequest::default()
             }]
         });
@@ -212,7 +212,7 @@ impl DockerRuntime {
             "netns": {"nsmode": if job.limits.network { "bridge" } else { "none" }},
             "r_limits": rlimits,
             "no_new_privileges": true,
-            "devices": job.gpus.iter().map(|g| serde_json::json!({"path": g})).collect::<Vec<_>>(),
+            "devices": job.gpus.iter().map(|g| serde_json::json!({"path": g.cdi})).collect::<Vec<_>>(),
             "resource_limits": {
                 "memory": {"limit": host.memory, "swap": host.memory_swap},
                 "pids": {"limit": host.pids_limit},

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod discover;
 mod docker;
 mod process;
 mod runtime;
@@ -11,6 +12,7 @@ mod runtime;
 pub mod testing;
 
 pub use agent::{Agent, AgentConfig, AgentError};
+pub use discover::{Gpu, GpuAccess, Hardware, parse_smi};
 pub use docker::{DockerRuntime, default_socket};
 pub use process::ProcessRuntime;
 pub use runtime::{Job, Limits, Outcome, RunReport, Runtime, RuntimeError, Sink, StopSignal};

@@ -5,7 +5,8 @@
 //!   asks (so 127.0.0.1 is a loopback of its own, with nothing listening); the root file
 //!   system read-only; fresh `/tmp`, `/root`, `/home`, `/run`; the worker's own directories
 //!   (keys, data) replaced by empty ones; a private work dir at `/work`; a cleared
-//!   environment; killed with everything it started when bwrap or the worker dies;
+//!   environment; killed with everything it started when bwrap or the worker dies; a GPU
+//!   lease's device node and the driver's control nodes bound in, `CUDA_VISIBLE_DEVICES` set;
 //! - **identity**: when the worker runs as root, the job runs as `nobody` (setpriv, every
 //!   capability dropped), so it can read no 0600 file even if one were visible;
 //! - **limits**: processes (`RLIMIT_NPROC`, per user, so it holds as root does not), address
@@ -18,6 +19,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// The NVIDIA driver's nodes every CUDA program opens besides its GPU's own.
+const GPU_CONTROL_NODES: [&str; 3] = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"];
 
 /// The user jobs run as when the worker is root.
 const NOBODY: u32 = 65_534;
@@ -112,6 +116,18 @@ impl ProcessRuntime {
                 a.extend(["--ro-bind".into(), "/dev/null".into(), p]);
             }
         }
+        // The lease's GPUs: the driver's control nodes and each GPU's own node, nothing of
+        // the machine's other GPUs.
+        if !job.gpus.is_empty() {
+            let nodes = GPU_CONTROL_NODES
+                .iter()
+                .map(std::path::PathBuf::from)
+                .chain(job.gpus.iter().filter_map(|g| g.node.clone()));
+            for node in nodes.filter(|n| n.exists()) {
+                let p = node.display().to_string();
+                a.extend(["--dev-bind".into(), p.clone(), p]);
+            }
+        }
         a.extend([
             "--bind".into(),
             job.work_dir.display().to_string(),
@@ -126,6 +142,14 @@ impl ProcessRuntime {
             "HOME".into(),
             "/work".into(),
         ]);
+        if !job.gpus.is_empty() {
+            let uuids: Vec<&str> = job.gpus.iter().map(|g| g.uuid.as_str()).collect();
+            a.extend([
+                "--setenv".into(),
+                "CUDA_VISIBLE_DEVICES".into(),
+                uuids.join(","),
+            ]);
+        }
         for (k, v) in &job.spec.env {
             a.extend(["--setenv".into(), k.to_string(), v.to_string()]);
         }

@@ -1,5 +1,6 @@
 //! Job runtimes behind one trait, and the limits every runtime enforces.
 
+use crate::discover::GpuAccess;
 use cairn_primitives::{JobSpec, Usage};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,8 +50,8 @@ pub struct Job {
     pub work_dir: PathBuf,
     /// Paths the job must not see (the worker's keys and data).
     pub hidden: Vec<PathBuf>,
-    /// GPUs the job gets, as CDI device names (`nvidia.com/gpu=<uuid>`); empty for CPU leases.
-    pub gpus: Vec<String>,
+    /// GPUs the job gets (its device's); empty for CPU leases.
+    pub gpus: Vec<GpuAccess>,
 }
 
 /// How a job ended.

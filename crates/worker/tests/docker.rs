@@ -5,7 +5,9 @@
 
 use cairn_primitives::{BoundedString, JobSpec};
 use cairn_worker::testing::{FAKE_GPU, FAKE_GPU_ENV, FAKE_GPU_NODE, IMAGE, Podman};
-use cairn_worker::{DockerRuntime, Job, Limits, Outcome, RunReport, Runtime, Sink, StopSignal};
+use cairn_worker::{
+    DockerRuntime, GpuAccess, Job, Limits, Outcome, RunReport, Runtime, Sink, StopSignal,
+};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -179,7 +181,11 @@ fn the_docker_api_runtime_against_a_real_engine() {
         &format!("env | grep CAIRN_FAKE_GPU; test -c {FAKE_GPU_NODE} && echo device-node"),
         limits(64, 30),
     );
-    gpu.gpus = vec![FAKE_GPU.to_string()];
+    gpu.gpus = vec![GpuAccess {
+        cdi: FAKE_GPU.to_string(),
+        uuid: "GPU-fake".into(),
+        node: None,
+    }];
     let (r, out, _) = run(&rt, &gpu);
     assert_eq!(r.outcome, Outcome::Exited(0), "{out}");
     assert_eq!(out, format!("{FAKE_GPU_ENV}\ndevice-node\n"));
