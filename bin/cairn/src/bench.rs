@@ -43,6 +43,10 @@ enum BenchCommand {
     /// A running node: signed transfers streamed over HTTP at a set rate; sustained final tx/s
     /// and submit→final latency.
     Load(crate::load::LoadArgs),
+    /// Job start latency (process runtime): lease final → the job's process running,
+    /// p50/p99, beside the same sandbox started directly. Starts its own devnet unless
+    /// --node is given.
+    Jobs(crate::jobs_bench::JobsBenchArgs),
 }
 
 pub(crate) fn run(a: BenchArgs) -> Result<()> {
@@ -55,6 +59,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
             matches,
         } => ledger(json, txs, block_txs.max(1), devices, matches),
         BenchCommand::Load(a) => crate::load::run(a),
+        BenchCommand::Jobs(a) => crate::jobs_bench::run(a),
     }
 }
 

@@ -4,6 +4,7 @@
 mod bench;
 mod client_cmd;
 mod genesis_cmd;
+mod jobs_bench;
 mod jobs_cmd;
 mod keys;
 mod ledger_cmd;

@@ -1249,3 +1249,62 @@ fn a_killed_worker_s_lease_times_out_and_is_never_run_twice() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// `cairn deploy --image` end to end: devnet's worker runs the image on a real engine (the
+/// podman service the worker's test harness starts, with an image built from busybox-static),
+/// its owner reads the output, the lease finishes and pays, and no container is left.
+#[test]
+fn deploy_with_an_image_runs_in_a_container() {
+    let podman = cairn_worker::testing::Podman::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = podman.socket();
+    let net = spawn_devnet(dir.path(), &["--docker-socket", socket.to_str().unwrap()]);
+    let keys = dir.path().join("keys");
+    let c = Client::new(&net.url);
+    let alice = Keystore::at(&keys).load("alice").unwrap().address();
+    eventually(
+        90,
+        "devnet's worker registers and alice gets credits",
+        || {
+            c.account(&alice, false).unwrap()["credits"]
+                .as_u64()
+                .unwrap()
+                > 0
+        },
+    );
+    let out = cli(
+        &net,
+        &keys,
+        &[
+            "deploy",
+            "--key",
+            "alice",
+            "--yes",
+            "--image",
+            cairn_worker::testing::IMAGE,
+            "--env",
+            "WHO=container",
+            "--",
+            "sh",
+            "-c",
+            "echo hello from the $WHO; grep -c : /proc/net/dev",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(60, "the container runs and its lease finishes", || {
+        c.get("/v1/deployments/0").unwrap()["status"] == "finished"
+    });
+    let dep = c.get("/v1/deployments/0").unwrap();
+    assert_eq!(dep["leases"][0]["exit_code"], 0, "{dep}");
+    let logs = cli(&net, &keys, &["jobs", "logs", "--key", "alice", "0"]);
+    // No network unless asked: the loopback is its only interface.
+    assert_eq!(
+        String::from_utf8_lossy(&logs.stdout),
+        "hello from the container\n1\n"
+    );
+    assert!(podman.containers().is_empty(), "{:?}", podman.containers());
+}
