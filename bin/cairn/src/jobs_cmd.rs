@@ -269,6 +269,9 @@ fn show(v: &Value) {
                 l["deposit"],
                 l["exit_code"]
             );
+            if let Some(why) = l["reason"].as_str() {
+                println!("    failed: {why}");
+            }
         }
     }
 }

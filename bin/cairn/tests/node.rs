@@ -1308,3 +1308,86 @@ fn deploy_with_an_image_runs_in_a_container() {
     );
     assert!(podman.containers().is_empty(), "{:?}", podman.containers());
 }
+
+/// Hostile jobs against the whole daemon: a log flood is stopped at the worker's output
+/// limit, a fork bomb and a job that sleeps forever end with their leases, each lease is
+/// reported failed with the reason, and the worker goes on serving the next customer.
+#[test]
+fn hostile_jobs_are_stopped_and_the_worker_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = spawn_devnet(dir.path(), &["--lease-timeout-secs", "10"]);
+    let keys = dir.path().join("keys");
+    let c = Client::new(&net.url);
+    let alice = Keystore::at(&keys).load("alice").unwrap().address();
+    eventually(
+        90,
+        "devnet's worker registers and alice gets credits",
+        || {
+            c.account(&alice, false).unwrap()["credits"]
+                .as_u64()
+                .unwrap()
+                > 0
+        },
+    );
+    let deploy = |hours: &str, script: &str| {
+        let out = cli(
+            &net,
+            &keys,
+            &[
+                "deploy", "--key", "alice", "--yes", "--hours", hours, "--", "sh", "-c", script,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ended = |id: u64| {
+        let d = c.get(&format!("/v1/deployments/{id}")).unwrap();
+        d["leases"][0]["state"] != "active" && d["leases"][0]["state"] != "pending"
+    };
+    // 1. A log flood: stopped at the worker's 1 MiB output limit, long before its lease ends.
+    deploy("1", "yes flood");
+    eventually(60, "the flood is stopped", || ended(0));
+    let d = c.get("/v1/deployments/0").unwrap();
+    let lease = &d["leases"][0];
+    assert_eq!(lease["state"], "failed", "{d}");
+    assert!(
+        lease["reason"].as_str().unwrap_or("").contains("log limit"),
+        "{d}"
+    );
+    // 2. A fork bomb, and 3. a job that sleeps forever: both end with their 9-second leases.
+    deploy(
+        "0.0025",
+        "b() { b | b & }; b; sleep 1000; : cairn-hostile-bomb",
+    );
+    eventually(60, "the fork bomb's lease ends", || ended(1));
+    deploy("0.0025", "sleep 100000; : cairn-hostile-sleep");
+    eventually(60, "the sleeper's lease ends", || ended(2));
+    for id in [1, 2] {
+        let d = c.get(&format!("/v1/deployments/{id}")).unwrap();
+        let paid = d["paid"].as_u64().unwrap();
+        assert_eq!(
+            paid + d["refunded"].as_u64().unwrap(),
+            d["deposit"].as_u64().unwrap(),
+            "{d}"
+        );
+    }
+    // 4. The worker still serves.
+    deploy("1", "echo still serving");
+    eventually(60, "the next job finishes", || {
+        c.get("/v1/deployments/3").unwrap()["status"] == "finished"
+    });
+    let logs = cli(&net, &keys, &["jobs", "logs", "--key", "alice", "3"]);
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "still serving\n");
+    let left = Command::new("pgrep")
+        .args(["-f", "cairn-hostile|sleep 100000"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "sandboxed processes survived: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}

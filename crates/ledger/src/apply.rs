@@ -935,6 +935,7 @@ impl Ledger {
                     exit_code: None,
                     usage: Usage::default(),
                     last_seen_ms: self.cx.ts,
+                    reason: None,
                 },
             );
             leases.push((id, device));
@@ -1376,7 +1377,10 @@ impl Ledger {
             }
             LeaseReportKind::Running => "running",
             LeaseReportKind::Finished { .. } => "finished",
-            LeaseReportKind::Failed { .. } => "failed",
+            LeaseReportKind::Failed { reason } => {
+                l.reason = Some(reason.clone());
+                "failed"
+            }
         };
         self.state.set_lease(lease, l);
         self.emit(Event::LeaseReported {

@@ -379,6 +379,8 @@ pub struct Lease {
     /// Block time of the device's latest report (its start until the first): the lease times
     /// out when this falls more than the genesis lease timeout behind.
     pub last_seen_ms: u64,
+    /// Why it failed, as its device reported (a limit, a crash, a shutdown).
+    pub reason: Option<BoundedString<256>>,
 }
 codec_struct!(Lease {
     deployment: (),
@@ -394,6 +396,7 @@ codec_struct!(Lease {
     exit_code: (),
     usage: (),
     last_seen_ms: (),
+    reason: (),
 });
 
 /// An oracle's latest price.

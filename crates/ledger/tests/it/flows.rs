@@ -185,6 +185,21 @@ fn lease_reports_come_from_the_device_key_only() {
         w.run(&dev, report(0)),
         Some(TxError::LeaseNotActive(_))
     ));
+    assert_eq!(w.ledger.lease(lease).unwrap().reason, None);
+    // A failed lease keeps the reason its device gave, for the customer to read.
+    assert_eq!(w.run(&customer, open(1, 600, 1000)), None);
+    let second = w.ledger.deployment(1).unwrap().leases[0];
+    let why = cairn_primitives::BoundedString::new("its output passed the log limit").unwrap();
+    let failed = TxBody::LeaseReport {
+        lease: second,
+        kind: cairn_primitives::LeaseReportKind::Failed {
+            reason: why.clone(),
+        },
+        usage: Default::default(),
+    };
+    assert_eq!(w.run(&dev, failed), None);
+    let l = w.ledger.lease(second).unwrap();
+    assert_eq!((l.state, l.reason.clone()), (LeaseState::Failed, Some(why)));
     w.check_supply();
 }
 

@@ -95,7 +95,7 @@ pub fn openapi_document() -> Value {
                 "responses": {"200": ok("{devices, price_per_hour, duration_secs, deposit, unit}"),
                               "400": err("bad_request, not_enough_capacity, unknown_class, …")}}},
             "/v1/leases/{id}": {"get": {
-                "summary": "A lease: device, price, times, payment, state, exit code, usage",
+                "summary": "A lease: device, price, times, payment, state, exit code or the reason it failed, usage",
                 "parameters": [path_param("id", "integer", "lease id")],
                 "responses": {"200": ok("lease"), "404": err("unknown_lease")}}},
             "/v1/leases/{id}/logs": {

@@ -136,6 +136,7 @@ fn lease_json(id: u64, l: &Lease) -> Value {
         "end_ms": l.end_ms,
         "settled_ms": l.settled_ms,
         "last_seen_ms": l.last_seen_ms,
+        "reason": l.reason.as_ref().map(|r| r.as_str()),
         "paid": l.paid,
         "deposit": l.deposit,
         "started": l.started,

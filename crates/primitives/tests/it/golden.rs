@@ -210,6 +210,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         exit_code: Some(-1),
         usage: Usage::default(),
         last_seen_ms: 8,
+        reason: Some(BoundedString::new("killed").unwrap()),
     };
     out.push(("lease", lease.encode().to_vec()));
     let dep = Deployment {
