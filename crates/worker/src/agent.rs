@@ -193,6 +193,8 @@ impl Reporter {
 struct LogBuffer {
     bytes: Vec<u8>,
     uploaded: usize,
+    /// The runtime's latest usage sample, for heartbeats.
+    usage: Usage,
 }
 
 struct JobSink {
@@ -210,6 +212,11 @@ impl Sink for JobSink {
     fn output(&mut self, bytes: &[u8]) {
         if let Ok(mut l) = self.logs.lock() {
             l.bytes.extend_from_slice(bytes);
+        }
+    }
+    fn usage(&mut self, usage: &Usage) {
+        if let Ok(mut l) = self.logs.lock() {
+            l.usage = usage.clone();
         }
     }
 }
@@ -364,10 +371,13 @@ impl Agent {
             if last_beat.elapsed() >= self.cfg.heartbeat {
                 last_beat = Instant::now();
                 for (id, r) in &running {
-                    let usage = Usage {
-                        log_bytes: r.logs.lock().map_or(0, |l| l.bytes.len() as u64),
-                        ..Usage::default()
-                    };
+                    let usage = r.logs.lock().map_or_else(
+                        |_| Usage::default(),
+                        |l| Usage {
+                            log_bytes: l.bytes.len() as u64,
+                            ..l.usage.clone()
+                        },
+                    );
                     self.reporters[r.device].report(*id, LeaseReportKind::Running, usage);
                 }
             }

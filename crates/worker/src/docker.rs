@@ -390,6 +390,7 @@ impl DockerRuntime {
                     } else if last_sample.elapsed() >= STATS_EVERY {
                         last_sample = Instant::now();
                         self.sample(name, &mut usage).await;
+                        sink.usage(&usage);
                     }
                 }
             }

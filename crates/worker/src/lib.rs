@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod cgroup;
 mod discover;
 mod docker;
 mod process;

@@ -9,13 +9,17 @@
 //!   lease's device node and the driver's control nodes bound in, `CUDA_VISIBLE_DEVICES` set;
 //! - **identity**: when the worker runs as root, the job runs as `nobody` (setpriv, every
 //!   capability dropped), so it can read no 0600 file even if one were visible;
-//! - **limits**: processes (`RLIMIT_NPROC`, per user, so it holds as root does not), address
-//!   space (`RLIMIT_AS`: the memory limit), file size, no core dumps; CPUs pinned with
-//!   taskset; wall time and output size enforced here, by killing the sandbox.
+//! - **limits**: when the worker is root, a cgroup per job (see `cgroup`) holds its memory
+//!   (resident, no swap), its processes and accounts its CPU time and peak memory; without
+//!   one, rlimits stand in: processes (`RLIMIT_NPROC`, per user) and address space
+//!   (`RLIMIT_AS`). Always: file size, no core dumps, open files; CPUs pinned with taskset;
+//!   wall time and output size enforced here, by killing the sandbox.
 
+use crate::cgroup::JobCgroup;
 use crate::runtime::{Job, Outcome, RunReport, Runtime, RuntimeError, Sink, StopSignal};
 use cairn_primitives::Usage;
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -51,18 +55,44 @@ fn works(program: &str, arg: &str) -> bool {
 }
 
 impl ProcessRuntime {
-    /// The full command line for `job` (public for tests and `--dry-run` style inspection).
+    /// The full command line for `job` without a cgroup (public for tests and inspection):
+    /// memory as address space and processes per user, by rlimits.
     pub fn command_line(&self, job: &Job) -> Vec<String> {
+        self.line(job, None)
+    }
+
+    /// The command line; with `cgroup` (its `cgroup.procs` files) the job first joins the
+    /// group, which then holds its memory and processes, and rlimits keep only the rest.
+    fn line(&self, job: &Job, cgroup: Option<&[PathBuf]>) -> Vec<String> {
         let l = &job.limits;
-        let mut a: Vec<String> = vec![
-            "prlimit".into(),
-            format!("--nproc={}", l.pids.max(1)),
-            format!("--as={}", l.memory_mib.max(1) << 20),
+        let mut a: Vec<String> = Vec::new();
+        if let Some(files) = cgroup {
+            // The shell joins every controller's group, then becomes the job: nothing of the
+            // job runs outside the group, not even for an instant.
+            a.extend([
+                "sh".into(),
+                "-c".into(),
+                "n=$1; shift; while [ \"$n\" -gt 0 ]; do echo $$ > \"$1\" || exit 125; \
+                 shift; n=$((n - 1)); done; exec \"$@\""
+                    .into(),
+                "cairn-join-cgroup".into(),
+                files.len().to_string(),
+            ]);
+            a.extend(files.iter().map(|f| f.display().to_string()));
+        }
+        a.push("prlimit".into());
+        if cgroup.is_none() {
+            a.extend([
+                format!("--nproc={}", l.pids.max(1)),
+                format!("--as={}", l.memory_mib.max(1) << 20),
+            ]);
+        }
+        a.extend([
             format!("--fsize={}", 1u64 << 30),
             "--core=0".into(),
             "--nofile=1024".into(),
             "--".into(),
-        ];
+        ]);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         if l.cpus < cores {
             a.extend([
@@ -195,7 +225,20 @@ impl Runtime for ProcessRuntime {
             std::os::unix::fs::chown(&job.work_dir, Some(NOBODY), Some(NOBODY))
                 .map_err(|e| RuntimeError::Start(format!("work dir: {e}")))?;
         }
-        let line = self.command_line(job);
+        // A cgroup when the worker may make one (root); else rlimits alone.
+        let cgroup = if is_root() {
+            // Unique even when one lease's job is run twice by tests or tools in one process.
+            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("cairn-lease-{}-{}-{seq}", job.lease, std::process::id());
+            JobCgroup::create(&name, &job.limits)
+                .map_err(|why| tracing::debug!(why, "no cgroup for the job; limits by rlimit"))
+                .ok()
+        } else {
+            None
+        };
+        let files = cgroup.as_ref().map(JobCgroup::procs_files);
+        let line = self.line(job, files.as_deref());
         let mut child = Command::new(&line[0])
             .args(&line[1..])
             .stdin(Stdio::null())
@@ -233,7 +276,14 @@ impl Runtime for ProcessRuntime {
         let mut logged: u64 = 0;
         let mut stopped: Option<String> = None;
         let mut exit = None;
+        let mut last_sample = Instant::now();
         loop {
+            if let Some(g) = &cgroup
+                && last_sample.elapsed() >= Duration::from_secs(1)
+            {
+                last_sample = Instant::now();
+                sink.usage(&g.usage());
+            }
             match rx.recv_timeout(Duration::from_millis(20)) {
                 Ok(chunk) => {
                     let room = limits.log_bytes.saturating_sub(logged);
@@ -297,11 +347,18 @@ impl Runtime for ProcessRuntime {
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
         let usage = Usage {
             log_bytes: logged,
-            ..Usage::default()
+            ..cgroup.as_ref().map(JobCgroup::usage).unwrap_or_default()
         };
+        let oom = cgroup.as_ref().is_some_and(JobCgroup::oom_killed);
+        // Dropping the group kills anything left in it and removes it.
+        drop(cgroup);
         Ok(RunReport {
             outcome: match stopped {
                 Some(reason) => Outcome::Stopped(reason),
+                None if oom && code != 0 => Outcome::Stopped(format!(
+                    "it passed its memory limit of {} MiB and the kernel killed it",
+                    limits.memory_mib
+                )),
                 None => Outcome::Exited(code),
             },
             usage,

@@ -116,6 +116,8 @@ pub trait Sink: Send {
     fn started(&mut self);
     /// Output, stdout and stderr interleaved as it arrives.
     fn output(&mut self, bytes: &[u8]);
+    /// What the job has used so far (CPU time, peak memory), as the runtime samples it.
+    fn usage(&mut self, _usage: &Usage) {}
 }
 
 /// A way to run jobs.
