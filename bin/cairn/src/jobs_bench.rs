@@ -159,6 +159,7 @@ fn job_spec() -> Result<JobSpec> {
             .map(|s| BoundedString::new(*s).map_err(|e| anyhow::anyhow!("{e}")))
             .collect::<Result<_>>()?,
         env: Vec::new(),
+        network: false,
     })
 }
 

@@ -48,6 +48,9 @@ pub(crate) struct DeployArgs {
     /// Environment variable for the job, `KEY=VALUE` (repeat).
     #[arg(long = "env")]
     env: Vec<String>,
+    /// Let the job use the network (jobs run without it unless they ask).
+    #[arg(long)]
+    network: bool,
     /// Skip the confirmation.
     #[arg(long, short)]
     yes: bool,
@@ -144,6 +147,7 @@ pub(crate) fn deploy(a: DeployArgs) -> Result<()> {
                 .map(|c| bounded(c, "command"))
                 .collect::<Result<_>>()?,
             env,
+            network: a.network,
         },
     };
     let owner = keys(a.signer.keys_dir.clone())

@@ -84,6 +84,9 @@ enum WorkerCommand {
         /// bubblewrap sandbox.
         #[arg(long)]
         bare_image: Option<String>,
+        /// Refuse jobs that ask for the network (their leases fail, saying why).
+        #[arg(long)]
+        no_network: bool,
     },
     /// Detect this machine's hardware and run the compute, memory and audit phases of the
     /// challenge against it; report the class it can claim and which classes it would pass.
@@ -403,6 +406,7 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
             log_bytes,
             docker_socket,
             bare_image,
+            no_network,
         } => {
             let dir = worker_dir(data_dir);
             let shutdown = Arc::new(AtomicBool::new(false));
@@ -416,6 +420,7 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
                 &docker_socket.unwrap_or_else(default_socket),
                 |c| {
                     c.bare_image = bare_image;
+                    c.allow_network = !no_network;
                     c.heartbeat = Duration::from_secs(heartbeat_secs.max(1));
                     c.drain = Duration::from_secs(drain_secs);
                     c.limits.memory_mib = memory_mib;

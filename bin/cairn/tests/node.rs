@@ -800,6 +800,7 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
             image: None,
             command: vec![cairn_primitives::BoundedString::new("true").unwrap()],
             env: vec![],
+            network: false,
         },
     });
     run_tx(&c, &bob, open);

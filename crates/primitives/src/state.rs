@@ -64,11 +64,14 @@ pub struct JobSpec {
     pub command: Vec<BoundedString<1024>>,
     /// Environment variables.
     pub env: Vec<(BoundedString<128>, BoundedString<1024>)>,
+    /// Whether the job may use the network; jobs run without it unless they ask.
+    pub network: bool,
 }
 codec_struct!(JobSpec {
     image: (),
     command: vec_cfg::<()>(MAX_JOB_ARGS),
     env: vec_cfg::<((), ())>(MAX_JOB_ARGS),
+    network: (),
 });
 
 /// Resources a job used, as its device reports them.

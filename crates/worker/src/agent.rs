@@ -49,6 +49,8 @@ pub struct AgentConfig {
     /// Run bare commands in this image with the container runtime instead of the process
     /// runtime.
     pub bare_image: Option<String>,
+    /// Whether jobs that ask for the network get it (else their leases fail, saying why).
+    pub allow_network: bool,
 }
 
 impl AgentConfig {
@@ -63,6 +65,7 @@ impl AgentConfig {
             drain: Duration::from_secs(30),
             limits: Limits::default(),
             bare_image: None,
+            allow_network: true,
         }
     }
 }
@@ -498,6 +501,7 @@ impl Agent {
                         .collect()
                 })
                 .unwrap_or_default(),
+            network: job["network"].as_bool().unwrap_or(false),
         };
         // Never past the lease's end.
         let now = std::time::SystemTime::now()
@@ -506,6 +510,9 @@ impl Agent {
         let left = lease["end_ms"].as_u64().unwrap_or(0).saturating_sub(now);
         let mut limits = self.cfg.limits.clone();
         limits.time = limits.time.min(Duration::from_millis(left.max(1)));
+        limits.network = spec.network && self.cfg.allow_network;
+        let refused = (spec.network && !self.cfg.allow_network)
+            .then(|| "the job asks for the network and this worker offers none".to_string());
         let job = Job {
             lease: id,
             spec,
@@ -549,11 +556,12 @@ impl Agent {
                 lease: id,
                 logs: thread_logs.clone(),
             };
-            let result = match runtime {
-                Some(rt) => rt
+            let result = match (refused, runtime) {
+                (Some(why), _) => Err(why),
+                (None, Some(rt)) => rt
                     .run(&job, &mut sink, &thread_stop)
                     .map_err(|e| e.to_string()),
-                None => Err(
+                (None, None) => Err(
                     "this worker has no container runtime: jobs with an image cannot run here"
                         .into(),
                 ),

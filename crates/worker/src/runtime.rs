@@ -20,7 +20,7 @@ pub struct Limits {
     pub time: Duration,
     /// Bytes of output (stdout and stderr together).
     pub log_bytes: u64,
-    /// Whether it may use the network (never by default).
+    /// Whether it may use the network (only when the job asks and the worker allows it).
     pub network: bool,
 }
 

@@ -39,6 +39,7 @@ fn job(lease: u64, dir: &Path, image: &str, script: &str, limits: Limits) -> Job
                 BoundedString::new("GREETING").unwrap(),
                 BoundedString::new("hello").unwrap(),
             )],
+            network: false,
         },
         limits,
         work_dir: dir.join("work"),

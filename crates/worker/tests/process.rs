@@ -59,6 +59,7 @@ fn job(dir: &Path, script: &str, limits: Limits, hidden: Vec<std::path::PathBuf>
                 BoundedString::new("GREETING").unwrap(),
                 BoundedString::new("hello").unwrap(),
             )],
+            network: false,
         },
         limits,
         work_dir: dir.join("work"),
@@ -120,6 +121,14 @@ fn a_job_cannot_reach_the_node_port_or_read_the_worker_keys() {
     let (outcome, out, _) = run(&job(dir.path(), &script, short(), vec![keys.clone()]));
     assert_eq!(outcome, Outcome::Exited(0), "{out}");
     assert_eq!(out, "isolated\nunreadable\n");
+    // A job that asked for the network (and a worker that allows it) does reach it.
+    let open = Limits {
+        network: true,
+        ..short()
+    };
+    let (outcome, out, _) = run(&job(dir.path(), &script, open, vec![keys.clone()]));
+    assert_eq!(outcome, Outcome::Exited(0), "{out}");
+    assert_eq!(out, "reached\nunreadable\n");
     // The same probe outside the sandbox does reach it: the test measures the sandbox.
     let outside = Command::new("python3")
         .args([

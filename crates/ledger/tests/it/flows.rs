@@ -22,6 +22,7 @@ fn open(replicas: u16, secs: u64, max: u64) -> TxBody {
                 BoundedString::new("hi").unwrap(),
             ],
             env: vec![],
+            network: false,
         },
     })
 }

@@ -120,6 +120,7 @@ fn to_tx(w: &World, op: &Op) -> SignedTx {
                     image: None,
                     command: vec![BoundedString::new("true").unwrap()],
                     env: vec![],
+                    network: false,
                 },
             }),
         ),

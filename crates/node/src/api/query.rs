@@ -167,6 +167,7 @@ fn deployment_json(id: u64, d: &Deployment, leases: Option<Vec<Value>>) -> Value
             "image": r.job.image.as_ref().map(|s| s.as_str()),
             "command": r.job.command.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             "env": r.job.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            "network": r.job.network,
             // Public anyway (the transaction is on chain); the worker runs the job with them.
             "environment": r.job.env.iter().map(|(k, v)| (k.to_string(), Value::from(v.as_str()))).collect::<serde_json::Map<_, _>>(),
         },

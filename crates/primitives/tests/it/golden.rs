@@ -33,6 +33,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             image: Some(s("busybox")),
             command: vec![s("echo"), s("hi")],
             env: vec![(s("K"), s("V"))],
+            network: true,
         },
     };
     let bodies = vec![
