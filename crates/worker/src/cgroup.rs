@@ -83,7 +83,11 @@ impl JobCgroup {
             let _ = write(&dir.join("memory.swap.max"), "0");
             return Ok(group);
         }
-        let mut dirs = Vec::new();
+        // Built up in place, so that a failure part way removes what was made.
+        let mut group = Self {
+            v2: false,
+            dirs: Vec::new(),
+        };
         for controller in ["memory", "pids", "cpuacct"] {
             let base = Path::new(ROOT).join(controller);
             if !base.join("cgroup.procs").exists() {
@@ -96,9 +100,8 @@ impl JobCgroup {
             let dir = base.join(own).join(name);
             let _ = std::fs::remove_dir(&dir);
             std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            dirs.push(dir);
+            group.dirs.push(dir);
         }
-        let group = Self { v2: false, dirs };
         write(&group.dirs[0].join("memory.limit_in_bytes"), &memory)
             .and_then(|()| write(&group.dirs[1].join("pids.max"), &pids))
             .map_err(|e| format!("limits: {e}"))?;

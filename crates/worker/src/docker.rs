@@ -267,6 +267,16 @@ impl DockerRuntime {
             .await;
     }
 
+    async fn running(&self, name: &str) -> bool {
+        self.docker
+            .inspect_container(name, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.running)
+            .unwrap_or(false)
+    }
+
     async fn kill(&self, name: &str) {
         let _ = self
             .docker
@@ -354,9 +364,12 @@ impl DockerRuntime {
         let mut last_sample = Instant::now();
         let mut stopped: Option<String> = None;
         let mut logged: u64 = 0;
+        // A broken log stream must not end the watch: limits still hold until the container
+        // is seen to have stopped.
+        let mut logs_open = true;
         loop {
             tokio::select! {
-                item = logs.next() => match item {
+                item = logs.next(), if logs_open => match item {
                     Some(Ok(out)) => {
                         let chunk = out.into_bytes();
                         let room = limits.log_bytes.saturating_sub(logged);
@@ -374,7 +387,7 @@ impl DockerRuntime {
                     }
                     Some(Err(e)) => {
                         tracing::warn!(container = name, error = %e, "log stream broke");
-                        break;
+                        logs_open = false;
                     }
                     // The stream ends when the container does.
                     None => break,
@@ -391,6 +404,9 @@ impl DockerRuntime {
                         last_sample = Instant::now();
                         self.sample(name, &mut usage).await;
                         sink.usage(&usage);
+                        if !logs_open && !self.running(name).await {
+                            break;
+                        }
                     }
                 }
             }
