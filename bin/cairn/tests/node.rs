@@ -1182,8 +1182,22 @@ fn a_killed_worker_s_lease_times_out_and_is_never_run_twice() {
         let l = c.get("/v1/leases/0").unwrap();
         l["last_seen_ms"].as_u64().unwrap() >= l["start_ms"].as_u64().unwrap() + 1_500
     });
+    let killed_pid = w.id();
     w.kill().unwrap();
     w.wait().unwrap();
+    // The job's cgroups (named after the worker's pid), which the killed worker could not
+    // remove.
+    let groups = || {
+        let out = Command::new("sh")
+            .args([
+                "-c",
+                &format!("find /sys/fs/cgroup -maxdepth 6 -name 'cairn-lease-0-{killed_pid}-*'"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!groups().is_empty(), "the job ran in a cgroup");
     let running = |marker: &str| {
         !Command::new("pgrep")
             .args(["-f", marker])
@@ -1232,6 +1246,8 @@ fn a_killed_worker_s_lease_times_out_and_is_never_run_twice() {
     );
     let journal = std::fs::read_to_string(wdir.join("leases.json")).unwrap();
     assert!(journal.contains("\"0\":\"interrupted\""), "{journal}");
+    // And it removed the cgroups its dead predecessor left.
+    assert_eq!(groups(), "", "stale cgroups");
     // SIGTERM: it drains (nothing running) and exits cleanly.
     Command::new("kill")
         .args(["-TERM", &w.id().to_string()])

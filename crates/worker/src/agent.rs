@@ -333,6 +333,9 @@ impl Agent {
     pub fn run(&self, shutdown: Arc<AtomicBool>) -> Result<(), AgentError> {
         let mut journal = Journal::open(&self.cfg.data_dir)?;
         self.recover(&mut journal)?;
+        for left in self.process.recover() {
+            tracing::warn!(cgroup = left, "removed a job cgroup a previous run left");
+        }
         if let Some(c) = &self.container {
             for name in c.recover() {
                 tracing::warn!(container = name, "removed a container a previous run left");

@@ -110,6 +110,46 @@ impl JobCgroup {
         Ok(group)
     }
 
+    /// Removes the job groups a dead worker left (the worker's pid is in their names, see
+    /// the process runtime): anything still in them is killed. Returns their paths.
+    pub(crate) fn remove_stale() -> Vec<PathBuf> {
+        let v2 = Path::new(ROOT).join("cgroup.controllers").exists();
+        let parents: Vec<PathBuf> = if v2 {
+            vec![Path::new(ROOT).join("cairn-jobs")]
+        } else {
+            ["memory", "pids", "cpuacct"]
+                .iter()
+                .map(|c| {
+                    Path::new(ROOT)
+                        .join(c)
+                        .join(own_group(c).unwrap_or_default())
+                })
+                .collect()
+        };
+        let mut removed = Vec::new();
+        for parent in parents {
+            let Ok(entries) = std::fs::read_dir(&parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(pid) = worker_pid(&name) else {
+                    continue;
+                };
+                if Path::new("/proc").join(pid.to_string()).exists() {
+                    continue;
+                }
+                removed.push(entry.path());
+                // Dropping it kills what is left inside and removes it.
+                drop(Self {
+                    v2,
+                    dirs: vec![entry.path()],
+                });
+            }
+        }
+        removed
+    }
+
     /// The files a process writes its pid to, to join the group (all of them).
     pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
@@ -192,9 +232,23 @@ impl Drop for JobCgroup {
     }
 }
 
+/// The worker pid in a job group's name (`cairn-lease-<lease>-<pid>-<seq>`).
+fn worker_pid(name: &str) -> Option<u32> {
+    let mut parts = name.strip_prefix("cairn-lease-")?.split('-');
+    let (_lease, pid, _seq) = (parts.next()?, parts.next()?, parts.next()?);
+    pid.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_names_carry_the_worker_pid() {
+        assert_eq!(worker_pid("cairn-lease-7-1234-0"), Some(1234));
+        assert_eq!(worker_pid("cairn-lease-7"), None);
+        assert_eq!(worker_pid("libpod_parent"), None);
+    }
 
     #[test]
     fn key_lines_parse() {

@@ -194,6 +194,16 @@ impl Runtime for ProcessRuntime {
         "process (bubblewrap)"
     }
 
+    fn recover(&self) -> Vec<String> {
+        if !is_root() {
+            return Vec::new();
+        }
+        JobCgroup::remove_stale()
+            .into_iter()
+            .map(|p| p.display().to_string())
+            .collect()
+    }
+
     fn unavailable(&self) -> Option<String> {
         if !works("bwrap", "--version") {
             return Some(
