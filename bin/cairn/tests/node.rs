@@ -23,6 +23,30 @@ impl Drop for Devnet {
     }
 }
 
+/// A child process killed and reaped when the guard drops, on every path (a failed assertion
+/// included).
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 fn start(dir: &Path) -> Devnet {
     start_with(dir, &[])
 }
@@ -1163,14 +1187,16 @@ fn a_killed_worker_s_lease_times_out_and_is_never_run_twice() {
         },
     );
     let worker = || {
-        Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(["worker", "run", "--heartbeat-secs", "1", "--data-dir"])
-            .arg(&wdir)
-            .env("CAIRN_NODE", &net.url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn cairn worker run")
+        ChildGuard(
+            Command::new(env!("CARGO_BIN_EXE_cairn"))
+                .args(["worker", "run", "--heartbeat-secs", "1", "--data-dir"])
+                .arg(&wdir)
+                .env("CAIRN_NODE", &net.url)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn cairn worker run"),
+        )
     };
     let mut w = worker();
     deploy_sh(&net, &keys, "sleep 120; : cairn-killed-worker-marker");
