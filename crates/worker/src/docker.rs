@@ -38,6 +38,10 @@ const WORKER_LABEL: &str = "cairn.worker";
 const LEASE_LABEL: &str = "cairn.lease";
 /// How often usage is sampled while a job runs.
 const STATS_EVERY: Duration = Duration::from_secs(1);
+/// How often the container's state is checked besides the log stream's end.
+const EXIT_CHECK_EVERY: Duration = Duration::from_millis(250);
+/// How long output may still arrive after the container is seen stopped.
+const LOG_GRACE: Duration = Duration::from_secs(1);
 
 /// The Docker Engine API runtime.
 pub struct DockerRuntime {
@@ -365,8 +369,11 @@ impl DockerRuntime {
         let mut stopped: Option<String> = None;
         let mut logged: u64 = 0;
         // A broken log stream must not end the watch: limits still hold until the container
-        // is seen to have stopped.
+        // is seen to have stopped. Nor may a log stream that stays open past the end keep
+        // the watch going: the container's state is checked on its own.
         let mut logs_open = true;
+        let mut exited: Option<Instant> = None;
+        let mut last_check = Instant::now();
         loop {
             tokio::select! {
                 item = logs.next(), if logs_open => match item {
@@ -400,18 +407,30 @@ impl DockerRuntime {
                         ));
                     } else if let Some(reason) = stop.stopped() {
                         stopped = Some(reason);
+                    } else if exited.is_none()
+                        && (!logs_open || last_check.elapsed() >= EXIT_CHECK_EVERY)
+                    {
+                        last_check = Instant::now();
+                        if !self.running(name).await {
+                            exited = Some(Instant::now());
+                        }
                     } else if last_sample.elapsed() >= STATS_EVERY {
                         last_sample = Instant::now();
-                        self.sample(name, &mut usage).await;
-                        sink.usage(&usage);
-                        if !logs_open && !self.running(name).await {
-                            break;
+                        // An engine may answer slowly for a container that is ending.
+                        let sampled = self.sample(name, &mut usage);
+                        if tokio::time::timeout(Duration::from_secs(2), sampled).await.is_ok() {
+                            sink.usage(&usage);
                         }
                     }
                 }
             }
             if stopped.is_some() {
                 self.kill(name).await;
+                break;
+            }
+            // Ended, but the log stream has not said so (it broke, or an engine keeps a
+            // follow open past the end): take what output is still coming, briefly, then go.
+            if exited.is_some_and(|at| !logs_open || at.elapsed() >= LOG_GRACE) {
                 break;
             }
         }
