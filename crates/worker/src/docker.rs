@@ -271,14 +271,13 @@ impl DockerRuntime {
             .await;
     }
 
+    /// Whether the container still runs; an engine that cannot say counts as "yes" (the
+    /// watch goes on, and its limits with it).
     async fn running(&self, name: &str) -> bool {
-        self.docker
-            .inspect_container(name, None)
-            .await
-            .ok()
-            .and_then(|c| c.state)
-            .and_then(|s| s.running)
-            .unwrap_or(false)
+        match self.docker.inspect_container(name, None).await {
+            Ok(c) => c.state.and_then(|s| s.running).unwrap_or(false),
+            Err(_) => true,
+        }
     }
 
     async fn kill(&self, name: &str) {
@@ -441,7 +440,20 @@ impl DockerRuntime {
                 condition: "not-running".into(),
             }),
         );
-        let code = match wait.next().await {
+        // It should be over by now; if the engine says otherwise for long, it is killed (the
+        // watch saw an end that was not one), so no job outlives the watch.
+        let first = match tokio::time::timeout(Duration::from_secs(30), wait.next()).await {
+            Ok(w) => w,
+            Err(_) => {
+                tracing::warn!(
+                    container = name,
+                    "still running after its watch ended; killing it"
+                );
+                self.kill(name).await;
+                wait.next().await
+            }
+        };
+        let code = match first {
             Some(Ok(w)) => w.status_code,
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
             Some(Err(e)) => return Err(err("wait for the container", e)),
