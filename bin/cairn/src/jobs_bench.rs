@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use cairn_client::Client;
 use cairn_keystore::Keystore;
 use cairn_primitives::{BoundedString, JobSpec, Keypair, OpenDeployment, Resources, TxBody};
-use cairn_worker::{Job, Limits, ProcessRuntime, Runtime, Sink, StopSignal};
+use cairn_worker::{Job, Limits, ProcessRuntime, Runtime, StopSignal};
 use clap::Args;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -244,15 +244,6 @@ fn one_run(
     Ok((printed as f64 - final_at as f64) / 1e6)
 }
 
-struct Stamp(Vec<u8>);
-
-impl Sink for Stamp {
-    fn started(&mut self) {}
-    fn output(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
-    }
-}
-
 /// The floor: the same sandboxed process started directly, ms from asking to running.
 fn sandbox_floor(runs: usize) -> Result<Vec<f64>> {
     let rt = ProcessRuntime;
@@ -270,10 +261,10 @@ fn sandbox_floor(runs: usize) -> Result<Vec<f64>> {
             hidden: Vec::new(),
             gpus: Vec::new(),
         };
-        let mut sink = Stamp(Vec::new());
+        let mut sink = cairn_worker::testing::Collect::default();
         let asked = now_ns();
         rt.run(&job, &mut sink, &StopSignal::default())?;
-        let printed: u128 = String::from_utf8_lossy(&sink.0)
+        let printed: u128 = String::from_utf8_lossy(&sink.out)
             .trim()
             .parse()
             .context("the job printed no time")?;

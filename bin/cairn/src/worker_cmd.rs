@@ -180,10 +180,21 @@ fn gpu_device_key(dir: &Path, gpu: &Gpu) -> Result<Keypair> {
     Ok(Keystore::at(dir.join("keys")).load_or_create(&format!("device-gpu-{name}"))?)
 }
 
+/// One device this machine offers.
+pub(crate) struct Offered {
+    /// What it is, for messages.
+    label: String,
+    key: Keypair,
+    class: String,
+    spec: DeviceSpec,
+    /// The GPU access its leases' jobs get (none for the CPU device).
+    gpus: Vec<GpuAccess>,
+}
+
 /// The devices this machine offers: its CPU, and each GPU whose model the catalog knows.
 pub(crate) struct Offer {
-    /// Label for messages, the key, the class, the spec, and the GPU access its jobs get.
-    pub(crate) devices: Vec<(String, Keypair, String, DeviceSpec, Vec<GpuAccess>)>,
+    /// The CPU device first.
+    pub(crate) devices: Vec<Offered>,
     /// Why GPUs are missing from the offer, if they are.
     pub(crate) gpu_note: Option<String>,
 }
@@ -192,35 +203,35 @@ pub(crate) struct Offer {
 pub(crate) fn offer(dir: &Path) -> Result<Offer> {
     let catalog = DeviceClass::default_catalog();
     let hw = Hardware::discover(&catalog);
-    let mut devices = vec![(
-        format!(
+    let mut devices = vec![Offered {
+        label: format!(
             "CPU ({}, {} cores, {} MiB RAM)",
             hw.cpu_model, hw.cores, hw.ram_mib
         ),
-        cpu_device_key(dir)?,
-        "CPU".to_string(),
-        DeviceSpec {
+        key: cpu_device_key(dir)?,
+        class: "CPU".to_string(),
+        spec: DeviceSpec {
             gpu_count: 0,
             vram_mib: 0,
             cpu_cores: hw.cores,
             ram_mib: hw.ram_mib,
         },
-        Vec::new(),
-    )];
+        gpus: Vec::new(),
+    }];
     for gpu in &hw.gpus {
         let Some(class) = &gpu.class else { continue };
         let class_vram = catalog
             .iter()
             .find(|c| &c.name == class)
             .map_or(gpu.vram_mib, |c| c.vram_mib);
-        devices.push((
-            format!(
+        devices.push(Offered {
+            label: format!(
                 "GPU {} ({}, {}, {} MiB, driver {})",
                 gpu.index, gpu.model, gpu.uuid, gpu.vram_mib, gpu.driver
             ),
-            gpu_device_key(dir, gpu)?,
-            class.clone(),
-            DeviceSpec {
+            key: gpu_device_key(dir, gpu)?,
+            class: class.clone(),
+            spec: DeviceSpec {
                 gpu_count: 1,
                 // The driver reports a little less or more than the marketed size; the
                 // ledger takes 90-100 % of the class's.
@@ -228,8 +239,8 @@ pub(crate) fn offer(dir: &Path) -> Result<Offer> {
                 cpu_cores: 0,
                 ram_mib: 0,
             },
-            vec![gpu.access()],
-        ));
+            gpus: vec![gpu.access()],
+        });
     }
     Ok(Offer {
         devices,
@@ -291,7 +302,14 @@ pub(crate) fn register_offer(
     region: &str,
 ) -> Result<Vec<String>> {
     let mut lines = Vec::new();
-    for (label, key, class, spec, gpus) in &offer.devices {
+    for Offered {
+        label,
+        key,
+        class,
+        spec,
+        gpus,
+    } in &offer.devices
+    {
         let p = if gpus.is_empty() { price } else { gpu_price };
         let fresh = register_device(client, owner, key, class, spec.clone(), p, region)
             .with_context(|| format!("registering {label}"))?;
@@ -349,7 +367,7 @@ pub(crate) fn run_agent(
     if let Some(why) = process.unavailable() {
         eprintln!("worker: {why}");
     }
-    let worker_id = offer.devices[0].1.address().to_string();
+    let worker_id = offer.devices[0].key.address().to_string();
     let container: Option<Arc<dyn Runtime>> =
         match DockerRuntime::connect(docker_socket, &worker_id) {
             Ok(d) => {
@@ -364,14 +382,10 @@ pub(crate) fn run_agent(
     if let Some(note) = &offer.gpu_note {
         eprintln!("worker: {note}");
     }
-    for (label, key, ..) in &offer.devices {
-        eprintln!("worker: serving device {} — {label}", key.address());
+    for d in &offer.devices {
+        eprintln!("worker: serving device {} — {}", d.key.address(), d.label);
     }
-    let devices = offer
-        .devices
-        .into_iter()
-        .map(|(_, key, _, _, gpus)| (key, gpus))
-        .collect();
+    let devices = offer.devices.into_iter().map(|d| (d.key, d.gpus)).collect();
     let agent = Agent::new(cfg, devices, Arc::new(process), container)?;
     agent.run(shutdown)?;
     Ok(())

@@ -1400,6 +1400,13 @@ fn hostile_jobs_are_stopped_and_the_worker_keeps_serving() {
         lease["reason"].as_str().unwrap_or("").contains("log limit"),
         "{d}"
     );
+    // The customer reads why from the CLI.
+    let shown = cli(&net, &keys, &["jobs", "show", "0"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("failed: its output passed the log limit"),
+        "{shown}"
+    );
     // 2. A fork bomb, and 3. a job that sleeps forever: both end with their 9-second leases.
     deploy(
         "0.0025",
@@ -1424,6 +1431,39 @@ fn hostile_jobs_are_stopped_and_the_worker_keeps_serving() {
     });
     let logs = cli(&net, &keys, &["jobs", "logs", "--key", "alice", "3"]);
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "still serving\n");
+    // Only a deployment that asks gets the network: the flag is on chain and the job sees
+    // the host's interfaces (more than the loopback of its own namespace).
+    let out = cli(
+        &net,
+        &keys,
+        &[
+            "deploy",
+            "--key",
+            "alice",
+            "--yes",
+            "--network",
+            "--",
+            "sh",
+            "-c",
+            "grep -c : /proc/net/dev",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(60, "the network job finishes", || {
+        c.get("/v1/deployments/4").unwrap()["status"] == "finished"
+    });
+    assert_eq!(c.get("/v1/deployments/4").unwrap()["job"]["network"], true);
+    assert_eq!(c.get("/v1/deployments/3").unwrap()["job"]["network"], false);
+    let logs = cli(&net, &keys, &["jobs", "logs", "--key", "alice", "4"]);
+    let interfaces: u32 = String::from_utf8_lossy(&logs.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(interfaces > 1, "{interfaces}");
     let left = Command::new("pgrep")
         .args(["-f", "cairn-hostile|sleep 100000"])
         .output()

@@ -21,6 +21,24 @@ pub const FAKE_GPU_NODE: &str = "/dev/cairn-gpu0";
 
 const PACKAGES: [&str; 3] = ["podman", "runc", "busybox-static"];
 
+/// A sink that keeps everything a job printed and whether it started (tests, benchmarks).
+#[derive(Debug, Default)]
+pub struct Collect {
+    /// Whether the runtime said the job started.
+    pub started: bool,
+    /// Its output.
+    pub out: Vec<u8>,
+}
+
+impl crate::Sink for Collect {
+    fn started(&mut self) {
+        self.started = true;
+    }
+    fn output(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+}
+
 /// A running Podman service.
 pub struct Podman {
     dir: tempfile::TempDir,

@@ -4,27 +4,12 @@
 //! every path, panics included.
 
 use cairn_primitives::{BoundedString, JobSpec};
-use cairn_worker::testing::{FAKE_GPU, FAKE_GPU_ENV, FAKE_GPU_NODE, IMAGE, Podman};
+use cairn_worker::testing::{Collect, FAKE_GPU, FAKE_GPU_ENV, FAKE_GPU_NODE, IMAGE, Podman};
 use cairn_worker::{
-    DockerRuntime, GpuAccess, Job, Limits, Outcome, RunReport, Runtime, Sink, StopSignal,
+    DockerRuntime, GpuAccess, Job, Limits, Outcome, RunReport, Runtime, StopSignal,
 };
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-#[derive(Default)]
-struct Collect {
-    started: bool,
-    out: Vec<u8>,
-}
-
-impl Sink for Collect {
-    fn started(&mut self) {
-        self.started = true;
-    }
-    fn output(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
-    }
-}
 
 fn job(lease: u64, dir: &Path, image: &str, script: &str, limits: Limits) -> Job {
     Job {

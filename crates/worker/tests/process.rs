@@ -3,7 +3,8 @@
 //! installs bubblewrap when it is missing (we are root on CI); it never skips.
 
 use cairn_primitives::{BoundedString, JobSpec};
-use cairn_worker::{Job, Limits, Outcome, ProcessRuntime, Runtime, Sink, StopSignal};
+use cairn_worker::testing::Collect;
+use cairn_worker::{Job, Limits, Outcome, ProcessRuntime, Runtime, StopSignal};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -29,21 +30,6 @@ fn ensure_bwrap() {
             panic!("the process runtime is needed and could not be installed: {why}");
         }
     });
-}
-
-#[derive(Default)]
-struct Collect {
-    started: bool,
-    out: Vec<u8>,
-}
-
-impl Sink for Collect {
-    fn started(&mut self) {
-        self.started = true;
-    }
-    fn output(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
-    }
 }
 
 fn job(dir: &Path, script: &str, limits: Limits, hidden: Vec<std::path::PathBuf>) -> Job {
