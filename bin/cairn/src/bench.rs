@@ -5,8 +5,9 @@ use anyhow::{Result, bail};
 use cairn_ledger::{Ledger, testing};
 use cairn_primitives::wire::Encode;
 use cairn_primitives::{
-    Address, Amount, BoundedString, ClassKind, Device, DeviceSpec, JobSpec, OpenDeployment,
-    Resources, SignedTx, StateKey, StateValue, TxBody, namespace, sha256, verify_batch,
+    Address, Amount, BoundedString, ClassKind, Device, DeviceSpec, JobSpec, MAX_SETTLE_DEVICES,
+    OpenDeployment, Resources, SignedTx, StateKey, StateValue, TxBody, namespace, sha256,
+    verify_batch,
 };
 use cairn_store::Chain;
 use clap::{Args, Subcommand};
@@ -242,6 +243,47 @@ fn ledger(
         })
         .unwrap_or(0);
 
+    // The close fixes what each device is owed; each is paid when it is next settled. Settle
+    // them all through SettleRewards transactions, each owner's devices together (what
+    // `cairn settle` sends for a provider).
+    progress(
+        json,
+        &format!(
+            "settling the rewards of {n_devices} devices (SettleRewards, {MAX_SETTLE_DEVICES} per transaction)"
+        ),
+    );
+    let settler = fleet_settler();
+    let mut addrs: Vec<Address> = (0..n_devices).map(fleet_device).collect();
+    addrs.sort_by_key(|a| ledger.device(a).map(|d| d.owner));
+    let txs: Vec<SignedTx> = addrs
+        .chunks(MAX_SETTLE_DEVICES)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let body = TxBody::SettleRewards {
+                devices: chunk.to_vec(),
+            };
+            testing::tx(&settler, i as u64, body, &ledger.params().chain_id)
+        })
+        .collect();
+    let mut settle_secs = 0.0;
+    let mut ts = ts;
+    for block_txs in txs.chunks(16) {
+        ts += 1;
+        let block = ledger.build_block(ts, block_txs.to_vec());
+        let t = Instant::now();
+        let o = ledger.apply(&block)?;
+        settle_secs += t.elapsed().as_secs_f64();
+        if let Some(e) = o.results.iter().find_map(|r| r.error.as_ref()) {
+            bail!("settling failed: {e}");
+        }
+    }
+    let unsettled = ledger.epoch(0).map_or(0, |r| r.unsettled);
+    if unsettled != 0 {
+        bail!("{unsettled} devices left unsettled");
+    }
+    let settle_rate = n_devices as f64 / settle_secs;
+    let epoch_secs = ledger.params().epoch_ms as f64 / 1000.0;
+
     let ok_apply = apply_rate >= 60_000.0 && apply_rate >= 0.5 * verify_rate_1core;
     if json {
         println!(
@@ -261,6 +303,10 @@ fn ledger(
                 "epoch_payout_devices": rewarded,
                 "epoch_payout_s": payout_secs,
                 "epoch_bar_met": payout_secs < 1.0,
+                "settle_devices": n_devices,
+                "settle_s": settle_secs,
+                "settle_devices_per_s": settle_rate,
+                "settle_share_of_epoch": settle_secs / epoch_secs,
             })
         );
     } else {
@@ -292,10 +338,21 @@ fn ledger(
         );
         println!(
             "{:<44} {:>14} {:>22} {:>26}",
-            format!("epoch payout, {rewarded} devices"),
+            format!("epoch close, {rewarded} devices rewarded"),
             format!("{payout_secs:.3} s"),
             "< 1 s",
             ""
+        );
+        println!(
+            "{:<44} {:>14} {:>22} {:>26}",
+            format!("settling {n_devices} devices' rewards"),
+            format!("{settle_secs:.3} s"),
+            "",
+            format!(
+                "{:.0} devices/s; {:.2}% of a {epoch_secs:.0} s epoch",
+                settle_rate,
+                100.0 * settle_secs / epoch_secs
+            )
         );
         println!(
             "bars met: apply {}, matching {}, epoch {}",
@@ -322,6 +379,16 @@ const REGIONS: [&str; 8] = [
     "af-south",
 ];
 
+/// The synthetic fleet's `i`th device.
+fn fleet_device(i: usize) -> Address {
+    Address(sha256(&[b"dev", &(i as u64).to_be_bytes()]).0)
+}
+
+/// The funded account that settles the synthetic fleet's rewards.
+fn fleet_settler() -> cairn_primitives::Keypair {
+    cairn_primitives::Keypair::from_seed([0x5e; 32])
+}
+
 /// A state with `n` active, attested devices (built from records: registering a million
 /// devices through signed transactions would measure signing, not matching).
 fn synthetic_fleet(n: usize) -> Result<Ledger> {
@@ -332,7 +399,7 @@ fn synthetic_fleet(n: usize) -> Result<Ledger> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut devices = Vec::with_capacity(n);
     for i in 0..n {
-        let addr = Address(sha256(&[b"dev", &(i as u64).to_be_bytes()]).0);
+        let addr = fleet_device(i);
         let owner = Address(sha256(&[b"own", &((i % 10_000) as u64).to_be_bytes()]).0);
         let class = rng.random_range(0..params.classes.len());
         let c = &params.classes[class];
@@ -362,7 +429,8 @@ fn synthetic_fleet(n: usize) -> Result<Ledger> {
         };
         devices.push((addr, d));
     }
-    let mut records = testing::fleet_records(devices, &[]);
+    let fees = [(fleet_settler().address(), Amount::from_base(1_000_000_000))];
+    let mut records = testing::fleet_records(devices, &fees);
     records.push((
         StateKey::Checker(checker).to_bytes(),
         StateValue::Checker(cairn_primitives::CheckerTally {

@@ -96,7 +96,7 @@ enum AccountCommand {
 }
 
 /// Who signs a transaction, its fee, and whether to wait for finality.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub(crate) struct Signer {
     /// The sender's key name in the key store.
     #[arg(long)]
@@ -387,6 +387,75 @@ pub(crate) fn delegate(a: DelegateArgs) -> Result<()> {
         })
     })?;
     Ok(())
+}
+
+/// `cairn settle`: collect what closed epochs owe devices.
+#[derive(Args)]
+pub(crate) struct SettleArgs {
+    /// Devices to settle (any device: settling only pays what the ledger owes its owner and
+    /// its stake pool). Default: every device the signer owns that has rewards pending.
+    #[arg(long = "device")]
+    devices: Vec<Address>,
+    #[command(flatten)]
+    signer: Signer,
+    #[command(flatten)]
+    node: NodeOpt,
+}
+
+pub(crate) fn settle(a: SettleArgs) -> Result<()> {
+    let client = a.node.client();
+    let devices = if a.devices.is_empty() {
+        let me = keys(a.signer.keys_dir.clone())
+            .load(&a.signer.key)?
+            .address();
+        pending_devices(&client, &me)?
+    } else {
+        a.devices
+    };
+    if devices.is_empty() {
+        if a.node.json {
+            println!("{}", serde_json::json!({"settled": 0}));
+        } else {
+            println!("nothing to settle: no device of this key has rewards pending");
+        }
+        return Ok(());
+    }
+    for chunk in devices.chunks(cairn_primitives::MAX_SETTLE_DEVICES) {
+        if !a.node.json {
+            eprintln!("settling {} device(s)…", chunk.len());
+        }
+        let devices = chunk.to_vec();
+        send(&a.node, a.signer.clone(), |_, _| {
+            Ok(TxBody::SettleRewards { devices })
+        })?;
+    }
+    Ok(())
+}
+
+/// `owner`'s devices with rewards from a closed epoch not yet paid.
+fn pending_devices(client: &Client, owner: &Address) -> Result<Vec<Address>> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/devices?owner={owner}&limit=1000");
+        if let Some(x) = &after {
+            path.push_str(&format!("&after={x}"));
+        }
+        let page = client.get(&path)?;
+        for d in page["devices"].as_array().into_iter().flatten() {
+            if !d["pending_rewards"].is_null() {
+                let addr = d["address"].as_str().unwrap_or_default();
+                out.push(
+                    addr.parse()
+                        .context("the node listed a bad device address")?,
+                );
+            }
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => return Ok(out),
+        }
+    }
 }
 
 /// `cairn undelegate`: redeem pool shares; the tokens unbond for the genesis's unbonding

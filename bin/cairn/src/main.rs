@@ -56,6 +56,8 @@ enum Command {
     Delegate(client_cmd::DelegateArgs),
     /// Withdraw stake from a device (it unbonds first).
     Undelegate(client_cmd::UndelegateArgs),
+    /// Collect what closed epochs owe your devices (their next transaction also does).
+    Settle(client_cmd::SettleArgs),
     /// Compute credits: burn tokens for credits at the oracle price.
     Credits(client_cmd::CreditsArgs),
     /// Price-oracle duties: submit the token's USD price.
@@ -90,6 +92,7 @@ fn main() {
         Command::Stake(a) => client_cmd::stake(a),
         Command::Delegate(a) => client_cmd::delegate(a),
         Command::Undelegate(a) => client_cmd::undelegate(a),
+        Command::Settle(a) => client_cmd::settle(a),
         Command::Credits(a) => client_cmd::credits(a),
         Command::Oracle(a) => client_cmd::oracle(a),
         Command::Worker(a) => worker_cmd::run(a),

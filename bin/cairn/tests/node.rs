@@ -903,6 +903,18 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
         v["rewards"].as_array().unwrap().is_empty(),
         "nobody attested: {v}"
     );
+    // Nothing to settle, then a device that does not exist: a clear error.
+    let o = cli(&net, &keys, &["settle", "--key", "alice"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("nothing to settle"), "{}", text(&o));
+    let nobody = Keypair::from_seed([99; 32]).address().to_string();
+    let o = cli(
+        &net,
+        &keys,
+        &["settle", "--key", "alice", "--device", &nobody],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("unknown_device"), "{}", text(&o));
 
     // Stats add up with what was done.
     let (_, s) = http_get(&net.url, "/v1/stats");
@@ -1048,6 +1060,32 @@ fn deploy_runs_the_job_and_only_its_owner_reads_the_logs() {
     let device = lease["device"].as_str().unwrap();
     let d = c.get(&format!("/v1/devices/{device}")).unwrap();
     assert_eq!(d["epoch_tally"]["work"].as_u64().unwrap(), paid, "{d}");
+    // When epoch 0 closes (devnet epochs last 60 s), the device is owed a share of the work
+    // pool; carol, devnet's provider, collects it with `cairn settle`.
+    eventually(90, "epoch 0 closes and the device is owed", || {
+        !c.get(&format!("/v1/devices/{device}")).unwrap()["pending_rewards"].is_null()
+    });
+    let owed = c.get(&format!("/v1/devices/{device}")).unwrap()["pending_rewards"].clone();
+    assert_eq!(owed["epoch"], 0, "{owed}");
+    assert_ne!(owed["work"], "0", "{owed}");
+    let carol = Keystore::at(&keys).load("carol").unwrap().address();
+    let rewards = |c: &Client| c.get(&format!("/v1/accounts/{carol}/rewards")).unwrap();
+    assert!(rewards(&c)["rewards"].as_array().unwrap().is_empty());
+    let settled = cli(&net, &keys, &["settle", "--key", "carol"]);
+    assert!(
+        settled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&settled.stderr)
+    );
+    let r = rewards(&c);
+    assert_eq!(r["rewards"][0]["epoch"], 0, "{r}");
+    assert_eq!(r["rewards"][0]["work"], owed["work"], "{r}");
+    let d = c.get(&format!("/v1/devices/{device}")).unwrap();
+    assert!(d["pending_rewards"].is_null(), "{d}");
+    assert_eq!(d["epoch_tally"]["work"], 0, "{d}");
+    let again = cli(&net, &keys, &["settle", "--key", "carol"]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to settle"));
     let logs = cli(&net, &keys, &["jobs", "logs", "--key", "alice", "0"]);
     assert!(
         logs.status.success(),

@@ -385,6 +385,7 @@ impl Ledger {
             }
             TxBody::Attest { epoch, entries } => self.attest(sender, *epoch, entries),
             TxBody::SubmitFraudProof(p) => self.fraud_proof(sender, p),
+            TxBody::SettleRewards { devices } => self.settle_rewards(devices),
         }
     }
 
@@ -506,20 +507,21 @@ impl Ledger {
 
     // ----- devices and stake ---------------------------------------------------------------
 
-    fn owned_device(&self, sender: &Address, device: &Address) -> Result<Device> {
-        let d = self
+    /// The sender's device, settled (see [`Ledger::settled_device`]).
+    fn owned_device(&mut self, sender: &Address, device: &Address) -> Result<Device> {
+        let owner = self
             .state
             .devices
             .get(device)
-            .cloned()
+            .map(|d| d.owner)
             .ok_or(TxError::UnknownDevice(*device))?;
-        if d.owner != *sender {
+        if owner != *sender {
             return Err(TxError::NotDeviceOwner {
                 device: *device,
                 sender: *sender,
             });
         }
-        Ok(d)
+        self.settled_device(device)
     }
 
     /// The stake a device of `class` with `spec` must bond.
@@ -617,6 +619,7 @@ impl Ledger {
                 required_stake: stake,
                 lease: None,
                 registered_ms: self.cx.ts,
+                tally_epoch: self.state.globals.epoch,
                 attest_pass: 0,
                 attest_fail: 0,
                 uptime_ppm_sum: 0,
@@ -633,7 +636,7 @@ impl Ledger {
         Ok(())
     }
 
-    fn add_staked(&mut self, amount: Amount) -> Result<()> {
+    pub(crate) fn add_staked(&mut self, amount: Amount) -> Result<()> {
         let mut g = self.state.globals.clone();
         g.staked = g
             .staked
@@ -655,12 +658,7 @@ impl Ledger {
 
     /// Redeems `shares` of `staker` in `device`'s pool into an unbonding entry.
     fn redeem(&mut self, device: &Address, staker: Address, shares: u64) -> Result<Amount> {
-        let mut d = self
-            .state
-            .devices
-            .get(device)
-            .cloned()
-            .ok_or(TxError::UnknownDevice(*device))?;
+        let mut d = self.settled_device(device)?;
         let held = self
             .state
             .delegations
@@ -794,12 +792,7 @@ impl Ledger {
         if amount == Amount::ZERO {
             return Err(TxError::ZeroAmount);
         }
-        let mut d = self
-            .state
-            .devices
-            .get(device)
-            .cloned()
-            .ok_or(TxError::UnknownDevice(*device))?;
+        let mut d = self.settled_device(device)?;
         if d.status != DeviceStatus::Active {
             return Err(TxError::DeviceNotActive(*device));
         }
@@ -847,12 +840,7 @@ impl Ledger {
     }
 
     fn undelegate(&mut self, sender: Address, device: &Address, shares: u64) -> Result<()> {
-        let d = self
-            .state
-            .devices
-            .get(device)
-            .cloned()
-            .ok_or(TxError::UnknownDevice(*device))?;
+        let d = self.settled_device(device)?;
         if sender == d.owner && d.status == DeviceStatus::Active {
             let held = self.delegation(device, &sender);
             let left = held.saturating_sub(shares);
@@ -911,12 +899,7 @@ impl Ledger {
         let mut leases = Vec::with_capacity(deposits.len());
         for (i, (device, price, deposit)) in deposits.into_iter().enumerate() {
             let id = first_lease + i as u64;
-            let mut d = self
-                .state
-                .devices
-                .get(&device)
-                .cloned()
-                .ok_or(TxError::UnknownDevice(device))?;
+            let mut d = self.settled_device(&device)?;
             d.lease = Some(id);
             self.state.set_device(device, d);
             self.state.set_lease(
@@ -1215,12 +1198,7 @@ impl Ledger {
             .checked_sub(delta)
             .ok_or(TxError::Overflow("escrow"))?;
         self.state.set_globals(g);
-        let mut d = self
-            .state
-            .devices
-            .get(&device)
-            .cloned()
-            .ok_or(TxError::UnknownDevice(device))?;
+        let mut d = self.settled_device(&device)?;
         d.work = d.work.checked_add(delta).ok_or(TxError::Overflow("work"))?;
         let owner = d.owner;
         self.state.set_device(device, d);
@@ -1297,7 +1275,8 @@ impl Ledger {
             dep.status = DeploymentStatus::Finished;
         }
         self.state.set_deployment(deployment, dep);
-        if let Some(mut d) = self.state.devices.get(&device).cloned() {
+        if self.state.devices.contains_key(&device) {
+            let mut d = self.settled_device(&device)?;
             if d.lease == Some(id) {
                 d.lease = None;
             }
@@ -1423,12 +1402,7 @@ impl Ledger {
             if e.uptime_ppm > 1_000_000 {
                 return Err(TxError::BadUptime(e.uptime_ppm));
             }
-            let mut d = self
-                .state
-                .devices
-                .get(&e.device)
-                .cloned()
-                .ok_or(TxError::UnknownDevice(e.device))?;
+            let mut d = self.settled_device(&e.device)?;
             if d.voters.contains(&sender) {
                 return Err(TxError::DuplicateAttestation(e.device));
             }
@@ -1464,12 +1438,7 @@ impl Ledger {
     }
 
     fn fraud_proof(&mut self, sender: Address, p: &cairn_primitives::FraudProof) -> Result<()> {
-        let mut d = self
-            .state
-            .devices
-            .get(&p.device)
-            .cloned()
-            .ok_or(TxError::UnknownDevice(p.device))?;
+        let mut d = self.settled_device(&p.device)?;
         if d.status == DeviceStatus::Slashed {
             return Err(TxError::DeviceNotActive(p.device));
         }

@@ -1,71 +1,70 @@
-//! Closing an epoch: mint the schedule's emission, split it into pools, pay out.
+//! Closing an epoch, and settling what it owes each device.
+//!
+//! The close mints the schedule's emission and splits it into pools. It pays the checkers
+//! and the treasury (a few accounts) at once, and records for each device pool the total
+//! weight of the tallies it is shared by: [`State::weights`](crate::state::State) keeps those
+//! totals true on every device write, so the close reads three sums instead of walking a
+//! million devices. It writes no device record.
+//!
+//! A device's share is paid when its tally is settled: by the device's next transaction
+//! (an attestation, a lease report, an update, a stake change, a booking) or by a
+//! `SettleRewards` transaction from anyone. Every write to a device settles it first, so its
+//! record at settlement is its record at the close, and it is paid exactly what a close that
+//! paid everyone at once would have paid; its reputation moves at the same moment.
 //!
 //! Rounding rule, named once: every share is `floor(pool · weight / total)`
 //! ([`crate::tokenomics::floor_share`]), so the shares of a pool never add up to more than the
-//! pool; whatever the floors leave, and every pool that has nobody to pay, goes to the
-//! treasury. Each epoch therefore adds up exactly: minted = paid + treasury.
+//! pool. Pools with nobody to pay go to the treasury at the close; the rest is held in the
+//! epoch record as `unpaid` (part of the supply) and paid out as devices settle; when the last
+//! one settles, what the floors left goes to the treasury. Each epoch's record therefore adds
+//! up exactly at every moment: minted = capacity + work + stakers (paid to devices so far) +
+//! checkers + treasury + unpaid.
 
 use crate::events::Event;
-use crate::state::is_marketable;
+use crate::state::TallyWeight;
 use crate::tokenomics::{emission_between, floor_share};
 use crate::{Ledger, Result, TxError};
-use cairn_primitives::{Address, Amount, ClassKind, DeviceStatus, EpochRecord};
-use rayon::prelude::*;
-use std::collections::HashMap;
+use cairn_primitives::{Address, Amount, Device, EpochRecord};
 
 /// Share of the gap to 100% a passing device gains each epoch, and share of its reputation a
 /// failing one loses (both in parts of 1,000,000).
 const REPUTATION_GAIN_PPM: u64 = 100_000;
 const REPUTATION_LOSS_PPM: u64 = 200_000;
 
-/// What one account receives at an epoch close.
-#[derive(Default, Clone, Copy)]
-struct Payout {
-    capacity: u64,
-    work: u64,
-    checkers: u64,
-    treasury: u64,
+/// Settlements added up, to be written once (see [`Ledger::pay_out`]).
+#[derive(Default)]
+struct Payouts {
+    /// (owner, epoch) → (capacity, work).
+    owners: std::collections::BTreeMap<(Address, u64), (Amount, Amount)>,
+    /// Added to stake pools.
+    staked: Amount,
+    /// Per epoch: what its devices were paid.
+    epochs: std::collections::BTreeMap<u64, EpochPaid>,
 }
 
-impl Payout {
-    fn total(&self) -> Option<u64> {
-        self.capacity
-            .checked_add(self.work)?
-            .checked_add(self.checkers)?
-            .checked_add(self.treasury)
-    }
-
-    fn add(&mut self, o: &Payout) {
-        // Each field is a share of one pool, and pools add up to the epoch's emission, which
-        // fits in the supply (a u64): these sums cannot overflow.
-        self.capacity = self.capacity.saturating_add(o.capacity);
-        self.work = self.work.saturating_add(o.work);
-        self.checkers = self.checkers.saturating_add(o.checkers);
-        self.treasury = self.treasury.saturating_add(o.treasury);
-    }
+/// What one epoch's devices were paid in a batch.
+#[derive(Default)]
+struct EpochPaid {
+    devices: u64,
+    owed: u64,
+    capacity: Amount,
+    work: Amount,
+    stake: Amount,
 }
 
-/// A tallied device's new record fields after the close.
-pub(crate) struct DeviceClose {
-    pub(crate) device: Address,
-    pub(crate) pool_tokens: Amount,
-    pub(crate) reputation_ppm: u32,
-    pub(crate) stake_reward: u64,
-    /// Marketable, and its reputation (so its rank) moves.
-    pub(crate) reranked: bool,
-}
-
-/// Everything an epoch close writes, computed (and every sum checked) before anything is
-/// written: the writes themselves cannot fail, so a close is all or nothing without an undo
-/// journal for a million records.
-struct ClosePlan {
-    globals: cairn_primitives::Globals,
-    /// Accounts paid, sorted, with their new balances.
-    accounts: Vec<(Address, Payout, Amount)>,
-    devices: Vec<DeviceClose>,
-    /// Marketable devices whose rank changes.
-    reranked: usize,
-    record: EpochRecord,
+/// What settling a device's tally pays and changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settlement {
+    /// The epoch the tally counted for.
+    pub epoch: u64,
+    /// Paid to the owner from the capacity pool.
+    pub capacity: Amount,
+    /// Paid to the owner from the work pool.
+    pub work: Amount,
+    /// Added to the device's stake pool.
+    pub stake: Amount,
+    /// The device's reputation afterwards.
+    pub reputation_ppm: u32,
 }
 
 impl Ledger {
@@ -86,16 +85,15 @@ impl Ledger {
         for (seen, id) in active {
             self.settle_lease(id, seen)?;
         }
-        let plan = self.plan_close(old, new)?;
-        self.write_close(old, plan);
-        Ok(())
+        self.close_epoch(old, new)
     }
 
-    /// Computes the close of epoch `old` (read-only).
-    fn plan_close(&self, old: u64, new: u64) -> Result<ClosePlan> {
-        let p = &self.params;
-        let g = &self.state.globals;
-        let mut minted = emission_between(p, old, new);
+    /// Closes epoch `old`: mints, splits, pays checkers and treasury, records the device
+    /// pools with their total weights.
+    fn close_epoch(&mut self, old: u64, new: u64) -> Result<()> {
+        let p = self.params.clone();
+        let g = self.state.globals.clone();
+        let mut minted = emission_between(&p, old, new);
         if p.net_emission && old >= p.emission_epochs {
             minted = minted
                 .checked_add(g.epoch_burned)
@@ -105,55 +103,13 @@ impl Ledger {
         let room = p.supply_cap.checked_sub(g.supply).unwrap_or(Amount::ZERO);
         let minted = minted.min(room).base();
         let share = |bps: u32| floor_share(minted, u128::from(bps), 10_000);
-        let cap_pool = share(p.rewards.capacity_bps);
-        let work_pool = share(p.rewards.work_bps);
-        let stake_pool = share(p.rewards.stakers_bps);
+        let w = self.state.weights.get(&old).copied().unwrap_or_default();
+        // A pool with no weight has nobody to pay.
+        let held = |pool: u64, total: u128| if total > 0 { pool } else { 0 };
+        let capacity = held(share(p.rewards.capacity_bps), w.capacity);
+        let work = held(share(p.rewards.work_bps), w.work);
+        let stakers = held(share(p.rewards.stakers_bps), w.stake);
         let check_pool = share(p.rewards.checkers_bps);
-
-        // Weights, from every device with a tally (address order).
-        struct Weights {
-            device: Address,
-            owner: Address,
-            capacity: u128,
-            work: u128,
-            stake: u128,
-            reputation_ppm: u32,
-            reranked: bool,
-            pool_tokens: Amount,
-        }
-        let tallied = self.state.tallied_devices();
-        let weights: Vec<Weights> = tallied
-            .par_iter()
-            .map(|&(a, d)| {
-                let votes = u64::from(d.attest_pass) + u64::from(d.attest_fail);
-                let passed = d.attest_pass > d.attest_fail;
-                let verified = d.status == DeviceStatus::Active && passed;
-                let mut w = Weights {
-                    device: *a,
-                    owner: d.owner,
-                    capacity: 0,
-                    work: u128::from(d.work),
-                    stake: 0,
-                    reputation_ppm: next_reputation(d.reputation_ppm, votes, passed),
-                    reranked: false,
-                    pool_tokens: d.pool.tokens,
-                };
-                w.reranked = w.reputation_ppm != d.reputation_ppm && is_marketable(d);
-                if verified {
-                    let (weight, units) = match p.classes.get(usize::from(d.class)) {
-                        Some(c) if c.kind == ClassKind::Gpu => {
-                            (c.reward_weight, u64::from(d.spec.gpu_count))
-                        }
-                        Some(c) => (c.reward_weight, u64::from(d.spec.cpu_cores)),
-                        None => (0, 0),
-                    };
-                    let uptime = d.uptime_ppm_sum / votes.max(1);
-                    w.capacity = u128::from(weight) * u128::from(units) * u128::from(uptime);
-                    w.stake = u128::from(d.pool.tokens.base());
-                }
-                w
-            })
-            .collect();
         let checkers: Vec<(Address, u128)> = self
             .state
             .checkers
@@ -161,86 +117,34 @@ impl Ledger {
             .filter(|(_, t)| t.epoch == old && t.results > 0)
             .map(|(a, t)| (*a, u128::from(t.results)))
             .collect();
-
-        let cap_total: u128 = weights.iter().map(|w| w.capacity).sum();
-        let work_total: u128 = weights.iter().map(|w| w.work).sum();
-        let stake_total: u128 = weights.iter().map(|w| w.stake).sum();
         let check_total: u128 = checkers.iter().map(|x| x.1).sum();
-
-        let mut paid = Payout::default();
-        let mut paid_stake = 0u64;
-        let mut rewarded = 0u64;
-        let mut pays: HashMap<Address, Payout> = HashMap::new();
-        let mut reranked = 0;
-        let shares: Vec<(Payout, u64)> = weights
-            .par_iter()
-            .map(|w| {
-                let pay = Payout {
-                    capacity: floor_share(cap_pool, w.capacity, cap_total),
-                    work: floor_share(work_pool, w.work, work_total),
-                    ..Payout::default()
-                };
-                (pay, floor_share(stake_pool, w.stake, stake_total))
-            })
-            .collect();
-        let mut devices = Vec::with_capacity(weights.len());
-        for (w, (pay, stake_reward)) in weights.iter().zip(shares) {
-            if w.capacity > 0 || w.work > 0 {
-                rewarded += 1;
+        let mut paid_checkers = 0u64;
+        for (c, weight) in &checkers {
+            let pay = floor_share(check_pool, *weight, check_total);
+            paid_checkers += pay;
+            self.credit(c, Amount::from_base(pay))?;
+            if pay > 0 {
+                self.emit(Event::Reward {
+                    account: *c,
+                    epoch: old,
+                    capacity: Amount::ZERO,
+                    work: Amount::ZERO,
+                    checkers: Amount::from_base(pay),
+                });
             }
-            if pay.capacity > 0 || pay.work > 0 {
-                paid.add(&pay);
-                pays.entry(w.owner).or_default().add(&pay);
-            }
-            paid_stake += stake_reward;
-            reranked += usize::from(w.reranked);
-            devices.push(DeviceClose {
-                device: w.device,
-                pool_tokens: w
-                    .pool_tokens
-                    .checked_add(Amount::from_base(stake_reward))
-                    .ok_or(TxError::Overflow("pool"))?,
-                reputation_ppm: w.reputation_ppm,
-                stake_reward,
-                reranked: w.reranked,
-            });
         }
-        for (c, w) in &checkers {
-            let pay = Payout {
-                checkers: floor_share(check_pool, *w, check_total),
-                ..Payout::default()
-            };
-            paid.add(&pay);
-            pays.entry(*c).or_default().add(&pay);
-        }
-        let paid_total = paid
-            .total()
-            .and_then(|t| t.checked_add(paid_stake))
-            .ok_or(TxError::Overflow("epoch split"))?;
+        let overflow = || TxError::Overflow("epoch split");
+        let unpaid = capacity
+            .checked_add(work)
+            .and_then(|x| x.checked_add(stakers))
+            .ok_or_else(overflow)?;
         let treasury = minted
-            .checked_sub(paid_total)
-            .ok_or(TxError::Overflow("epoch split"))?;
-        pays.entry(p.treasury).or_default().treasury = treasury;
+            .checked_sub(unpaid)
+            .and_then(|x| x.checked_sub(paid_checkers))
+            .ok_or_else(overflow)?;
+        self.credit(&p.treasury, Amount::from_base(treasury))?;
 
-        // One entry per account, in address order, with its new balance.
-        let mut accounts: Vec<(Address, Payout, Amount)> = pays
-            .into_iter()
-            .map(|(who, pay)| (who, pay, Amount::ZERO))
-            .collect();
-        accounts.sort_unstable_by_key(|x| x.0);
-        accounts.retain(|(_, pay, _)| pay.total() != Some(0));
-        for (who, pay, balance) in &mut accounts {
-            let total = pay.total().ok_or(TxError::Overflow("payout"))?;
-            *balance = self
-                .state
-                .accounts
-                .get(who)
-                .map_or(Amount::ZERO, |a| a.balance)
-                .checked_add(Amount::from_base(total))
-                .ok_or(TxError::Overflow("balance"))?;
-        }
-
-        let mut globals = g.clone();
+        let mut globals = self.state.globals.clone();
         globals.supply = g
             .supply
             .checked_add(Amount::from_base(minted))
@@ -249,68 +153,294 @@ impl Ledger {
             .minted
             .checked_add(Amount::from_base(minted))
             .ok_or(TxError::Overflow("minted"))?;
-        globals.staked = g
-            .staked
-            .checked_add(Amount::from_base(paid_stake))
-            .ok_or(TxError::Overflow("staked"))?;
         globals.epoch_burned = Amount::ZERO;
         globals.epoch = new;
+        self.state.set_globals(globals);
         let record = EpochRecord {
             epoch: old,
             closed_at_height: self.cx.height,
             minted: Amount::from_base(minted),
             burned: g.epoch_burned,
-            capacity: Amount::from_base(paid.capacity),
-            work: Amount::from_base(paid.work),
-            stakers: Amount::from_base(paid_stake),
-            checkers: Amount::from_base(paid.checkers),
+            capacity: Amount::ZERO,
+            work: Amount::ZERO,
+            stakers: Amount::ZERO,
+            checkers: Amount::from_base(paid_checkers),
             treasury: Amount::from_base(treasury),
-            devices_rewarded: rewarded,
+            devices_rewarded: w.rewarded,
+            capacity_pool: Amount::from_base(capacity),
+            work_pool: Amount::from_base(work),
+            stakers_pool: Amount::from_base(stakers),
+            capacity_weight: w.capacity,
+            work_weight: w.work,
+            stake_weight: w.stake,
+            unsettled: w.devices,
+            unpaid: Amount::from_base(unpaid),
         };
-        Ok(ClosePlan {
-            globals,
-            accounts,
-            devices,
-            reranked,
-            record,
-        })
+        self.state.set_epoch(old, record.clone());
+        self.emit(Event::EpochClosed { record });
+        Ok(())
     }
 
-    /// Writes a planned close. Cannot fail.
-    fn write_close(&mut self, old: u64, plan: ClosePlan) {
-        self.state.set_globals(plan.globals);
-        for (who, pay, balance) in &plan.accounts {
-            self.state.set_balance_in_place(*who, *balance);
-            if pay.capacity > 0 || pay.work > 0 || pay.checkers > 0 {
-                self.emit(Event::Reward {
-                    account: *who,
-                    epoch: old,
-                    capacity: Amount::from_base(pay.capacity),
-                    work: Amount::from_base(pay.work),
-                    checkers: Amount::from_base(pay.checkers),
-                });
+    /// What settling `d`'s tally would pay and change now: `None` when its tally counts for
+    /// the open epoch or it has none. Pure; [`Ledger::settled_device`] applies it.
+    pub(crate) fn settlement_of(&self, d: &Device) -> Option<Settlement> {
+        self.settlement_within(d, &Payouts::default())
+    }
+
+    /// [`Ledger::settlement_of`], for a device settled after those in `batch` (paid from
+    /// what the epoch still holds once they are).
+    fn settlement_within(&self, d: &Device, batch: &Payouts) -> Option<Settlement> {
+        if d.tally_epoch >= self.state.globals.epoch {
+            return None;
+        }
+        let w = TallyWeight::of(d, &self.state.class_weights)?;
+        let votes = u64::from(d.attest_pass) + u64::from(d.attest_fail);
+        let mut s = Settlement {
+            epoch: d.tally_epoch,
+            reputation_ppm: next_reputation(d.reputation_ppm, votes, d.attest_pass > d.attest_fail),
+            ..Settlement::default()
+        };
+        // A tally whose epoch has no record (cannot happen: a tally counts for the epoch that
+        // was open when it was written, and every open epoch closes with a record) pays
+        // nothing.
+        if let Some(r) = self.state.epochs.get(&d.tally_epoch) {
+            // Shares of the tokens still held: never more than the record holds, even if the
+            // floors were wrong.
+            let spent = batch.epochs.get(&d.tally_epoch).map_or(0, |e| e.owed);
+            let mut left = r.unpaid.base().saturating_sub(spent);
+            let mut take = |pool: Amount, part: u128, whole: u128| {
+                let v = floor_share(pool.base(), part, whole).min(left);
+                left -= v;
+                Amount::from_base(v)
+            };
+            s.capacity = take(r.capacity_pool, w.capacity, r.capacity_weight);
+            s.work = take(r.work_pool, w.work, r.work_weight);
+            s.stake = take(r.stakers_pool, w.stake, r.stake_weight);
+        }
+        Some(s)
+    }
+
+    /// The device, with a tally from a closed epoch settled first (and written): owner paid,
+    /// stake pool grown, reputation moved, tally cleared. Every transaction that writes a
+    /// device reads it through here, so a record never changes between an epoch's close and
+    /// its settlement.
+    pub(crate) fn settled_device(&mut self, addr: &Address) -> Result<Device> {
+        let mut d = self
+            .state
+            .devices
+            .get(addr)
+            .cloned()
+            .ok_or(TxError::UnknownDevice(*addr))?;
+        let current = self.state.globals.epoch;
+        if d.tally_epoch >= current {
+            return Ok(d);
+        }
+        let mut batch = Payouts::default();
+        if let Some(s) = self.settlement_of(&d) {
+            self.settle_into(addr, &mut d, &s, &mut batch)?;
+        }
+        d.tally_epoch = current;
+        self.state.set_device(*addr, d.clone());
+        self.pay_out(batch)?;
+        Ok(d)
+    }
+
+    /// `SettleRewards`: settles each named device that has a tally from a closed epoch; what
+    /// they are paid is added up and written once per owner, stake total and epoch.
+    pub(crate) fn settle_rewards(&mut self, devices: &[Address]) -> Result<()> {
+        let mut seen = std::collections::HashSet::with_capacity(devices.len());
+        let mut batch = Payouts::default();
+        let current = self.state.globals.epoch;
+        for a in devices {
+            if !seen.insert(*a) {
+                return Err(TxError::DuplicateDevice(*a));
+            }
+            let d = self
+                .state
+                .devices
+                .get(a)
+                .ok_or(TxError::UnknownDevice(*a))?;
+            let Some(s) = self.settlement_within(d, &batch) else {
+                continue;
+            };
+            let mut d = d.clone();
+            self.settle_into(a, &mut d, &s, &mut batch)?;
+            d.tally_epoch = current;
+            self.state.set_device(*a, d);
+        }
+        if batch.epochs.is_empty() {
+            return Err(TxError::NothingToSettle);
+        }
+        self.pay_out(batch)
+    }
+
+    /// Applies a settlement to the device (stake pool, reputation, tally cleared) and adds
+    /// what it pays to `batch`.
+    fn settle_into(
+        &mut self,
+        addr: &Address,
+        d: &mut Device,
+        s: &Settlement,
+        batch: &mut Payouts,
+    ) -> Result<()> {
+        let overflow = || TxError::Overflow("settlement");
+        let owed = s
+            .capacity
+            .checked_add(s.work)
+            .and_then(|x| x.checked_add(s.stake))
+            .ok_or_else(overflow)?;
+        if s.stake > Amount::ZERO {
+            d.pool.tokens = d.pool.tokens.checked_add(s.stake).ok_or_else(overflow)?;
+            batch.staked = batch.staked.checked_add(s.stake).ok_or_else(overflow)?;
+            self.emit(Event::StakingReward {
+                device: *addr,
+                epoch: s.epoch,
+                amount: s.stake,
+            });
+        }
+        if s.capacity > Amount::ZERO || s.work > Amount::ZERO {
+            let o = batch.owners.entry((d.owner, s.epoch)).or_default();
+            o.0 = o.0.checked_add(s.capacity).ok_or_else(overflow)?;
+            o.1 = o.1.checked_add(s.work).ok_or_else(overflow)?;
+        }
+        let e = batch.epochs.entry(s.epoch).or_default();
+        e.devices += 1;
+        e.owed = e.owed.checked_add(owed.base()).ok_or_else(overflow)?;
+        e.capacity = e.capacity.checked_add(s.capacity).ok_or_else(overflow)?;
+        e.work = e.work.checked_add(s.work).ok_or_else(overflow)?;
+        e.stake = e.stake.checked_add(s.stake).ok_or_else(overflow)?;
+        d.reputation_ppm = s.reputation_ppm;
+        d.attest_pass = 0;
+        d.attest_fail = 0;
+        d.uptime_ppm_sum = 0;
+        d.work = 0;
+        d.voters.clear();
+        Ok(())
+    }
+
+    /// Writes a batch of settlements: owners credited (one `Reward` event per owner and
+    /// epoch), the staked total, and each epoch's record (when its last device is settled,
+    /// what the floors left goes to the treasury).
+    fn pay_out(&mut self, batch: Payouts) -> Result<()> {
+        for ((owner, epoch), (capacity, work)) in batch.owners {
+            let pay = capacity
+                .checked_add(work)
+                .ok_or(TxError::Overflow("settlement"))?;
+            self.credit(&owner, pay)?;
+            self.emit(Event::Reward {
+                account: owner,
+                epoch,
+                capacity,
+                work,
+                checkers: Amount::ZERO,
+            });
+        }
+        if batch.staked > Amount::ZERO {
+            self.add_staked(batch.staked)?;
+        }
+        for (epoch, paid) in batch.epochs {
+            let Some(mut r) = self.state.epochs.get(&epoch).cloned() else {
+                continue;
+            };
+            let overflow = || TxError::Overflow("epoch record");
+            r.unpaid = r
+                .unpaid
+                .checked_sub(Amount::from_base(paid.owed))
+                .ok_or_else(overflow)?;
+            r.capacity = r.capacity.checked_add(paid.capacity).ok_or_else(overflow)?;
+            r.work = r.work.checked_add(paid.work).ok_or_else(overflow)?;
+            r.stakers = r.stakers.checked_add(paid.stake).ok_or_else(overflow)?;
+            r.unsettled = r.unsettled.saturating_sub(paid.devices);
+            if r.unsettled == 0 && r.unpaid > Amount::ZERO {
+                let dust = std::mem::take(&mut r.unpaid);
+                r.treasury = r.treasury.checked_add(dust).ok_or_else(overflow)?;
+                let treasury = self.params.treasury;
+                self.credit(&treasury, dust)?;
+            }
+            self.state.set_epoch(epoch, r);
+        }
+        Ok(())
+    }
+
+    /// Checks what the epoch accounting keeps without a full pass, against a full pass (for
+    /// tests and fuzzing; O(devices)): the weights kept for the open epoch equal their sum
+    /// over its devices; no tally counts for an epoch to come; each closed epoch's record adds
+    /// up, counts exactly its devices not yet settled, and holds at least what they are owed;
+    /// the market index equals one built from the devices.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        use crate::state::EpochWeights;
+        let built = crate::matching::Market::build(
+            self.state
+                .devices
+                .iter()
+                .filter(|(_, d)| crate::state::is_marketable(d)),
+        );
+        if built != self.state.market {
+            return Err("the market index differs from one built from the devices".into());
+        }
+        let current = self.state.globals.epoch;
+        let mut open = EpochWeights::default();
+        let mut owed: std::collections::BTreeMap<u64, (u64, u128)> = Default::default();
+        for (a, d) in &self.state.devices {
+            if d.tally_epoch > current {
+                return Err(format!(
+                    "device {a} has a tally for epoch {} > {current}",
+                    d.tally_epoch
+                ));
+            }
+            let Some(w) = TallyWeight::of(d, &self.state.class_weights) else {
+                continue;
+            };
+            if d.tally_epoch == current {
+                open.add(&w);
+            } else if let Some(s) = self.settlement_of(d) {
+                let e = owed.entry(d.tally_epoch).or_default();
+                e.0 += 1;
+                e.1 += u128::from(s.capacity.base())
+                    + u128::from(s.work.base())
+                    + u128::from(s.stake.base());
             }
         }
-        self.cx.events.reserve(plan.devices.len());
-        for d in &plan.devices {
-            if d.stake_reward > 0 {
-                self.emit(Event::StakingReward {
-                    device: d.device,
-                    epoch: old,
-                    amount: Amount::from_base(d.stake_reward),
-                });
+        let kept = self
+            .state
+            .weights
+            .get(&current)
+            .copied()
+            .unwrap_or_default();
+        if kept != open {
+            return Err(format!("kept weights {kept:?} != summed {open:?}"));
+        }
+        for (e, r) in &self.state.epochs {
+            let sum: u128 = [
+                r.capacity, r.work, r.stakers, r.checkers, r.treasury, r.unpaid,
+            ]
+            .iter()
+            .map(|x| u128::from(x.base()))
+            .sum();
+            if sum != u128::from(r.minted.base()) {
+                return Err(format!("epoch {e} does not add up: {r:?}"));
+            }
+            let (devices, due) = owed.get(e).copied().unwrap_or_default();
+            if devices != r.unsettled {
+                return Err(format!(
+                    "epoch {e}: {devices} devices to settle, record says {}",
+                    r.unsettled
+                ));
+            }
+            if due > u128::from(r.unpaid.base()) {
+                return Err(format!(
+                    "epoch {e}: devices are owed {due}, record holds {}",
+                    r.unpaid.base()
+                ));
             }
         }
-        // Re-ranking most of the market one device at a time costs more than rebuilding it.
-        let rebuild = plan.reranked > self.state.market.len() / 8;
-        self.state.close_devices(&plan.devices, !rebuild);
-        if rebuild {
-            self.state.rebuild_market();
-        }
-        self.state.set_epoch(old, plan.record.clone());
-        self.emit(Event::EpochClosed {
-            record: plan.record,
-        });
+        Ok(())
+    }
+
+    /// What settling `device` would pay now (`None`: nothing pending): what a client shows
+    /// beside the balance.
+    pub fn pending_settlement(&self, device: &Address) -> Option<Settlement> {
+        self.settlement_of(self.state.devices.get(device)?)
     }
 }
 
@@ -334,7 +464,7 @@ mod tests {
     use super::*;
     use crate::matching::Market;
     use crate::testing;
-    use cairn_primitives::{Device, DeviceSpec, sha256};
+    use cairn_primitives::{DeviceSpec, StateKey, sha256};
 
     /// `n` attested, passing devices; the first `moving` start at half reputation (so an epoch
     /// close moves their rank), the rest at the top (a pass leaves them where they are).
@@ -378,51 +508,73 @@ mod tests {
     }
 
     #[test]
-    fn close_keeps_the_market_and_the_root_true_on_both_paths() {
-        // 3 of 100 reranked: one device at a time; 90 of 100: the market is rebuilt.
-        for moving in [3, 90] {
-            let (genesis, mut ledger) = fleet(100, moving);
-            let ts = testing::TEST_GENESIS_MS + ledger.params().epoch_ms + 1;
-            // The closing block also reprices device 0: its record is written twice.
-            let dev0 = Address(sha256(&[b"dev", &0u64.to_be_bytes()]).0);
-            let reprice = testing::tx(
-                &operator(),
-                0,
-                cairn_primitives::TxBody::UpdateDevice {
-                    device: dev0,
-                    price_per_hour: Some(777),
-                    available: None,
-                },
-                &genesis.chain_id,
-            );
-            let block = ledger.build_block(ts, vec![reprice]);
-            let outcome = ledger.apply(&block).expect("close");
-            assert_eq!(outcome.results[0].error, None);
-            assert_eq!(ledger.device(&dev0).map(|d| d.price_per_hour), Some(777));
-            let rewarded = outcome.events.iter().any(|(_, e)| {
-                matches!(e, Event::EpochClosed { record } if record.devices_rewarded == 100)
-            });
-            assert!(rewarded, "every device is paid");
-            let rebuilt = Market::build(
-                ledger
-                    .state
-                    .devices
-                    .iter()
-                    .filter(|(_, d)| is_marketable(d)),
-            );
-            assert_eq!(ledger.state.market, rebuilt, "moving {moving}");
-            assert!(ledger.state.tallied.is_empty());
-            assert!(ledger.state.devices.values().all(|d| d.voters.is_empty()));
-            let moved = ledger
+    fn close_writes_no_device_and_settling_pays_what_it_owes() {
+        let (genesis, mut ledger) = fleet(100, 90);
+        let ts = testing::TEST_GENESIS_MS + ledger.params().epoch_ms + 1;
+        let before = ledger.state.devices.clone();
+        // The closing block also reprices device 0: it is settled by that transaction.
+        let dev0 = Address(sha256(&[b"dev", &0u64.to_be_bytes()]).0);
+        let tx = |nonce, body| testing::tx(&operator(), nonce, body, &genesis.chain_id);
+        let reprice = cairn_primitives::TxBody::UpdateDevice {
+            device: dev0,
+            price_per_hour: Some(777),
+            available: None,
+        };
+        let block = ledger.build_block(ts, vec![tx(0, reprice)]);
+        let outcome = ledger.apply(&block).expect("close");
+        assert_eq!(outcome.results[0].error, None);
+        let record = ledger.epoch(0).expect("closed").clone();
+        assert_eq!(record.devices_rewarded, 100);
+        assert_eq!(record.unsettled, 99);
+        // The close wrote the globals, the record, the checker's and the treasury's accounts
+        // and (through the reprice) device 0, its owner and the fee payer: no other device.
+        let devices_written = outcome
+            .changes
+            .iter()
+            .filter(|(k, _)| matches!(StateKey::from_bytes(k), Some(StateKey::Device(_))))
+            .count();
+        assert_eq!(devices_written, 1);
+        let d0 = ledger.device(&dev0).expect("device 0");
+        assert_eq!((d0.price_per_hour, d0.reputation_ppm), (777, 550_000));
+        let untouched = ledger.state.devices.iter().filter(|(a, _)| **a != dev0);
+        assert!(untouched.clone().all(|(a, d)| before.get(a) == Some(d)));
+        assert_eq!(untouched.count(), 99);
+        ledger.check_invariants().expect("after the close");
+        let again = Ledger::from_records(&genesis, ledger.records()).expect("reload");
+        assert_eq!(again.state_root(), ledger.state_root());
+
+        // Anyone settles the rest; the market moves with their reputations.
+        let all: Vec<Address> = ledger.state.devices.keys().copied().collect();
+        let settle = cairn_primitives::TxBody::SettleRewards { devices: all };
+        let block = ledger.build_block(ts + 1, vec![tx(1, settle)]);
+        let outcome = ledger.apply(&block).expect("settle");
+        assert_eq!(outcome.results[0].error, None);
+        let record = ledger.epoch(0).expect("closed");
+        assert_eq!((record.unsettled, record.unpaid), (0, Amount::ZERO));
+        let moved = ledger
+            .state
+            .devices
+            .values()
+            .filter(|d| d.reputation_ppm == 550_000)
+            .count();
+        assert_eq!(moved, 90);
+        assert!(
+            ledger
                 .state
                 .devices
                 .values()
-                .filter(|d| d.reputation_ppm == 550_000)
-                .count();
-            assert_eq!(moved as u64, moving);
-            // The root the close left equals a root rebuilt from its records.
-            let again = Ledger::from_records(&genesis, ledger.records()).expect("reload");
-            assert_eq!(again.state_root(), ledger.state_root());
-        }
+                .all(|d| d.voters.is_empty() && d.tally_epoch == 1)
+        );
+        let rebuilt = Market::build(
+            ledger
+                .state
+                .devices
+                .iter()
+                .filter(|(_, d)| crate::state::is_marketable(d)),
+        );
+        assert_eq!(ledger.state.market, rebuilt);
+        ledger.check_invariants().expect("after settling");
+        let again = Ledger::from_records(&genesis, ledger.records()).expect("reload");
+        assert_eq!(again.state_root(), ledger.state_root());
     }
 }

@@ -107,6 +107,10 @@ pub enum TxError {
     DuplicateAttestation(Address),
     #[error("fraud proof rejected: {0}")]
     BadFraudProof(String),
+    #[error("none of the devices has rewards from a closed epoch to settle")]
+    NothingToSettle,
+    #[error("device {0} is named twice")]
+    DuplicateDevice(Address),
 }
 
 impl TxError {
@@ -156,6 +160,8 @@ impl TxError {
             Self::BadUptime(_) => "bad_uptime",
             Self::DuplicateAttestation(_) => "duplicate_attestation",
             Self::BadFraudProof(_) => "bad_fraud_proof",
+            Self::NothingToSettle => "nothing_to_settle",
+            Self::DuplicateDevice(_) => "duplicate_device",
         }
     }
 

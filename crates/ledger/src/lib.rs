@@ -2,10 +2,10 @@
 //!
 //! `Ledger::apply(block)` checks the block against the state, verifies every signature (in
 //! batches), applies each transaction (an invalid one changes nothing and is recorded with a
-//! precise error), closes epochs (emission, reward pools, payouts), and returns the events, the
-//! per-transaction results, the changed records and the new state root. No clock, no I/O, no
-//! randomness but the block's own hash and timestamp: two ledgers fed the same blocks reach
-//! the same root.
+//! precise error), closes epochs (emission split into reward pools; each device's share is
+//! paid when the device is next settled), and returns the events, the per-transaction
+//! results, the changed records and the new state root. No clock, no I/O, no randomness but
+//! the block's own hash and timestamp: two ledgers fed the same blocks reach the same root.
 //!
 //! ```
 //! use cairn_ledger::Ledger;
@@ -41,6 +41,7 @@ pub mod testing;
 pub mod tokenomics;
 
 pub use apply::{MAX_DURATION_SECS, MAX_MATCH_SCAN, MAX_REPLICAS, VerifiedBlock};
+pub use epoch::Settlement;
 pub use error::{BlockError, Result, TxError};
 pub use events::{BlockOutcome, Event, TxResult};
 
@@ -64,7 +65,7 @@ impl Ledger {
     /// The state at genesis (height 0).
     pub fn from_genesis(genesis: &Genesis) -> Result<Self, GenesisError> {
         let params = Arc::new(genesis.validate()?);
-        let mut state = State::default();
+        let mut state = State::new(&params);
         let mut g = Globals {
             supply: params.genesis_supply,
             ..Globals::default()
@@ -96,7 +97,7 @@ impl Ledger {
         records: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
     ) -> std::result::Result<Self, String> {
         let params = Arc::new(genesis.validate().map_err(|e| e.to_string())?);
-        let mut state = State::default();
+        let mut state = State::new(&params);
         for (k, v) in records {
             let key = StateKey::from_bytes(&k).ok_or_else(|| format!("bad state key {k:?}"))?;
             let value = StateValue::decode_value(&key, &v)
@@ -245,8 +246,8 @@ impl Ledger {
             .collect()
     }
 
-    /// The sum of every holding: balances, stake pools, unbonding stake and (under `direct`)
-    /// token escrow. Always equals `globals().supply`; property tests check that it does.
+    /// The sum of every holding: balances, stake pools, unbonding stake, epoch rewards held
+    /// for devices not yet settled and (under `direct`) token escrow. Always equals `globals().supply`; property tests check that it does.
     pub fn holdings(&self) -> u128 {
         let s = &self.state;
         let balances: u128 = s
@@ -264,11 +265,12 @@ impl Ledger {
             .values()
             .map(|u| u128::from(u.amount.base()))
             .sum();
+        let unpaid: u128 = s.epochs.values().map(|e| u128::from(e.unpaid.base())).sum();
         let escrow = match self.params.payment_model {
             cairn_primitives::PaymentModel::Direct => u128::from(s.globals.escrow),
             cairn_primitives::PaymentModel::Bme => 0,
         };
-        balances + pools + unbonding + escrow
+        balances + pools + unbonding + unpaid + escrow
     }
 
     /// Builds the next block on this state from `txs` (what a proposer does).
@@ -287,7 +289,7 @@ impl Ledger {
 
     /// Hashes the records changed since the last block into the tree; returns them.
     fn finish_block(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        let changes = self.state.take_changes();
+        let changes = self.state.take_changes(self.state.globals.epoch);
         self.tree.update(&changes);
         changes
     }

@@ -7,7 +7,6 @@
 //! whoever built the index. Cost: O(sets · log n) per device taken or skipped.
 
 use cairn_primitives::{Address, BoundedString, ClassId, Device};
-use rayon::prelude::*;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::ops::Bound;
@@ -26,31 +25,14 @@ fn slot(a: Address, d: &Device) -> Slot {
 }
 
 impl Market {
-    /// Builds the index from marketable devices: one pass to group them, then each set is
-    /// sorted and bulk-loaded on every core.
+    /// Builds the index from marketable devices at once: what the index kept one write at a
+    /// time must equal.
     pub(crate) fn build<'a>(devices: impl Iterator<Item = (&'a Address, &'a Device)>) -> Self {
-        let mut groups: BTreeMap<(ClassId, &'a BoundedString<32>), Vec<Slot>> = BTreeMap::new();
+        let mut m = Self::default();
         for (a, d) in devices {
-            groups
-                .entry((d.class, &d.region))
-                .or_default()
-                .push(slot(*a, d));
+            m.insert(*a, d);
         }
-        let built: Vec<(ClassId, BoundedString<32>, BTreeSet<Slot>)> = groups
-            .into_iter()
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|((c, r), mut v)| {
-                v.sort_unstable();
-                (c, r.clone(), v.into_iter().collect())
-            })
-            .collect();
-        let mut sets: BTreeMap<ClassId, BTreeMap<BoundedString<32>, BTreeSet<Slot>>> =
-            BTreeMap::new();
-        for (c, r, set) in built {
-            sets.entry(c).or_default().insert(r, set);
-        }
-        Self { sets }
+        m
     }
 
     pub(crate) fn insert(&mut self, a: Address, d: &Device) {

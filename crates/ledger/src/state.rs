@@ -4,8 +4,8 @@
 
 use crate::matching::Market;
 use cairn_primitives::{
-    Account, Address, CheckerTally, Delegation, Deployment, Device, DeviceStatus, EpochRecord,
-    Globals, Lease, LeaseState, OraclePrice, StateKey, StateValue, Unbonding,
+    Account, Address, CheckerTally, ClassKind, Delegation, Deployment, Device, DeviceStatus,
+    EpochRecord, Globals, Lease, LeaseState, OraclePrice, StateKey, StateValue, Unbonding,
 };
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,20 +29,103 @@ pub(crate) struct State {
     /// (last report, lease) for every active lease: which devices went silent.
     pub(crate) lease_seen: BTreeSet<(u64, u64)>,
     pub(crate) unbond_queue: BTreeSet<(u64, u64)>,
-    /// Devices with a non-zero epoch tally.
-    pub(crate) tallied: BTreeSet<Address>,
+    /// Reward weights of device tallies, by the epoch they count for (see [`EpochWeights`]).
+    pub(crate) weights: BTreeMap<u64, EpochWeights>,
+    /// The class catalog's (kind, reward weight), by class id: what a tally weighs.
+    pub(crate) class_weights: Vec<(ClassKind, u32)>,
     /// (staker, device) for every delegation: what an account has staked, without a scan.
     pub(crate) stakes_by: BTreeSet<(Address, Address)>,
 
     journal: Vec<(StateKey, Option<StateValue>)>,
-    /// Records written in place without a journal entry (epoch close, which cannot fail once
-    /// it writes and is never reverted): always reported as changed.
-    dirty: Vec<StateKey>,
-    /// Like `dirty`, already encoded where they were written (sorted by key).
-    written: Vec<(StateKey, Vec<u8>)>,
+}
+
+/// What the tallies counting for one epoch weigh, summed over devices: kept true on every
+/// device write, so closing an epoch reads its totals instead of walking every device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct EpochWeights {
+    /// Verified devices' class weight × units × mean uptime.
+    pub(crate) capacity: u128,
+    /// Payment units consumed.
+    pub(crate) work: u128,
+    /// Verified devices' pool tokens.
+    pub(crate) stake: u128,
+    /// Devices with a tally.
+    pub(crate) devices: u64,
+    /// Devices with a capacity or work weight.
+    pub(crate) rewarded: u64,
+}
+
+/// One device's tally, weighed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TallyWeight {
+    pub(crate) capacity: u128,
+    pub(crate) work: u128,
+    pub(crate) stake: u128,
+}
+
+impl TallyWeight {
+    /// A device's tally weighed with the class catalog's `(kind, reward weight)`; `None` when it
+    /// has no tally. Verified (active, more passing than failing votes): capacity and stake
+    /// count; work counts either way.
+    pub(crate) fn of(d: &Device, class_weights: &[(ClassKind, u32)]) -> Option<Self> {
+        if d.attest_pass == 0 && d.attest_fail == 0 && d.work == 0 {
+            return None;
+        }
+        let votes = u64::from(d.attest_pass) + u64::from(d.attest_fail);
+        let verified = d.status == DeviceStatus::Active && d.attest_pass > d.attest_fail;
+        let mut w = Self {
+            work: u128::from(d.work),
+            ..Self::default()
+        };
+        if verified {
+            let (weight, units) = match class_weights.get(usize::from(d.class)) {
+                Some((ClassKind::Gpu, weight)) => (*weight, u64::from(d.spec.gpu_count)),
+                Some((ClassKind::Cpu, weight)) => (*weight, u64::from(d.spec.cpu_cores)),
+                None => (0, 0),
+            };
+            let uptime = d.uptime_ppm_sum / votes.max(1);
+            w.capacity = u128::from(weight) * u128::from(units) * u128::from(uptime);
+            w.stake = u128::from(d.pool.tokens.base());
+        }
+        Some(w)
+    }
+}
+
+impl EpochWeights {
+    pub(crate) fn add(&mut self, w: &TallyWeight) {
+        // Sums of u64-sized figures times small factors, over at most a few million devices:
+        // far from u128's range.
+        self.capacity = self.capacity.saturating_add(w.capacity);
+        self.work = self.work.saturating_add(w.work);
+        self.stake = self.stake.saturating_add(w.stake);
+        self.devices += 1;
+        self.rewarded += u64::from(w.capacity > 0 || w.work > 0);
+    }
+
+    fn sub(&mut self, w: &TallyWeight) {
+        self.capacity = self.capacity.saturating_sub(w.capacity);
+        self.work = self.work.saturating_sub(w.work);
+        self.stake = self.stake.saturating_sub(w.stake);
+        self.devices = self.devices.saturating_sub(1);
+        self.rewarded = self
+            .rewarded
+            .saturating_sub(u64::from(w.capacity > 0 || w.work > 0));
+    }
 }
 
 impl State {
+    /// An empty state for a chain with these parameters.
+    pub(crate) fn new(params: &cairn_primitives::Params) -> Self {
+        Self {
+            class_weights: params
+                .classes
+                .iter()
+                .map(|c| (c.kind, c.reward_weight))
+                .collect(),
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn account(&self, a: &Address) -> Account {
         self.accounts.get(a).cloned().unwrap_or_default()
     }
@@ -63,68 +146,26 @@ impl State {
     /// Forgets the journal (the block is final) and hands back the records that differ from
     /// the block's start, sorted by key: `(key bytes, Some(encoded))` written, `(key bytes,
     /// None)` deleted. A record touched and then restored (by a rejected transaction) is not a
-    /// change. Encoding runs on every core: an epoch close can change a million records.
-    pub(crate) fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    /// change. Also drops the weights of epochs before `epoch` (closed: never read again, and
+    /// no longer reverted).
+    pub(crate) fn take_changes(&mut self, epoch: u64) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let journal = std::mem::take(&mut self.journal);
-        let mut dirty = std::mem::take(&mut self.dirty);
-        let mut written = std::mem::take(&mut self.written);
         let mut first: HashMap<StateKey, Option<StateValue>> = HashMap::new();
         for (k, old) in journal {
             first.entry(k).or_insert(old);
         }
-        dirty.par_sort_unstable();
-        dirty.dedup();
-        // A pre-encoded record written again later in the block is encoded afresh.
-        if !first.is_empty() || !dirty.is_empty() {
-            let mut again: Vec<StateKey> = first.keys().copied().collect();
-            again.extend_from_slice(&dirty);
-            again.sort_unstable();
-            let stale = sorted_intersection(&written, &again);
-            if !stale.is_empty() {
-                written.retain(|(k, _)| !keys_contains(&stale, k));
-                dirty.extend(stale);
-                dirty.par_sort_unstable();
-                dirty.dedup();
-            }
-        }
-        let journaled: Vec<StateKey> = first
+        let mut changed: Vec<StateKey> = first
             .into_iter()
-            .filter_map(|(k, old)| {
-                let counted = keys_contains(&dirty, &k);
-                (!counted && !self.holds(&k, old.as_ref())).then_some(k)
-            })
+            .filter_map(|(k, old)| (!self.holds(&k, old.as_ref())).then_some(k))
             .collect();
-        dirty.extend(journaled);
-        dirty.par_sort_unstable();
-        let encoded: Vec<(StateKey, Option<Vec<u8>>)> = dirty
+        changed.sort_unstable();
+        self.weights = self.weights.split_off(&epoch);
+        changed
             .into_par_iter()
             .map(|k| {
                 let v = self.encoded(&k);
-                (k, v)
+                (k.to_bytes(), v)
             })
-            .collect();
-        // Merge the two sorted lists.
-        let mut out = Vec::with_capacity(encoded.len() + written.len());
-        let mut a = encoded.into_iter().peekable();
-        let mut b = written.into_iter().peekable();
-        loop {
-            let take_a = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) => x.0 < y.0,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            let next = if take_a {
-                a.next()
-            } else {
-                b.next().map(|(k, v)| (k, Some(v)))
-            };
-            if let Some((k, v)) = next {
-                out.push((k, v));
-            }
-        }
-        out.into_par_iter()
-            .map(|(k, v)| (k.to_bytes(), v))
             .collect()
     }
 
@@ -156,108 +197,6 @@ impl State {
             // A value of another kind than its key (never journaled): not equal.
             _ => false,
         }
-    }
-
-    /// Marks a record written in place, without a journal entry. Only for writes that are
-    /// never reverted (see [`State::dirty`]).
-    pub(crate) fn touch(&mut self, key: StateKey) {
-        self.dirty.push(key);
-    }
-
-    /// Devices with a tally, in address order: walks the whole map when most devices have one
-    /// (a million lookups cost more than one pass).
-    pub(crate) fn tallied_devices(&self) -> Vec<(&Address, &Device)> {
-        if self.tallied.len() < self.devices.len() / 8 {
-            return self
-                .tallied
-                .iter()
-                .filter_map(|a| self.devices.get_key_value(a))
-                .collect();
-        }
-        let mut out = Vec::with_capacity(self.tallied.len());
-        let mut next = self.tallied.iter().peekable();
-        for (a, d) in &self.devices {
-            let Some(t) = next.peek() else { break };
-            if *t == a {
-                out.push((a, d));
-                next.next();
-            }
-        }
-        out
-    }
-
-    /// Sets an account's balance in place (epoch close).
-    pub(crate) fn set_balance_in_place(&mut self, a: Address, balance: cairn_primitives::Amount) {
-        self.accounts.entry(a).or_default().balance = balance;
-        self.touch(StateKey::Account(a));
-    }
-
-    /// Writes the epoch close into tallied devices in place, on every core: new stake and
-    /// reputation, tallies cleared; the records are encoded as they are written. `closes` is
-    /// sorted by device. `rerank`: keep the market index true one device at a time (else the
-    /// caller rebuilds it).
-    pub(crate) fn close_devices(&mut self, closes: &[crate::epoch::DeviceClose], rerank: bool) {
-        use commonware_codec::Encode;
-        if rerank {
-            for c in closes.iter().filter(|c| c.reranked) {
-                if let Some(d) = self.devices.get(&c.device) {
-                    self.market.remove(&c.device, d);
-                }
-            }
-        }
-        let close = |d: &mut Device, c: &crate::epoch::DeviceClose| {
-            d.pool.tokens = c.pool_tokens;
-            d.reputation_ppm = c.reputation_ppm;
-            d.attest_pass = 0;
-            d.attest_fail = 0;
-            d.uptime_ppm_sum = 0;
-            d.work = 0;
-            d.voters.clear();
-            (StateKey::Device(c.device), d.encode_mut().into())
-        };
-        let mut written: Vec<(StateKey, Vec<u8>)> = if closes.len() < self.devices.len() / 8 {
-            closes
-                .iter()
-                .filter_map(|c| self.devices.get_mut(&c.device).map(|d| close(d, c)))
-                .collect()
-        } else {
-            // Most devices: one pass to pair them up, then every core.
-            let mut targets = Vec::with_capacity(closes.len());
-            let mut next = closes.iter().peekable();
-            for (a, d) in self.devices.iter_mut() {
-                let Some(c) = next.peek() else { break };
-                if c.device == *a {
-                    targets.push((d, *c));
-                    next.next();
-                }
-            }
-            targets.into_par_iter().map(|(d, c)| close(d, c)).collect()
-        };
-        if rerank {
-            for c in closes.iter().filter(|c| c.reranked) {
-                if let Some(d) = self.devices.get(&c.device) {
-                    self.market.insert(c.device, d);
-                }
-            }
-        }
-        if self.written.is_empty() {
-            self.written = written;
-        } else {
-            self.written.append(&mut written);
-        }
-        self.tallied.clear();
-    }
-
-    /// Rebuilds the market index from the devices (cheaper than a million single updates when
-    /// an epoch close moves most reputations).
-    pub(crate) fn rebuild_market(&mut self) {
-        let old = std::mem::take(&mut self.market);
-        let devices = &self.devices;
-        let ((), market) = rayon::join(
-            || drop(old),
-            || Market::build(devices.iter().filter(|(_, d)| is_marketable(d))),
-        );
-        self.market = market;
     }
 
     pub(crate) fn put(&mut self, key: StateKey, value: Option<StateValue>) {
@@ -318,19 +257,40 @@ impl State {
                 old.map(V::Account)
             }
             (StateKey::Device(a), v) => {
-                let old = self.devices.remove(&a);
-                if let Some(o) = &old {
-                    self.market.remove(&a, o);
-                    self.tallied.remove(&a);
+                let new = match v {
+                    Some(V::Device(d)) => Some(d),
+                    _ => None,
+                };
+                if let Some(d) = &new {
+                    if is_marketable(d) {
+                        self.market.insert(a, d);
+                    }
+                    if let Some(w) = TallyWeight::of(d, &self.class_weights) {
+                        self.weights.entry(d.tally_epoch).or_default().add(&w);
+                    }
                 }
-                if let Some(V::Device(d)) = v {
-                    if is_marketable(&d) {
-                        self.market.insert(a, &d);
+                // One walk down the map when the record is replaced. The market entry stays
+                // when the rank and set are the same and the device is still marketable.
+                let mut same_slot = false;
+                let old = match (new, self.devices.get_mut(&a)) {
+                    (Some(d), Some(slot)) => {
+                        same_slot = is_marketable(&d)
+                            && d.price_per_hour == slot.price_per_hour
+                            && d.reputation_ppm == slot.reputation_ppm
+                            && d.class == slot.class
+                            && d.region == slot.region;
+                        Some(std::mem::replace(slot, d))
                     }
-                    if d.attest_pass > 0 || d.attest_fail > 0 || d.work > 0 {
-                        self.tallied.insert(a);
+                    (Some(d), None) => self.devices.insert(a, d),
+                    (None, _) => self.devices.remove(&a),
+                };
+                if let Some(o) = &old {
+                    if !same_slot {
+                        self.market.remove(&a, o);
                     }
-                    self.devices.insert(a, d);
+                    if let Some(w) = TallyWeight::of(o, &self.class_weights) {
+                        self.weights.entry(o.tally_epoch).or_default().sub(&w);
+                    }
                 }
                 old.map(V::Device)
             }
@@ -447,27 +407,4 @@ impl State {
 /// Whether a device can be matched to a new lease.
 pub(crate) fn is_marketable(d: &Device) -> bool {
     d.status == DeviceStatus::Active && d.available && d.lease.is_none()
-}
-
-/// Whether sorted `keys` holds `k`.
-fn keys_contains(keys: &[StateKey], k: &StateKey) -> bool {
-    keys.binary_search(k).is_ok()
-}
-
-/// Keys of sorted `written` that also appear in sorted `keys` (one merge pass).
-fn sorted_intersection(written: &[(StateKey, Vec<u8>)], keys: &[StateKey]) -> Vec<StateKey> {
-    let mut out = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while let (Some((w, _)), Some(k)) = (written.get(i), keys.get(j)) {
-        match w.cmp(k) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                out.push(*w);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out
 }

@@ -128,6 +128,7 @@ pub fn device_record(
         required_stake: Amount::from_base(stake),
         lease: None,
         registered_ms: TEST_GENESIS_MS,
+        tally_epoch: 0,
         attest_pass: 0,
         attest_fail: 0,
         uptime_ppm_sum: 0,

@@ -62,7 +62,7 @@ pub use tx::{
     AttestEntry, FraudProof, LeaseReportKind, OpenDeployment, RegisterDevice, SignedTx, Tx, TxBody,
     device_pop_message, namespace,
 };
-pub use tx::{MAX_ATTEST_ENTRIES, MAX_OPENED_ROW, MAX_PROOF_PATH};
+pub use tx::{MAX_ATTEST_ENTRIES, MAX_OPENED_ROW, MAX_PROOF_PATH, MAX_SETTLE_DEVICES};
 
 /// Re-exported so that callers encode and decode without naming the codec crate.
 pub use commonware_codec as wire;

@@ -191,6 +191,9 @@ pub struct Device {
     pub lease: Option<u64>,
     /// Block time it registered at.
     pub registered_ms: u64,
+    /// The epoch its tally counts for. A tally from an epoch that has closed is settled (its
+    /// rewards paid, its reputation moved) by the device's next transaction.
+    pub tally_epoch: u64,
     /// Epoch tally: passing attestations.
     pub attest_pass: u32,
     /// Epoch tally: failing attestations.
@@ -215,6 +218,7 @@ codec_struct!(Device {
     required_stake: (),
     lease: (),
     registered_ms: (),
+    tally_epoch: (),
     attest_pass: (),
     attest_fail: (),
     uptime_ppm_sum: (),
@@ -442,18 +446,36 @@ pub struct EpochRecord {
     pub minted: Amount,
     /// Tokens burned during it.
     pub burned: Amount,
-    /// Capacity pool paid.
+    /// Paid so far from the capacity pool (to owners, as devices settle).
     pub capacity: Amount,
-    /// Work pool paid.
+    /// Paid so far from the work pool.
     pub work: Amount,
-    /// Stakers pool paid.
+    /// Paid so far from the stakers pool (into devices' stake pools).
     pub stakers: Amount,
     /// Checkers pool paid.
     pub checkers: Amount,
-    /// Treasury share, including every rounding remainder and unclaimed pool.
+    /// Treasury share: every pool with nobody to pay, what the checkers' floors left and,
+    /// once every device is settled, what the devices' floors left. At every moment
+    /// `minted = capacity + work + stakers + checkers + treasury + unpaid`.
     pub treasury: Amount,
-    /// Devices paid from the capacity or work pool.
+    /// Devices with a share of the capacity or work pool.
     pub devices_rewarded: u64,
+    /// Capacity pool, shared by verified devices in proportion to `capacity_weight`.
+    pub capacity_pool: Amount,
+    /// Work pool, shared in proportion to `work_weight`.
+    pub work_pool: Amount,
+    /// Stakers pool, shared by verified devices' stake pools in proportion to `stake_weight`.
+    pub stakers_pool: Amount,
+    /// Sum of verified devices' capacity weights (class weight × units × mean uptime ppm).
+    pub capacity_weight: u128,
+    /// Sum of devices' work (payment units consumed).
+    pub work_weight: u128,
+    /// Sum of verified devices' pool tokens at the close.
+    pub stake_weight: u128,
+    /// Devices with a tally for this epoch not yet settled.
+    pub unsettled: u64,
+    /// Pool tokens not yet paid to devices (held for them; part of the supply).
+    pub unpaid: Amount,
 }
 codec_struct!(EpochRecord {
     epoch: (),
@@ -466,6 +488,14 @@ codec_struct!(EpochRecord {
     checkers: (),
     treasury: (),
     devices_rewarded: (),
+    capacity_pool: (),
+    work_pool: (),
+    stakers_pool: (),
+    capacity_weight: (),
+    work_weight: (),
+    stake_weight: (),
+    unsettled: (),
+    unpaid: (),
 });
 
 /// Chain-wide counters.

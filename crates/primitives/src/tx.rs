@@ -13,6 +13,8 @@ use commonware_codec::{Buf, Encode, EncodeSize, Error, Read, ReadExt, Write};
 
 /// Most entries one attestation may carry.
 pub const MAX_ATTEST_ENTRIES: usize = 4096;
+/// Devices one `SettleRewards` may name.
+pub const MAX_SETTLE_DEVICES: usize = 4096;
 /// Most Merkle path nodes in a fraud proof.
 pub const MAX_PROOF_PATH: usize = 64;
 /// Most values in an opened result row.
@@ -176,6 +178,12 @@ pub enum TxBody {
     },
     /// Evidence that a device signed a wrong challenge answer; slashes it.
     SubmitFraudProof(FraudProof),
+    /// Pay devices what closed epochs owe them (owners, stake pools) and move their
+    /// reputation. Anyone may send it: it only pays what the ledger already owes.
+    SettleRewards {
+        /// The devices, each at most once.
+        devices: Vec<Address>,
+    },
 }
 
 /// Register a device: the device key co-signs, proving possession.
@@ -358,6 +366,7 @@ impl TxBody {
             Self::LeaseReport { .. } => "lease_report",
             Self::Attest { .. } => "attest",
             Self::SubmitFraudProof(_) => "submit_fraud_proof",
+            Self::SettleRewards { .. } => "settle_rewards",
         }
     }
 
@@ -377,6 +386,7 @@ impl TxBody {
             Self::Attest { .. } => 11,
             Self::SubmitFraudProof(_) => 12,
             Self::ExtendDeployment { .. } => 13,
+            Self::SettleRewards { .. } => 14,
         }
     }
 }
@@ -431,6 +441,7 @@ impl Write for TxBody {
                 entries.write(buf);
             }
             Self::SubmitFraudProof(p) => p.write(buf),
+            Self::SettleRewards { devices } => devices.write(buf),
         }
     }
 }
@@ -463,6 +474,7 @@ impl EncodeSize for TxBody {
             }
             Self::Attest { epoch, entries } => epoch.encode_size() + entries.encode_size(),
             Self::SubmitFraudProof(p) => p.encode_size(),
+            Self::SettleRewards { devices } => devices.encode_size(),
         }
     }
 }
@@ -515,6 +527,9 @@ impl Read for TxBody {
             13 => Self::ExtendDeployment {
                 deployment: u64::read(buf)?,
                 extra_secs: u64::read(buf)?,
+            },
+            14 => Self::SettleRewards {
+                devices: Vec::<Address>::read_cfg(buf, &vec_cfg(MAX_SETTLE_DEVICES))?,
             },
             t => return Err(Error::InvalidEnum(t)),
         })

@@ -33,7 +33,8 @@ const TXS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("txs");
 /// (to an account) and staking (to a device's pool), four big-endian u64 in base units.
 const REWARDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rewards");
 
-/// What one epoch paid one address, in base units.
+/// What one epoch has paid one address so far, in base units (summed over the blocks that
+/// settled its devices).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reward {
     /// The epoch.
@@ -83,6 +84,17 @@ impl Reward {
             checkers: at(2),
             staking: at(3),
         })
+    }
+
+    /// Both added, field by field (an epoch's rewards fit in the supply, a u64).
+    fn plus(&self, o: &Reward) -> Reward {
+        Reward {
+            epoch: self.epoch,
+            capacity: self.capacity.saturating_add(o.capacity),
+            work: self.work.saturating_add(o.work),
+            checkers: self.checkers.saturating_add(o.checkers),
+            staking: self.staking.saturating_add(o.staking),
+        }
     }
 
     /// The rewards in a block's events, by address.
@@ -359,8 +371,16 @@ impl Chain {
             let rewards = Reward::collect(&o.events);
             if !rewards.is_empty() {
                 let mut t = w.open_table(REWARDS).map_err(dberr)?;
+                // An epoch's rewards are paid as its devices settle, over many blocks: each
+                // block's add to what the address already had for that epoch.
                 for (a, r) in &rewards {
-                    t.insert(Reward::key(a, r.epoch).as_slice(), r.value().as_slice())
+                    let key = Reward::key(a, r.epoch);
+                    let had = match t.get(key.as_slice()).map_err(dberr)? {
+                        Some(v) => Reward::read(r.epoch, v.value())?,
+                        None => Reward::default(),
+                    };
+                    let sum = had.plus(r);
+                    t.insert(key.as_slice(), sum.value().as_slice())
                         .map_err(dberr)?;
                 }
             }

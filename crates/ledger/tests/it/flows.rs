@@ -135,26 +135,30 @@ fn direct_payment_pays_the_provider_and_burns_the_fee() {
     )));
     let paid = 16_666u64;
     let fee = (paid * 500).div_ceil(10_000);
-    // The minute also closed epoch 0, whose work pool pays the provider for serving.
-    let rewards: u64 = o
-        .events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            Event::Reward {
-                account,
-                capacity,
-                work,
-                checkers,
-                ..
-            } if *account == provider => Some(capacity.base() + work.base() + checkers.base()),
-            _ => None,
-        })
-        .sum();
-    assert!(rewards > 0, "the work pool paid the serving device");
     assert_eq!(
         w.ledger.account(&provider).balance.base(),
-        before + paid - fee + rewards
+        before + paid - fee
     );
+    // The minute also closed epoch 0, whose work pool owes the provider for serving: paid
+    // when the device is next settled.
+    let device = w.devices[0].address();
+    let pending = w.ledger.pending_settlement(&device).expect("work owed");
+    assert!(pending.work > Amount::ZERO, "{pending:?}");
+    let anyone = w.users[2].clone();
+    assert_eq!(
+        w.run(
+            &anyone,
+            TxBody::SettleRewards {
+                devices: vec![device]
+            }
+        ),
+        None
+    );
+    assert_eq!(
+        w.ledger.account(&provider).balance.base(),
+        before + paid - fee + pending.capacity.base() + pending.work.base()
+    );
+    assert_eq!(w.ledger.pending_settlement(&device), None);
     let dep = w.ledger.deployment(0).unwrap();
     assert_eq!(dep.paid, paid);
     assert_eq!(dep.paid + dep.refunded, dep.deposit);
@@ -204,22 +208,39 @@ fn lease_reports_come_from_the_device_key_only() {
     w.check_supply();
 }
 
+/// Every minted token of the epoch is in its record at every moment: paid to devices so
+/// far, to checkers, to the treasury, or still held for devices not yet settled.
+fn assert_adds_up(r: &cairn_primitives::EpochRecord) {
+    let sum: u64 = [
+        r.capacity, r.work, r.stakers, r.checkers, r.treasury, r.unpaid,
+    ]
+    .iter()
+    .map(|a| a.base())
+    .sum();
+    assert_eq!(
+        sum,
+        r.minted.base(),
+        "every minted token is accounted for: {r:?}"
+    );
+}
+
 #[test]
 fn epoch_pays_attested_devices_stakers_checkers_and_treasury_exactly() {
     let mut w = World::new(PaymentModel::Bme);
     w.register_cpu(0, 0, 8, 100);
     w.register_cpu(1, 1, 4, 100);
     let checker = w.checker.clone();
+    let (dev0, dev1) = (w.devices[0].address(), w.devices[1].address());
     let attest = TxBody::Attest {
         epoch: 0,
         entries: vec![
             cairn_primitives::AttestEntry {
-                device: w.devices[0].address(),
+                device: dev0,
                 passed: true,
                 uptime_ppm: 1_000_000,
             },
             cairn_primitives::AttestEntry {
-                device: w.devices[1].address(),
+                device: dev1,
                 passed: false,
                 uptime_ppm: 1_000_000,
             },
@@ -233,6 +254,7 @@ fn epoch_pays_attested_devices_stakers_checkers_and_treasury_exactly() {
     ));
     let owner0 = w.users[0].address();
     let before = w.ledger.account(&owner0).balance;
+    let pool0 = w.ledger.device(&dev0).unwrap().pool.tokens;
     let o = w.block(genesis_ms() + 60_000 - w.now(), vec![]);
     let rec = o
         .events
@@ -243,36 +265,95 @@ fn epoch_pays_attested_devices_stakers_checkers_and_treasury_exactly() {
         })
         .expect("epoch closed");
     assert!(rec.minted > Amount::ZERO);
-    let sum = rec.capacity.base()
-        + rec.work.base()
-        + rec.stakers.base()
-        + rec.checkers.base()
-        + rec.treasury.base();
-    assert_eq!(
-        sum,
-        rec.minted.base(),
-        "every minted token is accounted for"
-    );
-    // Only the passing device earns capacity; nobody served work, so that pool went to the treasury.
+    assert_adds_up(&rec);
+    // Only the passing device earns capacity and stake; nobody served work, so that pool went
+    // to the treasury at the close. The checker is paid at the close; the devices are owed.
     assert_eq!(rec.devices_rewarded, 1);
-    assert!(w.ledger.account(&owner0).balance > before);
     assert!(rec.checkers > Amount::ZERO);
-    assert_eq!(rec.work, Amount::ZERO);
-    assert!(
-        w.ledger
-            .device(&w.devices[0].address())
-            .unwrap()
-            .reputation_ppm
-            > 500_000
+    assert_eq!(rec.work_pool, Amount::ZERO);
+    assert!(rec.capacity_pool > Amount::ZERO && rec.stakers_pool > Amount::ZERO);
+    assert_eq!(rec.unsettled, 2);
+    assert_eq!(
+        rec.unpaid.base(),
+        rec.capacity_pool.base() + rec.stakers_pool.base()
     );
-    assert!(
-        w.ledger
-            .device(&w.devices[1].address())
-            .unwrap()
-            .reputation_ppm
-            < 500_000
+    assert_eq!(w.ledger.account(&owner0).balance, before);
+    assert_eq!(w.ledger.device(&dev0).unwrap().reputation_ppm, 500_000);
+    // What each device is owed: the lone verified device takes both pools (less a floor).
+    let p0 = w.ledger.pending_settlement(&dev0).expect("dev0 owed");
+    let p1 = w
+        .ledger
+        .pending_settlement(&dev1)
+        .expect("dev1 settles too");
+    assert!(p0.capacity.base() + 1 >= rec.capacity_pool.base(), "{p0:?}");
+    assert!(p0.stake.base() + 1 >= rec.stakers_pool.base(), "{p0:?}");
+    assert_eq!(
+        (p1.capacity, p1.work, p1.stake),
+        (Amount::ZERO, Amount::ZERO, Amount::ZERO)
     );
-    assert_eq!(w.ledger.epoch(0).unwrap(), &rec);
+    assert!(p0.reputation_ppm > 500_000 && p1.reputation_ppm < 500_000);
+
+    // Bad settlements are refused and change nothing.
+    let anyone = w.users[2].clone();
+    let settle = |devices| TxBody::SettleRewards { devices };
+    assert_eq!(
+        w.run(&anyone, settle(vec![])),
+        Some(TxError::NothingToSettle)
+    );
+    assert_eq!(
+        w.run(&anyone, settle(vec![dev0, dev0])),
+        Some(TxError::DuplicateDevice(dev0))
+    );
+    let stranger = w.devices[3].address();
+    assert_eq!(
+        w.run(&anyone, settle(vec![dev0, stranger])),
+        Some(TxError::UnknownDevice(stranger))
+    );
+    assert_eq!(w.ledger.pending_settlement(&dev0), Some(p0));
+    // Device 0 settles through anyone's SettleRewards; device 1 through its own next
+    // transaction (the owner reprices it).
+    let o = w.block(1, vec![w.tx(&anyone, settle(vec![dev0]))]);
+    assert_eq!(o.results[0].error, None);
+    assert!(o.events.iter().any(|(_, e)| matches!(
+        e,
+        Event::Reward { account, epoch: 0, capacity, .. } if *account == owner0 && *capacity == p0.capacity
+    )));
+    assert_eq!(
+        w.ledger.account(&owner0).balance,
+        before.checked_add(p0.capacity).unwrap()
+    );
+    let d0 = w.ledger.device(&dev0).unwrap();
+    assert_eq!(d0.pool.tokens, pool0.checked_add(p0.stake).unwrap());
+    assert_eq!(d0.reputation_ppm, p0.reputation_ppm);
+    assert_eq!((d0.attest_pass, d0.tally_epoch), (0, 1));
+    assert_eq!(
+        w.run(&anyone, settle(vec![dev0])),
+        Some(TxError::NothingToSettle)
+    );
+    let mid = w.ledger.epoch(0).unwrap().clone();
+    assert_eq!(mid.unsettled, 1);
+    assert_adds_up(&mid);
+    let owner1 = w.users[1].clone();
+    let reprice = TxBody::UpdateDevice {
+        device: dev1,
+        price_per_hour: Some(150),
+        available: None,
+    };
+    assert_eq!(w.run(&owner1, reprice), None);
+    let d1 = w.ledger.device(&dev1).unwrap();
+    assert_eq!(d1.reputation_ppm, p1.reputation_ppm);
+    assert_eq!(d1.price_per_hour, 150);
+    // Every device settled: what the floors left went to the treasury.
+    let done = w.ledger.epoch(0).unwrap();
+    assert_eq!((done.unsettled, done.unpaid), (0, Amount::ZERO));
+    assert_eq!(done.capacity, p0.capacity);
+    assert_eq!(done.stakers, p0.stake);
+    assert_eq!(
+        done.treasury.base(),
+        rec.treasury.base() + rec.unpaid.base() - p0.capacity.base() - p0.stake.base()
+    );
+    assert_adds_up(done);
+    w.ledger.check_invariants().unwrap();
     w.check_supply();
 }
 

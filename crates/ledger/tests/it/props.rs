@@ -1,11 +1,13 @@
 use crate::fixture::{TOKEN, World};
 use cairn_ledger::testing;
-use cairn_ledger::{Ledger, TxError};
+use cairn_ledger::{Event, Ledger, Settlement, TxError};
+use cairn_primitives::Address;
 use cairn_primitives::{
     Amount, BoundedString, JobSpec, OpenDeployment, PaymentModel, Resources, SignedTx, StateKey,
     TxBody,
 };
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -21,6 +23,7 @@ enum Op {
     Extend(usize, u64, u64),
     Finish(usize, u64),
     Attest(Vec<(usize, bool)>),
+    Settle(usize, Vec<usize>),
     WrongNonce(usize),
     Overflow(usize),
 }
@@ -39,13 +42,20 @@ fn op() -> impl Strategy<Value = Op> {
         (0..4usize, 0..6u64).prop_map(|(a, b)| Op::Close(a, b)),
         (0..4usize, 0..6u64, 0..7200u64).prop_map(|(a, b, s)| Op::Extend(a, b, s)),
         (0..4usize, 0..8u64).prop_map(|(a, b)| Op::Finish(a, b)),
-        prop::collection::vec((0..4usize, any::<bool>()), 1..4).prop_map(Op::Attest),
+        // Distinct devices (a device named twice fails the whole attestation).
+        (
+            prop::sample::subsequence(vec![0usize, 1, 2, 3], 1..=4),
+            any::<[bool; 4]>()
+        )
+            .prop_map(|(d, pass)| Op::Attest(d.into_iter().map(|i| (i, pass[i])).collect())),
+        (0..4usize, prop::collection::vec(0..4usize, 0..4)).prop_map(|(a, d)| Op::Settle(a, d)),
         (0..4usize).prop_map(Op::WrongNonce),
         (0..4usize).prop_map(Op::Overflow),
     ]
 }
 
-fn to_tx(w: &World, op: &Op) -> SignedTx {
+/// `op` as a transaction for a block at time `ts`.
+fn to_tx(w: &World, op: &Op, ts: u64) -> SignedTx {
     let chain = w.genesis.chain_id.clone();
     let u = |i: usize| w.users[i].clone();
     match op {
@@ -140,18 +150,37 @@ fn to_tx(w: &World, op: &Op) -> SignedTx {
                 usage: Default::default(),
             },
         ),
-        Op::Attest(entries) => w.tx(
-            &w.checker,
-            TxBody::Attest {
-                epoch: w.ledger.globals().epoch,
-                entries: entries
-                    .iter()
-                    .map(|(d, pass)| cairn_primitives::AttestEntry {
-                        device: w.devices[*d].address(),
-                        passed: *pass,
-                        uptime_ppm: 900_000,
-                    })
-                    .collect(),
+        Op::Attest(entries) => {
+            // Registered devices only (an unknown one fails the whole attestation), unless
+            // none is: then the refusal is what is tested.
+            let known: Vec<&(usize, bool)> = entries
+                .iter()
+                .filter(|(d, _)| w.ledger.device(&w.devices[*d].address()).is_some())
+                .collect();
+            let entries: Vec<&(usize, bool)> = if known.is_empty() {
+                entries.iter().collect()
+            } else {
+                known
+            };
+            w.tx(
+                &w.checker,
+                TxBody::Attest {
+                    epoch: w.ledger.epoch_of(ts),
+                    entries: entries
+                        .iter()
+                        .map(|(d, pass)| cairn_primitives::AttestEntry {
+                            device: w.devices[*d].address(),
+                            passed: *pass,
+                            uptime_ppm: 900_000,
+                        })
+                        .collect(),
+                },
+            )
+        }
+        Op::Settle(a, devices) => w.tx(
+            &u(*a),
+            TxBody::SettleRewards {
+                devices: devices.iter().map(|d| w.devices[*d].address()).collect(),
             },
         ),
         Op::WrongNonce(a) => {
@@ -179,11 +208,11 @@ fn to_tx(w: &World, op: &Op) -> SignedTx {
 
 /// Several transactions per block need consecutive nonces: sign each against a scratch copy
 /// of the nonces.
-fn block_txs(w: &World, ops: &[Op]) -> Vec<SignedTx> {
+fn block_txs(w: &World, ops: &[Op], ts: u64) -> Vec<SignedTx> {
     let mut out = Vec::new();
     let mut bumps: std::collections::HashMap<cairn_primitives::Address, u64> = Default::default();
     for op in ops {
-        let t = to_tx(w, op);
+        let t = to_tx(w, op, ts);
         let sender = t.tx.sender_address();
         let bump = bumps.entry(sender).or_default();
         let mut tx = t.tx.clone();
@@ -202,8 +231,23 @@ fn block_txs(w: &World, ops: &[Op]) -> Vec<SignedTx> {
     out
 }
 
+/// Per (address, epoch): capacity and work paid to an owner, or (stake, 0) to a device pool.
+type Paid = BTreeMap<(Address, u64), (u64, u64)>;
+
+/// What each device is owed by a closed epoch, with its owner.
+fn owed(w: &World) -> BTreeMap<Address, (Address, Settlement)> {
+    w.devices
+        .iter()
+        .filter_map(|k| {
+            let a = k.address();
+            let s = w.ledger.pending_settlement(&a)?;
+            Some((a, (w.ledger.device(&a)?.owner, s)))
+        })
+        .collect()
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
     #[test]
     fn invariants_hold_over_random_blocks(
@@ -212,15 +256,55 @@ proptest! {
     ) {
         let mut w = World::new(model);
         let mut twin = Ledger::from_genesis(&w.genesis).unwrap();
+        // Two devices from the start (so attestations, epoch rewards and their settlement
+        // happen in most cases); the other two only if a random registration brings them.
+        for (i, cores) in [(0, 4), (1, 8)] {
+            let t = to_tx(&w, &Op::Register(i, i, cores, 100), w.now());
+            let block = w.ledger.build_block(w.now() + 1, vec![t]);
+            prop_assert_eq!(w.ledger.apply(&block).unwrap().results[0].error.clone(), None);
+            twin.apply(&block).unwrap();
+        }
         let mut applied: Vec<SignedTx> = Vec::new();
         for (ops, advance) in &blocks {
-            let txs = block_txs(&w, ops);
-            let block = w.ledger.build_block(w.now() + advance, txs.clone());
+            let ts = w.now() + advance;
+            let txs = block_txs(&w, ops, ts);
+            let block = w.ledger.build_block(ts, txs.clone());
+            let owed_before = owed(&w);
+            let closed_before = w.ledger.globals().epoch;
             let o = w.ledger.apply(&block).unwrap();
-            // Determinism: a second ledger fed the same block reaches the same root.
-            let o2 = twin.apply(&block).unwrap();
-            prop_assert_eq!(o.state_root, o2.state_root);
+            // What a device was shown as owed by an earlier epoch is exactly what it is paid
+            // when it settles, and does not move until then.
+            let mut to_owners: Paid = BTreeMap::new();
+            let mut to_pools: Paid = BTreeMap::new();
+            for (dev, (owner, s)) in &owed_before {
+                match w.ledger.pending_settlement(dev) {
+                    Some(now) => prop_assert_eq!(now, *s, "owed to {} moved", dev),
+                    None => {
+                        let e = to_owners.entry((*owner, s.epoch)).or_default();
+                        *e = (e.0 + s.capacity.base(), e.1 + s.work.base());
+                        to_pools.entry((*dev, s.epoch)).or_default().0 += s.stake.base();
+                    }
+                }
+            }
+            to_owners.retain(|_, v| *v != (0, 0));
+            to_pools.retain(|_, v| *v != (0, 0));
+            let (mut owners_paid, mut pools_paid): (Paid, Paid) = Default::default();
+            for (_, e) in &o.events {
+                match e {
+                    Event::Reward { account, epoch, capacity, work, .. } if *epoch < closed_before => {
+                        let x = owners_paid.entry((*account, *epoch)).or_default();
+                        *x = (x.0 + capacity.base(), x.1 + work.base());
+                    }
+                    Event::StakingReward { device, epoch, amount } if *epoch < closed_before => {
+                        pools_paid.entry((*device, *epoch)).or_default().0 += amount.base();
+                    }
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(owners_paid, to_owners);
+            prop_assert_eq!(pools_paid, to_pools);
             w.check_supply();
+            prop_assert_eq!(w.ledger.check_invariants(), Ok(()));
             let credits: u64 = w.users.iter().map(|k| w.ledger.account(&k.address()).credits.0).sum();
             prop_assert_eq!(credits, w.ledger.globals().credits_outstanding);
             for (t, r) in txs.iter().zip(&o.results) {
@@ -232,8 +316,8 @@ proptest! {
         // A replayed transaction is rejected, and an invalid transaction changes nothing
         // but the block's own bookkeeping (height, hash, time).
         let mut txs: Vec<SignedTx> = applied.iter().rev().take(3).cloned().collect();
-        txs.push(to_tx(&w, &Op::WrongNonce(1)));
-        txs.push(to_tx(&w, &Op::Overflow(2)));
+        txs.push(to_tx(&w, &Op::WrongNonce(1), w.now()));
+        txs.push(to_tx(&w, &Op::Overflow(2), w.now()));
         let o = w.block(0, txs.clone());
         for r in &o.results {
             prop_assert!(r.error.is_some(), "replayed or invalid tx applied: {:?}", r);

@@ -120,7 +120,7 @@ pub fn openapi_document() -> Value {
                         "409": err("log_gap: starts past the stored length"),
                         "413": err("log_too_large")}}},
             "/v1/epochs": {"get": {
-                "summary": "The epoch in progress and closed epochs (minted, burned, each pool paid), newest first",
+                "summary": "The epoch in progress and closed epochs (minted, burned, each pool and what it has paid so far, devices not yet settled), newest first",
                 "parameters": [before, limit],
                 "responses": {"200": ok("{current, epochs: [...], next}"), "400": err("bad_query")}}},
             "/v1/epochs/{epoch}": {"get": {
@@ -132,7 +132,7 @@ pub fn openapi_document() -> Value {
                 "responses": {"200": ok("stats")}}},
             "/v1/events": {"get": {
                 "summary": "Finalized activity as server-sent events",
-                "description": "A `block` event per finalized block; the ledger's events (`transfer`, `device_registered`, `deployment_opened`, `lease_reported`, `lease_ended`, `reward`, ...), all of them but per-address rewards (`epoch_closed` sums them), or every event concerning the account, device or deployment given, its `reward`s included; with `account`, a `tx` event per transaction it signed. The SSE id is the block height. A subscriber that falls behind gets `lagged` with the number of blocks missed.",
+                "description": "A `block` event per finalized block; the ledger's events (`transfer`, `device_registered`, `deployment_opened`, `lease_reported`, `lease_ended`, `reward`, ...), all of them but per-address rewards (paid as each device is settled; `epoch_closed` gives the pools), or every event concerning the account, device or deployment given, its `reward`s included; with `account`, a `tx` event per transaction it signed. The SSE id is the block height. A subscriber that falls behind gets `lagged` with the number of blocks missed.",
                 "parameters": [
                     query_param("account", "string", "an account address"),
                     query_param("device", "string", "a device address"),

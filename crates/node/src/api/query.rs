@@ -95,7 +95,18 @@ fn share_value(d: &Device, shares: u64) -> Amount {
     Amount::from_base(u64::try_from(v).unwrap_or(u64::MAX))
 }
 
-fn device_json(a: &Address, d: &Device, p: &Params) -> Value {
+fn device_json(a: &Address, d: &Device, l: &Ledger) -> Value {
+    let p = l.params();
+    // Rewards a closed epoch owes it, paid by its next transaction or a SettleRewards.
+    let pending = l.pending_settlement(a).map(|s| {
+        json!({
+            "epoch": s.epoch,
+            "capacity": tokens(s.capacity, p),
+            "work": tokens(s.work, p),
+            "stake": tokens(s.stake, p),
+            "reputation_ppm": s.reputation_ppm,
+        })
+    });
     let class = p
         .classes
         .get(usize::from(d.class))
@@ -118,10 +129,12 @@ fn device_json(a: &Address, d: &Device, p: &Params) -> Value {
         },
         "registered_ms": d.registered_ms,
         "epoch_tally": {
+            "epoch": d.tally_epoch,
             "attest_pass": d.attest_pass,
             "attest_fail": d.attest_fail,
             "work": d.work,
         },
+        "pending_rewards": pending,
     })
 }
 
@@ -231,7 +244,7 @@ pub(super) async fn devices(
                 && owner.is_none_or(|o| d.owner == o)
         };
         let (out, next) = page(l.devices_after(after), after, limit, keep, |a, d| {
-            device_json(a, d, p)
+            device_json(a, d, l)
         });
         let next = next.map(|a| a.to_string());
         Ok(json!({"devices": out, "next": next}))
@@ -248,7 +261,7 @@ pub(super) async fn device(
         let d = l
             .device(&a)
             .ok_or_else(|| ApiError::not_found("unknown_device", format!("no device {a}")))?;
-        let mut v = device_json(&a, d, l.params());
+        let mut v = device_json(&a, d, l);
         v["lease"] = match d.lease {
             Some(id) => l.lease(id).map_or(Value::Null, |x| lease_json(id, x)),
             None => Value::Null,
@@ -338,6 +351,12 @@ fn epoch_json(r: &cairn_primitives::EpochRecord, p: &Params) -> Value {
         "minted": tokens(r.minted, p),
         "burned": tokens(r.burned, p),
         "pools": {
+            "capacity": tokens(r.capacity_pool, p),
+            "work": tokens(r.work_pool, p),
+            "stakers": tokens(r.stakers_pool, p),
+            "checkers": tokens(r.checkers, p),
+        },
+        "paid": {
             "capacity": tokens(r.capacity, p),
             "work": tokens(r.work, p),
             "stakers": tokens(r.stakers, p),
@@ -345,6 +364,13 @@ fn epoch_json(r: &cairn_primitives::EpochRecord, p: &Params) -> Value {
             "treasury": tokens(r.treasury, p),
         },
         "devices_rewarded": r.devices_rewarded,
+        "weights": {
+            "capacity": r.capacity_weight.to_string(),
+            "work": r.work_weight.to_string(),
+            "stake": r.stake_weight.to_string(),
+        },
+        "unsettled_devices": r.unsettled,
+        "unpaid": tokens(r.unpaid, p),
     })
 }
 

@@ -140,6 +140,12 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 col: 0,
             }),
         ),
+        (
+            "settle_rewards",
+            TxBody::SettleRewards {
+                devices: vec![a, Address([9; 32])],
+            },
+        ),
     ];
     let mut out: Vec<(&'static str, Vec<u8>)> = bodies
         .into_iter()
@@ -190,6 +196,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         required_stake: Amount::from_base(10),
         lease: Some(3),
         registered_ms: 4,
+        tally_epoch: 6,
         attest_pass: 1,
         attest_fail: 0,
         uptime_ppm_sum: 999_000,
@@ -226,7 +233,31 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
     };
     out.push(("deployment", dep.encode().to_vec()));
     out.push(("globals", Globals::default().encode().to_vec()));
-    out.push(("epoch_record", EpochRecord::default().encode().to_vec()));
+    out.push((
+        "epoch_record",
+        EpochRecord {
+            epoch: 1,
+            closed_at_height: 2,
+            minted: Amount::from_base(3),
+            burned: Amount::from_base(4),
+            capacity: Amount::from_base(5),
+            work: Amount::from_base(6),
+            stakers: Amount::from_base(7),
+            checkers: Amount::from_base(8),
+            treasury: Amount::from_base(9),
+            devices_rewarded: 10,
+            capacity_pool: Amount::from_base(16),
+            work_pool: Amount::from_base(17),
+            stakers_pool: Amount::from_base(18),
+            capacity_weight: 11 << 64,
+            work_weight: 12,
+            stake_weight: 13,
+            unsettled: 14,
+            unpaid: Amount::from_base(15),
+        }
+        .encode()
+        .to_vec(),
+    ));
     out.push((
         "unbonding",
         Unbonding {

@@ -6,14 +6,17 @@ fn key(tag: &str) -> Keypair {
     Keypair::from_seed(sha256(&[tag.as_bytes()]).0)
 }
 
-/// An epoch that pays an attested device's owner, its stake pool and its checker is recorded
-/// per address, in the block's commit, and survives a reopen.
+/// An epoch's rewards are recorded per address as they are paid: the checker's at the close,
+/// each device's (owner and stake pool) when it is settled, in whichever block that is; an
+/// owner whose two devices settle in two blocks has their sum. It survives a reopen.
 #[test]
 fn epoch_rewards_are_indexed_by_address_and_survive_reopen() {
-    let (owner, device, checker) = (key("owner"), key("device"), key("checker"));
+    let (owner, checker, anyone) = (key("owner"), key("checker"), key("anyone"));
+    let devices = [key("device-a"), key("device-b")];
     let mut g = testing::genesis(&[
         (owner.address(), 1_000_000_000_000_000),
         (checker.address(), 1_000_000_000),
+        (anyone.address(), 1_000_000_000),
     ]);
     g.checkers = vec![checker.address()];
     let dir = tempfile::tempdir().unwrap();
@@ -23,33 +26,51 @@ fn epoch_rewards_are_indexed_by_address_and_survive_reopen() {
         ram_mib: 8192,
         ..DeviceSpec::default()
     };
-    let register = testing::register(
-        &owner.address(),
-        &device,
-        "CPU",
-        spec,
-        "eu-west",
-        100,
-        &g.chain_id,
-    );
+    let register = |n: u64, d: &Keypair| {
+        let body = testing::register(
+            &owner.address(),
+            d,
+            "CPU",
+            spec.clone(),
+            "eu-west",
+            100,
+            &g.chain_id,
+        );
+        testing::tx(&owner, n, body, &g.chain_id)
+    };
     let attest = TxBody::Attest {
         epoch: 0,
-        entries: vec![AttestEntry {
-            device: device.address(),
-            passed: true,
-            uptime_ppm: 1_000_000,
-        }],
+        entries: devices
+            .iter()
+            .map(|d| AttestEntry {
+                device: d.address(),
+                passed: true,
+                uptime_ppm: 1_000_000,
+            })
+            .collect(),
+    };
+    let settle = |n: u64, d: &Keypair| {
+        let body = TxBody::SettleRewards {
+            devices: vec![d.address()],
+        };
+        testing::tx(&anyone, n, body, &g.chain_id)
     };
     let t0 = g.genesis_time_ms;
+    let mut events = Vec::new();
+    // The first block past the 60 s boundary closes epoch 0; the next two settle one device
+    // each.
     for (ts, txs) in [
         (
             t0 + 1_000,
-            vec![testing::tx(&owner, 0, register, &g.chain_id)],
+            vec![register(0, &devices[0]), register(1, &devices[1])],
         ),
         (
             t0 + 2_000,
             vec![testing::tx(&checker, 0, attest, &g.chain_id)],
         ),
+        (t0 + 61_000, vec![]),
+        (t0 + 62_000, vec![settle(0, &devices[0])]),
+        (t0 + 63_000, vec![settle(1, &devices[1])]),
     ] {
         let b = chain.ledger().build_block(ts, txs);
         let o = chain.commit(&b).unwrap();
@@ -58,27 +79,27 @@ fn epoch_rewards_are_indexed_by_address_and_survive_reopen() {
             "{:?}",
             o.results
         );
+        events.extend(o.events);
     }
-    // The first block past the 60 s boundary closes epoch 0.
-    let b = chain.ledger().build_block(t0 + 61_000, vec![]);
-    let o = chain.commit(&b).unwrap();
     let mut paid_owner = 0;
-    let mut paid_pool = 0;
-    for (_, e) in &o.events {
+    let mut paid_pool = [0; 2];
+    for (_, e) in &events {
         match e {
             Event::Reward {
                 account, capacity, ..
             } if *account == owner.address() => paid_owner += capacity.base(),
             Event::StakingReward {
                 device: d, amount, ..
-            } if *d == device.address() => paid_pool += amount.base(),
+            } => {
+                let i = devices.iter().position(|x| x.address() == *d).unwrap();
+                paid_pool[i] += amount.base();
+            }
             _ => {}
         }
     }
     assert!(
-        paid_owner > 0 && paid_pool > 0,
-        "the epoch paid: {:?}",
-        o.events
+        paid_owner > 0 && paid_pool.iter().all(|p| *p > 0),
+        "the epoch paid: {events:?}"
     );
     drop(chain);
     let chain = Chain::open(dir.path(), None).unwrap();
@@ -91,9 +112,11 @@ fn epoch_rewards_are_indexed_by_address_and_survive_reopen() {
             ..Reward::default()
         }]
     );
-    let r = chain.rewards(&device.address(), None, 10).unwrap();
-    assert_eq!(r.len(), 1);
-    assert_eq!(r[0].staking, paid_pool);
+    for (d, paid) in devices.iter().zip(paid_pool) {
+        let r = chain.rewards(&d.address(), None, 10).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].staking, paid);
+    }
     let r = chain.rewards(&checker.address(), None, 10).unwrap();
     assert!(r[0].checkers > 0);
     // Paging: nothing before epoch 0; an address never paid has nothing.
