@@ -474,7 +474,7 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
         ..NodeSettings::load(None)?
     };
     let keys_dir = keys.dir().to_path_buf();
-    serve(&chain_dir, genesis.as_ref(), &validator, &settings, |url| {
+    let served = serve(&chain_dir, genesis.as_ref(), &validator, &settings, |url| {
         let what = if fresh { "started" } else { "resumed" };
         eprintln!("cairn devnet {what}");
         eprintln!("  API:        {url}   (try {url}/v1/status)");
@@ -511,5 +511,19 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
                 alice,
             );
         }
+    });
+    // A devnet directory written by a build whose state encoding differs cannot be read back.
+    served.map_err(|e| {
+        let opening = e
+            .chain()
+            .any(|c| c.to_string().starts_with("opening the chain"));
+        if fresh || !opening {
+            return e;
+        }
+        e.context(format!(
+            "could not resume the devnet in {}; if an earlier build of cairn wrote it, \
+             `cairn devnet --reset` starts over",
+            dir.display()
+        ))
     })
 }
