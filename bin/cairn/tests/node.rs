@@ -58,6 +58,21 @@ fn start_with(dir: &Path, extra: &[&str]) -> Devnet {
     spawn_devnet(dir, &args)
 }
 
+/// An account's compute credits.
+fn credits_of(c: &Client, who: &cairn_primitives::Address) -> u64 {
+    c.account(who, false).unwrap()["credits"].as_u64().unwrap()
+}
+
+/// Waits until devnet's worker has registered this machine and `who` (alice) has been given
+/// credits: the state every deploy test starts from.
+fn wait_for_worker_and_credits(c: &Client, who: &cairn_primitives::Address) {
+    eventually(
+        90,
+        "devnet's worker registers and alice gets credits",
+        || credits_of(c, who) > 0,
+    );
+}
+
 fn spawn_devnet(dir: &Path, extra: &[&str]) -> Devnet {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args([
@@ -1021,16 +1036,8 @@ fn deploy_runs_the_job_and_only_its_owner_reads_the_logs() {
     let keys = dir.path().join("keys");
     let c = Client::new(&net.url);
     let alice = Keystore::at(&keys).load("alice").unwrap().address();
-    let credits = |c: &Client| {
-        c.account(&alice, false).unwrap()["credits"]
-            .as_u64()
-            .unwrap()
-    };
-    eventually(
-        90,
-        "devnet's worker registers and alice gets credits",
-        || credits(&c) > 0,
-    );
+    let credits = |c: &Client| credits_of(c, &alice);
+    wait_for_worker_and_credits(&c, &alice);
     let before = credits(&c);
     let out = deploy_sh(&net, &keys, "echo hello; sleep 1; echo done");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -1343,16 +1350,7 @@ fn deploy_with_an_image_runs_in_a_container() {
     let keys = dir.path().join("keys");
     let c = Client::new(&net.url);
     let alice = Keystore::at(&keys).load("alice").unwrap().address();
-    eventually(
-        90,
-        "devnet's worker registers and alice gets credits",
-        || {
-            c.account(&alice, false).unwrap()["credits"]
-                .as_u64()
-                .unwrap()
-                > 0
-        },
-    );
+    wait_for_worker_and_credits(&c, &alice);
     let out = cli(
         &net,
         &keys,
@@ -1400,16 +1398,7 @@ fn hostile_jobs_are_stopped_and_the_worker_keeps_serving() {
     let keys = dir.path().join("keys");
     let c = Client::new(&net.url);
     let alice = Keystore::at(&keys).load("alice").unwrap().address();
-    eventually(
-        90,
-        "devnet's worker registers and alice gets credits",
-        || {
-            c.account(&alice, false).unwrap()["credits"]
-                .as_u64()
-                .unwrap()
-                > 0
-        },
-    );
+    wait_for_worker_and_credits(&c, &alice);
     let deploy = |hours: &str, script: &str| {
         let out = cli(
             &net,

@@ -220,8 +220,9 @@ impl Ledger {
         Some(s)
     }
 
-    /// The device, with a tally from a closed epoch settled first (and written): owner paid,
-    /// stake pool grown, reputation moved, tally cleared. Every transaction that writes a
+    /// The device, with a tally from a closed epoch settled first (and written, so a caller
+    /// that only reads it loses nothing): owner paid, stake pool grown, reputation moved,
+    /// tally cleared. Every transaction that writes a
     /// device reads it through here, so a record never changes between an epoch's close and
     /// its settlement.
     pub(crate) fn settled_device(&mut self, addr: &Address) -> Result<Device> {
@@ -235,10 +236,13 @@ impl Ledger {
         if d.tally_epoch >= current {
             return Ok(d);
         }
+        let Some(s) = self.settlement_of(&d) else {
+            // No tally to settle: the caller's write carries the new epoch.
+            d.tally_epoch = current;
+            return Ok(d);
+        };
         let mut batch = Payouts::default();
-        if let Some(s) = self.settlement_of(&d) {
-            self.settle_into(addr, &mut d, &s, &mut batch)?;
-        }
+        self.settle_into(addr, &mut d, &s, &mut batch)?;
         d.tally_epoch = current;
         self.state.set_device(*addr, d.clone());
         self.pay_out(batch)?;
