@@ -48,6 +48,11 @@ enum BenchCommand {
     /// p50/p99, beside the same sandbox started directly. Starts its own devnet unless
     /// --node is given.
     Jobs(crate::jobs_bench::JobsBenchArgs),
+    /// Proof of physical work: the CPU solver's int8 rate beside its kernel's ceiling, the
+    /// checker's audit time for the CPU class's answer and a GPU class's (bar < 50 ms CPU),
+    /// and with an NVIDIA GPU the cuBLAS int8 rate against its class's peak (bar ≥ 70 %) and
+    /// its class's whole challenge.
+    Popw(crate::popw_bench::PopwBenchArgs),
 }
 
 pub(crate) fn run(a: BenchArgs) -> Result<()> {
@@ -61,6 +66,7 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
         } => ledger(json, txs, block_txs.max(1), devices, matches),
         BenchCommand::Load(a) => crate::load::run(a),
         BenchCommand::Jobs(a) => crate::jobs_bench::run(a),
+        BenchCommand::Popw(a) => crate::popw_bench::run(a),
     }
 }
 

@@ -10,6 +10,7 @@ mod keys;
 mod ledger_cmd;
 mod load;
 mod node_cmd;
+mod popw_bench;
 mod worker_cmd;
 
 use clap::{Parser, Subcommand};

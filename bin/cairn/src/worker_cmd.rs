@@ -6,8 +6,7 @@ use crate::client_cmd::{NodeOpt, Signer, sign_and_submit};
 use anyhow::{Context, Result, bail};
 use cairn_keystore::Keystore;
 use cairn_popw::{
-    CpuSolver, CudaSolver, GPU_N, Params, Solver, cpu_kernel_peak, cuda_unavailable,
-    self_challenge, table_challenge,
+    CpuSolver, CudaSolver, GPU_N, Params, Solver, cpu_kernel_peak, cuda_unavailable, self_challenge,
 };
 use cairn_primitives::{
     BoundedString, DeviceSpec, Keypair, RegisterDevice, TxBody, device_pop_message, namespace,
@@ -97,10 +96,26 @@ enum WorkerCommand {
     },
 }
 
+/// A progress bar on stderr: `label [####      ] done/total what`.
+pub(crate) fn progress_bar(label: &str, done: u32, total: u32, what: &str) {
+    let width = 30;
+    let filled = (done as usize * width) / total.max(1) as usize;
+    eprint!(
+        "\r{label} [{}{}] {done}/{total} {what}",
+        "#".repeat(filled),
+        " ".repeat(width - filled)
+    );
+    if done >= total {
+        eprintln!();
+    }
+    let _ = std::io::stderr().flush();
+}
+
 /// GPU 0 measured with the CUDA solver: the int8 GEMM rate at the GPU challenge's size beside
-/// its class's peak, and one whole table (inputs generated, product, copied back). `Err` says
-/// why the GPU was not measured (the CPU is probed either way).
-fn probe_gpu(
+/// its class's peak, then the whole challenge of its class run against it as a checker would
+/// (tables computed, hashed and kept in GPU memory, the walk there, the audit on this CPU).
+/// `Err` says why the GPU was not measured (the CPU is probed either way).
+pub(crate) fn probe_gpu(
     catalog: &[DeviceClass],
     hw: &Hardware,
     quiet: bool,
@@ -126,21 +141,85 @@ fn probe_gpu(
     let (rate, _) = solver
         .gemm_rate(GPU_N, reps)
         .map_err(|e| format!("{model}: {e}"))?;
-    let challenge = table_challenge(&[7; 32], 0, GPU_N).map_err(|e| e.to_string())?;
-    let start = std::time::Instant::now();
-    solver
-        .solve(&challenge)
-        .map_err(|e| format!("{model}: {e}"))?;
-    let table = start.elapsed();
     let peak = class.map(|c| c.int8_tops * 1e12);
-    Ok(json!({
+    let mut out = json!({
         "model": model, "vram_mib": mib, "gpus": gpus.len(),
         "class": class.map(|c| c.name.clone()),
         "solver": solver.name(), "n": GPU_N, "gemm_runs": reps,
         "int8_ops_per_sec": rate, "class_peak_ops_per_sec": peak,
         "fraction_of_peak": peak.map(|p| rate / p),
-        "table_secs": table.as_secs_f64(),
-    }))
+    });
+    let Some(class) = class else {
+        out["challenge"] = json!({"skipped": format!("the catalog has no class for {model}")});
+        return Ok(out);
+    };
+    let params = Params::for_class(class, 1, 0);
+    if !quiet {
+        eprintln!(
+            "claiming class {}: {} tables of {}², {:.0} TOP, {} MiB kept in GPU memory",
+            class.name,
+            params.tables,
+            params.n,
+            params.ops() / 1e12,
+            params.table_bytes() >> 20
+        );
+    }
+    let report = self_challenge(&solver, params.clone(), rand::random(), |done, total| {
+        if !quiet {
+            progress_bar("compute", done, total, "tables");
+        }
+    })
+    .map_err(|e| format!("{model}: {e}"))?;
+    out["challenge"] = json!({
+        "claimed_class": class.name, "tables": params.tables, "n": params.n,
+        "compute_secs": report.solve.as_secs_f64(),
+        "compute_deadline_secs": params.compute_deadline.as_secs_f64(),
+        "int8_ops_per_sec": report.ops_per_sec,
+        "walk_secs": report.walk.as_secs_f64(), "walk_steps": params.walk_steps,
+        "walk_deadline_secs": params.walk_deadline.as_secs_f64(),
+        "audit_ms": report.audit.as_secs_f64() * 1e3,
+        "verdict": match &report.verdict { Ok(()) => "pass".to_string(), Err(e) => format!("fail: {e}") },
+    });
+    Ok(out)
+}
+
+/// The GPU's figures as lines of text.
+pub(crate) fn gpu_lines(g: &serde_json::Value) -> Vec<String> {
+    let mut lines = vec![format!(
+        "GPU {} ({} MiB, class {}): int8 GEMM {:.0} TOP/s at n = {GPU_N}{}",
+        g["model"].as_str().unwrap_or("?"),
+        g["vram_mib"],
+        g["class"].as_str().unwrap_or("none in the catalog"),
+        g["int8_ops_per_sec"].as_f64().unwrap_or(0.0) / 1e12,
+        g["class_peak_ops_per_sec"]
+            .as_f64()
+            .map_or(String::new(), |p| format!(
+                " = {:.0} % of the class's {:.0} TOP/s (bar ≥ 70 %)",
+                100.0 * g["fraction_of_peak"].as_f64().unwrap_or(0.0),
+                p / 1e12
+            )),
+    )];
+    let c = &g["challenge"];
+    if let Some(why) = c["skipped"].as_str() {
+        lines.push(format!("GPU challenge skipped: {why}"));
+    } else if c.is_object() {
+        let f = |k: &str| c[k].as_f64().unwrap_or(0.0);
+        lines.push(format!(
+            "GPU challenge ({} tables of {}²): compute {:.3} s (deadline {:.3} s, {:.0} TOP/s), \
+             walk {:.1} ms for {} steps (deadline {:.1} ms), audit {:.1} ms: {}",
+            c["tables"],
+            c["n"],
+            f("compute_secs"),
+            f("compute_deadline_secs"),
+            f("int8_ops_per_sec") / 1e12,
+            f("walk_secs") * 1e3,
+            c["walk_steps"],
+            f("walk_deadline_secs") * 1e3,
+            f("audit_ms"),
+            c["verdict"].as_str().unwrap_or("?")
+        ));
+    }
+    lines
 }
 
 /// The worker's data dir: `$CAIRN_HOME/worker`, else `~/.local/share/cairn/worker`.
@@ -459,21 +538,11 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
     let solver = CpuSolver;
     if !json {
         match &gpu {
-            Ok(g) => eprintln!(
-                "GPU {} ({} MiB, class {}): int8 GEMM {:.0} TOP/s at n = {GPU_N}{}; one table {:.1} ms",
-                g["model"].as_str().unwrap_or("?"),
-                g["vram_mib"],
-                g["class"].as_str().unwrap_or("none in the catalog"),
-                g["int8_ops_per_sec"].as_f64().unwrap_or(0.0) / 1e12,
-                g["class_peak_ops_per_sec"]
-                    .as_f64()
-                    .map_or(String::new(), |p| format!(
-                        " = {:.0} % of the class's {:.0} TOP/s (bar ≥ 70 %)",
-                        100.0 * g["fraction_of_peak"].as_f64().unwrap_or(0.0),
-                        p / 1e12
-                    )),
-                g["table_secs"].as_f64().unwrap_or(0.0) * 1e3
-            ),
+            Ok(g) => {
+                for line in gpu_lines(g) {
+                    eprintln!("{line}");
+                }
+            }
             Err(why) => eprintln!("{why}"),
         }
         eprintln!(
@@ -489,19 +558,9 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
     let seed: [u8; 32] = rand::random();
     let report = self_challenge(&solver, params.clone(), seed, |done, total| {
         if !json {
-            let width = 30;
-            let filled = (done as usize * width) / total.max(1) as usize;
-            eprint!(
-                "\rcompute [{}{}] {done}/{total} tables",
-                "#".repeat(filled),
-                " ".repeat(width - filled)
-            );
-            let _ = std::io::stderr().flush();
+            progress_bar("compute", done, total, "tables");
         }
     })?;
-    if !json {
-        eprintln!();
-    }
     // The ceiling to compare with: the same kernel on data that stays in L1.
     let peak = cpu_kernel_peak(std::time::Duration::from_millis(500));
     // Would this machine meet each class's compute deadline at the rate it just achieved?
@@ -575,6 +634,12 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
     }
     if report.verdict.is_err() {
         anyhow::bail!("this machine failed its own challenge: {verdict}");
+    }
+    if let Ok(g) = &gpu
+        && let Some(v) = g["challenge"]["verdict"].as_str()
+        && v != "pass"
+    {
+        anyhow::bail!("this machine's GPU failed its own challenge: {v}");
     }
     Ok(())
 }

@@ -181,3 +181,36 @@ fn worker_probe_runs_the_challenge_on_this_machine_and_reports_each_class() {
     assert!(pass("CPU"), "{v}");
     assert!(!pass("H100-SXM"), "a CPU does not pass for an H100: {v}");
 }
+
+#[test]
+fn bench_popw_reports_the_solver_and_both_audits_beside_the_bar() {
+    // The smallest GPU class keeps the test short: 7 tables of 16,384², rows opened in each.
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "bench", "popw", "--json", "--runs", "1", "--class", "RTX-3050",
+    ]))
+    .expect("bench json");
+    let cpu = &v["cpu_solver"];
+    assert!(cpu["int8_ops_per_sec"].as_f64().unwrap() > 1e9, "{v}");
+    assert!(
+        cpu["kernel_peak_ops_per_sec"].as_f64().unwrap() > 1e9,
+        "{v}"
+    );
+    let audits = v["audits"].as_array().expect("audits");
+    assert_eq!(audits.len(), 2);
+    assert_eq!(audits[1]["answer"], "RTX-3050");
+    assert_eq!(audits[1]["n"], 16_384);
+    for a in audits {
+        assert!(a["rows_opened"].as_u64().unwrap() >= 32, "{a}");
+        assert!(a["one_core_ms_median"].as_f64().unwrap() > 0.0, "{a}");
+        assert_eq!(a["bar_ms"], 50.0);
+    }
+    let gpu = &v["gpu"];
+    assert!(
+        gpu["unavailable"].as_str().is_some_and(|g| !g.is_empty())
+            || gpu["int8_ops_per_sec"].as_f64().is_some_and(|r| r > 0.0),
+        "measures the GPU or says why not: {gpu}"
+    );
+    // A class that is not a GPU's is refused, saying so.
+    let err = fails(&["bench", "popw", "--class", "CPU"]);
+    assert!(err.contains("not a GPU class"), "{err}");
+}

@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
 
+mod bench;
 mod cuda;
 mod fraud;
 mod matrix;
@@ -27,15 +28,16 @@ mod protocol;
 mod solve;
 mod verify;
 
-pub use cuda::{CudaSolver, KERNEL_SOURCE, cuda_unavailable};
+pub use bench::AuditCase;
+pub use cuda::{CudaSolver, KERNEL_SOURCE, compile_kernels, cuda_unavailable};
 pub use fraud::{
     FraudError, answer_message, fraud_proof, merkle_path, sign_answer, verify_fraud_proof,
 };
-pub use matrix::{Challenge, ChallengeError, MAX_N, row_leaf, rows_root};
+pub use matrix::{Challenge, ChallengeError, LEAF_CHUNK, MAX_N, row_leaf, rows_root};
 pub use protocol::{
-    Answer, CPU_N, CPU_REQUIRED_FRACTION, GPU_N, GPU_REQUIRED_FRACTION, NETWORK_ALLOWANCE, Opening,
-    Params, Prover, SelfReport, Table, row_digest, self_challenge, table_challenge, walk_positions,
-    walk_with,
+    Answer, CPU_N, CPU_REQUIRED_FRACTION, GPU_N, GPU_REQUIRED_FRACTION, HostTables,
+    NETWORK_ALLOWANCE, Opening, Params, Prover, Retained, SelfReport, Table, row_digest,
+    self_challenge, table_challenge, walk_positions, walk_with,
 };
 pub use solve::{CpuSolver, Inputs, SolveError, Solver, cpu_kernel_peak, product};
 pub use verify::{Fault, audit_requests, check_answer, check_audit, check_walk, freivalds};

@@ -137,14 +137,40 @@ impl Challenge {
     }
 }
 
-/// The leaf committing to result row `r`.
+/// Values per chunk of a row leaf (1 KiB of int32).
+pub const LEAF_CHUNK: usize = 256;
+
+/// The 16-byte tags that open a chunk's and a row's hash (each in a 64-byte header block).
+pub(crate) const CHUNK_TAG: &[u8; 16] = b"cairn/popw/chunk";
+pub(crate) const ROW_TAG: &[u8; 16] = b"cairn/popw/row\0\0";
+
+/// A 64-byte header block: the tag, zeros, and `index` big-endian in the last four bytes. A
+/// whole block, so that what follows it starts on a SHA-256 block boundary (the GPU hashes
+/// rows word by word straight from its tables).
+fn header(tag: &[u8; 16], index: u32) -> [u8; 64] {
+    let mut h = [0u8; 64];
+    h[..16].copy_from_slice(tag);
+    h[60..].copy_from_slice(&index.to_be_bytes());
+    h
+}
+
+/// The leaf committing to result row `r`: SHA-256 over a row header (naming `r`) and the
+/// digests of the row's chunks of [`LEAF_CHUNK`] values, each chunk hashed with its own header
+/// (naming its index) followed by its values as little-endian int32. Two levels rather than
+/// one hash of the whole row, so a GPU hashes a table's chunks in parallel (a million threads
+/// for a 16,384² table instead of 16,384, each walking 64 KiB alone); a checker's cost is the
+/// same, one pass over the row.
 pub fn row_leaf(r: u32, values: &[i32]) -> Hash {
-    let mut bytes = Vec::with_capacity(4 + values.len() * 4);
-    bytes.extend_from_slice(&r.to_be_bytes());
-    for v in values {
-        bytes.extend_from_slice(&v.to_le_bytes());
+    let mut digests = Vec::with_capacity(32 * values.len().div_ceil(LEAF_CHUNK));
+    let mut bytes = Vec::with_capacity(4 * LEAF_CHUNK);
+    for (c, chunk) in values.chunks(LEAF_CHUNK).enumerate() {
+        bytes.clear();
+        for v in chunk {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        digests.extend_from_slice(&sha256(&[&header(CHUNK_TAG, c as u32), &bytes]).0);
     }
-    sha256(&[&[0x10], &bytes])
+    sha256(&[&header(ROW_TAG, r), &digests])
 }
 
 /// The commitment to a whole result: the Merkle root over its rows' leaves.

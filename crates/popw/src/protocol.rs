@@ -13,9 +13,12 @@
 //!    not keep its tables (they are sized to the claimed memory) must recompute each row, `n²`
 //!    multiply-adds and a pass over all of `B`, at least ~10× too slow.
 //! 3. **Audit.** The checker opens random rows, and some of the walked rows, against the
-//!    roots, checks each walked row's digest, and checks the opened rows with Freivalds'
-//!    algorithm over a column subset (`rounds` independent 0/1 vectors: a wrong row passes one
-//!    round with probability at most ½). Cost: `O(rounds · n · |S|)`, never `O(n³)`.
+//!    roots, checks each walked row's digest, and checks the opened rows of each table on a
+//!    random subset `S` of its columns: with Freivalds' algorithm (`rounds` independent 0/1
+//!    vectors over `S`, one pass over `B_S` each, shared by the table's rows: a wrong entry in
+//!    `S` passes a round with probability at most ½), or, where a table has only one or two
+//!    rows opened and that costs less, by computing `S`'s entries exactly. Cost:
+//!    `O(|S|·n)` per audited table, never `O(n³)`; regenerating `B_S` dominates it.
 //!
 //! Everything here is pure: the caller measures time and supplies randomness.
 
@@ -83,9 +86,25 @@ impl Params {
         let rate = class.int8_tops * 1e12 * f64::from(units) * fraction;
         let ops = ops(n, tables);
         let compute = Duration::from_secs_f64(ops / rate.max(1.0)) + NETWORK_ALLOWANCE;
-        // Long enough that the steps, not the network allowance, set the deadline: a device
-        // recomputing rows on two AVX2 cores needs ~0.17 ms a step at n = 2048, 2.8 s in all.
-        let walk_steps = 16_384;
+        // Long enough that the steps, not the network allowance, set the deadline. A CPU
+        // recomputing rows on two AVX2 cores needs ~0.17 ms a step at n = 2048: 2.8 s for
+        // 16,384 steps against a 0.7 s deadline. A GPU that kept only `B` (a quarter of the
+        // tables' size) recomputes a row as a pass over it, 256 MiB, ~56 µs at an H200's
+        // 4.8 TB/s: 65,536 steps take it 3.7 s against 1.2 s, so it cannot drop more than
+        // about a quarter of its tables (16,384 steps would let it drop two thirds).
+        let walk_steps = match class.kind {
+            ClassKind::Gpu => 65_536,
+            ClassKind::Cpu => 16_384,
+        };
+        // The audit's cost is mostly regenerating `B`'s columns it checks, |S|·n bytes of
+        // ChaCha20 per audited table: 1,024 columns of a CPU table (8 tables of 2,048) but 64
+        // of a GPU table (16,384 long, and the 40 audited rows fall in ~33 different tables),
+        // so that an audit stays under 50 ms of CPU. 64 columns still catch a row with 1 % of
+        // its entries wrong with probability 1 − 0.99⁶⁴ ≈ 47 %, and 40 such rows ≈ 100 %.
+        let audit_cols = match class.kind {
+            ClassKind::Gpu => 64,
+            ClassKind::Cpu => 1_024,
+        };
         // A row read at a quarter of the claimed bandwidth, plus 10 µs per dependent step.
         let row_bytes = 4.0 * f64::from(n);
         let step = row_bytes / (class.mem_bandwidth_gbps.max(1.0) * 1e9) * 4.0 + 10e-6;
@@ -96,7 +115,7 @@ impl Params {
             walk_steps,
             audit_rows: 32,
             walk_checks: 8,
-            audit_cols: 1_024,
+            audit_cols,
             rounds: 8,
             compute_deadline: compute,
             walk_deadline: walk,
@@ -123,51 +142,121 @@ pub fn table_challenge(nonce: &[u8; 32], k: u32, n: u32) -> Result<Challenge, Ch
     Challenge::new(sha256(&[b"cairn/popw/table", nonce, &k.to_be_bytes()]).0, n)
 }
 
-/// One computed table, committed.
+/// One computed table's commitment, kept on the host whatever computed the table (the
+/// audit's Merkle paths come from its leaves).
 pub struct Table {
     /// Its challenge.
     pub challenge: Challenge,
-    /// The result, row-major.
-    pub values: Vec<i32>,
     leaves: Vec<Hash>,
     /// The Merkle root over its rows.
     pub root: Hash,
 }
 
 impl Table {
-    /// Commits to `values` (what the device claims `challenge`'s result is).
-    pub fn commit(challenge: Challenge, values: Vec<i32>) -> Self {
+    /// Commits to `values` (what the device claims `challenge`'s result is, row-major),
+    /// hashing its rows on every core.
+    pub fn commit(challenge: Challenge, values: &[i32]) -> Self {
         let n = challenge.n as usize;
         let leaves: Vec<Hash> = values
             .par_chunks(n)
             .enumerate()
             .map(|(r, row)| row_leaf(r as u32, row))
             .collect();
+        Self::from_leaves(challenge, leaves)
+    }
+
+    /// The commitment to row leaves a device computed itself.
+    pub fn from_leaves(challenge: Challenge, leaves: Vec<Hash>) -> Self {
         let root = merkle_root(&leaves);
         Self {
             challenge,
-            values,
             leaves,
             root,
         }
     }
 
-    /// Row `r`.
-    pub fn row(&self, r: u32) -> &[i32] {
-        let n = self.challenge.n as usize;
-        let r = r as usize;
-        &self.values[r * n..(r + 1) * n]
+    /// Its rows' leaves.
+    pub fn leaves(&self) -> &[Hash] {
+        &self.leaves
     }
 }
 
-/// The device side: its tables, retained.
+/// Where a device keeps the tables it computed (host memory for the CPU solver, GPU memory
+/// for the CUDA one): what the memory phase walks and the audit opens rows of.
+pub trait Retained: Send + Sync {
+    /// Row `row` of table `table`.
+    fn row(&self, table: u32, row: u32) -> Result<Vec<i32>, SolveError>;
+    /// The memory walk's digests: `params.walk_steps` rows read one after another from the
+    /// chain's `start` (see [`walk_with`]).
+    fn walk(&self, params: &Params, start: u64) -> Result<Vec<u64>, SolveError>;
+}
+
+/// Tables kept in host memory, row-major.
+pub struct HostTables {
+    n: usize,
+    values: Vec<Vec<i32>>,
+}
+
+impl HostTables {
+    /// Tables of dimension `n`; every one must hold `n²` values.
+    pub fn new(n: u32, values: Vec<Vec<i32>>) -> Result<Self, SolveError> {
+        let n = n as usize;
+        if let Some(k) = values.iter().position(|v| v.len() != n * n) {
+            return Err(SolveError::Device(format!(
+                "table {k} has {} values; a table of dimension {n} has {}",
+                values[k].len(),
+                n * n
+            )));
+        }
+        Ok(Self { n, values })
+    }
+
+    fn slice(&self, table: u32, row: u32) -> Option<&[i32]> {
+        let r = row as usize;
+        if r >= self.n {
+            return None;
+        }
+        Some(&self.values.get(table as usize)?[r * self.n..(r + 1) * self.n])
+    }
+}
+
+impl Retained for HostTables {
+    fn row(&self, table: u32, row: u32) -> Result<Vec<i32>, SolveError> {
+        self.slice(table, row)
+            .map(<[i32]>::to_vec)
+            .ok_or(SolveError::NoSuchRow { table, row })
+    }
+
+    fn walk(&self, params: &Params, start: u64) -> Result<Vec<u64>, SolveError> {
+        let mut out = Vec::with_capacity(params.walk_steps as usize);
+        let mut missing = None;
+        chain(params, start, params.walk_steps as usize, |_, t, r| {
+            let d = match self.slice(t, r) {
+                Some(row) => row_digest(row),
+                None => {
+                    missing.get_or_insert(SolveError::NoSuchRow { table: t, row: r });
+                    0
+                }
+            };
+            out.push(d);
+            d
+        });
+        match missing {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+/// The device side: its tables' commitments, and the tables themselves where it keeps them.
 pub struct Prover {
     /// The nonce answered.
     pub nonce: [u8; 32],
     /// The parameters.
     pub params: Params,
-    /// The tables.
+    /// The tables' commitments.
     pub tables: Vec<Table>,
+    memory: Box<dyn Retained>,
 }
 
 /// A signed answer to the compute phase.
@@ -197,25 +286,44 @@ pub struct Opening {
 }
 
 impl Prover {
-    /// Computes every table with `solver`; `progress(done, total)` after each.
+    /// Computes every table with `solver`, which keeps them where it computed them;
+    /// `progress(done, total)` after each.
     pub fn solve(
         solver: &dyn Solver,
         nonce: [u8; 32],
         params: Params,
         mut progress: impl FnMut(u32, u32),
     ) -> Result<Self, SolveError> {
-        let mut tables = Vec::with_capacity(params.tables as usize);
-        for k in 0..params.tables {
-            let c = table_challenge(&nonce, k, params.n)
-                .map_err(|e| SolveError::Device(e.to_string()))?;
-            let values = solver.solve(&c)?;
-            tables.push(Table::commit(c, values));
-            progress(k + 1, params.tables);
-        }
+        let challenges = (0..params.tables)
+            .map(|k| table_challenge(&nonce, k, params.n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| SolveError::Device(e.to_string()))?;
+        let (tables, memory) = solver.compute(challenges, &mut progress)?;
         Ok(Self {
             nonce,
             params,
             tables,
+            memory,
+        })
+    }
+
+    /// A prover whose tables hold `values` (what it claims each challenge's result is, in
+    /// host memory), committed as given: an honest answer, or a cheat's, built by hand.
+    pub fn from_values(
+        nonce: [u8; 32],
+        params: Params,
+        values: Vec<(Challenge, Vec<i32>)>,
+    ) -> Result<Self, SolveError> {
+        let tables = values
+            .iter()
+            .map(|(c, v)| Table::commit(c.clone(), v))
+            .collect();
+        let memory = HostTables::new(params.n, values.into_iter().map(|(_, v)| v).collect())?;
+        Ok(Self {
+            nonce,
+            params,
+            tables,
+            memory: Box::new(memory),
         })
     }
 
@@ -224,7 +332,7 @@ impl Prover {
         Answer {
             nonce: self.nonce,
             n: self.params.n,
-            roots: self.tables.iter().map(|t| t.root).collect(),
+            roots: self.roots(),
             signatures: self
                 .tables
                 .iter()
@@ -233,24 +341,27 @@ impl Prover {
         }
     }
 
+    fn roots(&self) -> Vec<Hash> {
+        self.tables.iter().map(|t| t.root).collect()
+    }
+
     /// The memory walk over the retained tables.
-    pub fn walk(&self, walk_nonce: &[u8; 32]) -> Vec<u64> {
-        let roots: Vec<Hash> = self.tables.iter().map(|t| t.root).collect();
-        walk_with(&self.params, walk_nonce, &roots, |t, r| {
-            row_digest(self.tables[t as usize].row(r))
-        })
+    pub fn walk(&self, walk_nonce: &[u8; 32]) -> Result<Vec<u64>, SolveError> {
+        let start = walk_start(walk_nonce, &self.roots());
+        self.memory.walk(&self.params, start)
     }
 
     /// Opens row `row` of table `table`.
-    pub fn open(&self, table: u32, row: u32) -> Option<Opening> {
-        let t = self.tables.get(table as usize)?;
-        if row >= t.challenge.n {
-            return None;
-        }
-        Some(Opening {
+    pub fn open(&self, table: u32, row: u32) -> Result<Opening, SolveError> {
+        let t = self
+            .tables
+            .get(table as usize)
+            .filter(|t| row < t.challenge.n)
+            .ok_or(SolveError::NoSuchRow { table, row })?;
+        Ok(Opening {
             table,
             row,
-            values: t.row(row).to_vec(),
+            values: self.memory.row(table, row)?,
             path: merkle_path(&t.leaves, row as usize),
         })
     }
@@ -273,7 +384,8 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn walk_start(walk_nonce: &[u8; 32], roots: &[Hash]) -> u64 {
+/// Where the walk's chain starts: the walk nonce and every root, hashed.
+pub(crate) fn walk_start(walk_nonce: &[u8; 32], roots: &[Hash]) -> u64 {
     let mut parts: Vec<&[u8]> = vec![b"cairn/popw/walk", walk_nonce];
     parts.extend(roots.iter().map(|r| r.0.as_slice()));
     let h = sha256(&parts).0;
@@ -290,16 +402,15 @@ pub(crate) fn position(p: &Params, s: u64) -> (u32, u32) {
     )
 }
 
-/// The walk's chain: `steps` positions, each chosen from the one before and the digest
-/// `digest(step, table, row)` gives for it.
+/// The walk's chain: `steps` positions from `start`, each chosen from the one before and the
+/// digest `digest(step, table, row)` gives for it.
 fn chain(
     params: &Params,
-    walk_nonce: &[u8; 32],
-    roots: &[Hash],
+    start: u64,
     steps: usize,
     mut digest: impl FnMut(usize, u32, u32) -> u64,
 ) {
-    let mut s = walk_start(walk_nonce, roots);
+    let mut s = start;
     for i in 0..steps {
         let (t, r) = position(params, s);
         s = splitmix(s ^ digest(i, t, r));
@@ -317,8 +428,7 @@ pub fn walk_with(
     let mut out = Vec::with_capacity(params.walk_steps as usize);
     chain(
         params,
-        walk_nonce,
-        roots,
+        walk_start(walk_nonce, roots),
         params.walk_steps as usize,
         |_, t, r| {
             let d = digest(t, r);
@@ -337,10 +447,15 @@ pub fn walk_positions(
     digests: &[u64],
 ) -> Vec<(u32, u32)> {
     let mut out = Vec::with_capacity(digests.len());
-    chain(params, walk_nonce, roots, digests.len(), |i, t, r| {
-        out.push((t, r));
-        digests[i]
-    });
+    chain(
+        params,
+        walk_start(walk_nonce, roots),
+        digests.len(),
+        |i, t, r| {
+            out.push((t, r));
+            digests[i]
+        },
+    );
     out
 }
 
@@ -364,7 +479,8 @@ pub struct SelfReport {
 }
 
 /// Runs the protocol against this machine as a checker would: a throwaway device key, fresh
-/// nonces from `seed`, each phase timed, then the audit. `progress(done, total)` per table.
+/// nonces from `seed`, the solver prepared (as a device is before a nonce arrives), each phase
+/// timed, then the audit. `progress(done, total)` per table.
 pub fn self_challenge(
     solver: &dyn Solver,
     params: Params,
@@ -375,6 +491,7 @@ pub fn self_challenge(
     let key = Keypair::from_seed(sha256(&[b"cairn/popw/probe-key", &seed]).0);
     let chain = "cairn-probe";
     let nonce = sha256(&[b"cairn/popw/probe-nonce", &seed]).0;
+    solver.prepare(&params)?;
     let start = Instant::now();
     let prover = Prover::solve(solver, nonce, params.clone(), progress)?;
     let answer = prover.answer(&key, chain);
@@ -383,7 +500,7 @@ pub fn self_challenge(
         crate::check_answer(chain, &key.public_key(), &nonce, &params, &answer, solve);
     let walk_nonce = sha256(&[b"cairn/popw/probe-walk", &seed]).0;
     let start = Instant::now();
-    let digests = prover.walk(&walk_nonce);
+    let digests = prover.walk(&walk_nonce)?;
     let walk = start.elapsed();
     if verdict.is_ok() {
         verdict = crate::check_walk(&params, &digests, walk);
@@ -392,8 +509,8 @@ pub fn self_challenge(
     let openings: Vec<Opening> =
         crate::audit_requests(&params, &audit_seed, &walk_nonce, &answer.roots, &digests)
             .into_iter()
-            .filter_map(|(t, r, _)| prover.open(t, r))
-            .collect();
+            .map(|(t, r, _)| prover.open(t, r))
+            .collect::<Result<_, _>>()?;
     let start = Instant::now();
     let audited = crate::check_audit(
         &params,

@@ -8,6 +8,7 @@
 //! enabled and chosen at run time when the CPU has it.
 
 use crate::matrix::Challenge;
+use crate::protocol::{HostTables, Params, Retained, Table};
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -44,8 +45,37 @@ impl Challenge {
 pub trait Solver: Send + Sync {
     /// What it runs on, for reports (e.g. "CPU (2 threads, AVX2)").
     fn name(&self) -> String;
-    /// The result `C` of `challenge`, row-major, `n × n`.
+    /// The result `C` of `challenge`, row-major, `n × n`, in host memory.
     fn solve(&self, challenge: &Challenge) -> Result<Vec<i32>, SolveError>;
+
+    /// Gets ready for a challenge of `params` before its nonce arrives (a GPU solver allocates
+    /// the tables), so that the timed phase only computes. Optional: `compute` does what was
+    /// not done here.
+    fn prepare(&self, params: &Params) -> Result<(), SolveError> {
+        let _ = params;
+        Ok(())
+    }
+
+    /// Computes and commits one table per challenge, keeping the tables for the memory phase
+    /// and the audit; `progress(done, total)` after each. The default solves each into host
+    /// memory and hashes its rows there; a GPU solver keeps them in GPU memory.
+    fn compute(
+        &self,
+        challenges: Vec<Challenge>,
+        progress: &mut dyn FnMut(u32, u32),
+    ) -> Result<(Vec<Table>, Box<dyn Retained>), SolveError> {
+        let total = challenges.len() as u32;
+        let n = challenges.first().map_or(0, |c| c.n);
+        let mut tables = Vec::with_capacity(challenges.len());
+        let mut values = Vec::with_capacity(challenges.len());
+        for (k, c) in challenges.into_iter().enumerate() {
+            let v = self.solve(&c)?;
+            tables.push(Table::commit(c, &v));
+            values.push(v);
+            progress(k as u32 + 1, total);
+        }
+        Ok((tables, Box::new(HostTables::new(n, values)?)))
+    }
 }
 
 /// Why a solver failed.
@@ -54,6 +84,14 @@ pub enum SolveError {
     /// The device could not be used.
     #[error("{0}")]
     Device(String),
+    /// A row asked for is not in the tables.
+    #[error("there is no row {row} of table {table}")]
+    NoSuchRow {
+        /// The table.
+        table: u32,
+        /// The row.
+        row: u32,
+    },
 }
 
 /// The CPU solver (every core, through rayon's global pool).

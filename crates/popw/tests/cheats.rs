@@ -2,8 +2,9 @@
 //! catch it.
 
 use cairn_popw::{
-    Answer, CpuSolver, Fault, Opening, Params, Prover, Solver, Table, audit_requests, check_answer,
-    check_audit, check_walk, freivalds, row_digest, self_challenge, table_challenge, walk_with,
+    Answer, Challenge, CpuSolver, Fault, Opening, Params, Prover, Solver, audit_requests,
+    check_answer, check_audit, check_walk, freivalds, row_digest, self_challenge, table_challenge,
+    walk_with,
 };
 use cairn_primitives::{DeviceClass, Keypair};
 use std::time::{Duration, Instant};
@@ -45,22 +46,16 @@ fn key() -> Keypair {
     Keypair::from_seed([7; 32])
 }
 
+/// What a device claims each table's result is.
+type Tables = Vec<(Challenge, Vec<i32>)>;
+
 /// The checker's whole verdict on a prover built from `tables`, as if it took `elapsed`.
-fn judge(
-    params: &Params,
-    nonce: [u8; 32],
-    tables: Vec<Table>,
-    elapsed: Duration,
-) -> Result<(), Fault> {
-    let prover = Prover {
-        nonce,
-        params: params.clone(),
-        tables,
-    };
+fn judge(params: &Params, nonce: [u8; 32], tables: Tables, elapsed: Duration) -> Result<(), Fault> {
+    let prover = Prover::from_values(nonce, params.clone(), tables).unwrap();
     let answer = prover.answer(&key(), CHAIN);
     check_answer(CHAIN, &key().public_key(), &nonce, params, &answer, elapsed)?;
     let walk_nonce = [9; 32];
-    let digests = prover.walk(&walk_nonce);
+    let digests = prover.walk(&walk_nonce).unwrap();
     check_walk(params, &digests, Duration::ZERO)?;
     audit(params, &prover, &answer, &walk_nonce, &digests)
 }
@@ -75,28 +70,25 @@ fn audit(
     let seed = [3; 32];
     let openings: Vec<Opening> = audit_requests(params, &seed, walk_nonce, &answer.roots, digests)
         .into_iter()
-        .filter_map(|(t, r, _)| prover.open(t, r))
+        .map(|(t, r, _)| prover.open(t, r).unwrap())
         .collect();
     check_audit(params, answer, walk_nonce, digests, &seed, &openings)
 }
 
-fn honest_tables(params: &Params, nonce: &[u8; 32]) -> Vec<Table> {
+fn honest_tables(params: &Params, nonce: &[u8; 32]) -> Tables {
     (0..params.tables)
         .map(|k| {
             let c = table_challenge(nonce, k, params.n).unwrap();
             let v = CpuSolver.solve(&c).unwrap();
-            Table::commit(c, v)
+            (c, v)
         })
         .collect()
 }
 
-/// Recommits table `k` of `tables` after `f` changed its values.
-fn tampered(mut tables: Vec<Table>, k: usize, f: impl FnOnce(&mut Vec<i32>, usize)) -> Vec<Table> {
-    let t = tables.remove(k);
-    let n = t.challenge.n as usize;
-    let mut v = t.values;
-    f(&mut v, n);
-    tables.insert(k, Table::commit(t.challenge, v));
+/// Table `k` of `tables` after `f` changed its values (the prover commits to them as they are).
+fn tampered(mut tables: Tables, k: usize, f: impl FnOnce(&mut Vec<i32>, usize)) -> Tables {
+    let n = tables[k].0.n as usize;
+    f(&mut tables[k].1, n);
     tables
 }
 
@@ -154,21 +146,17 @@ fn an_answer_for_another_nonce_is_caught() {
     let nonce = [1; 32];
     // Tables computed for nonce [2; 32], committed and signed as the answer to [1; 32].
     let other = honest_tables(&p, &[2; 32]);
-    let relabeled: Vec<Table> = other
+    let relabeled: Tables = other
         .into_iter()
         .enumerate()
-        .map(|(k, t)| Table::commit(table_challenge(&nonce, k as u32, p.n).unwrap(), t.values))
+        .map(|(k, (_, v))| (table_challenge(&nonce, k as u32, p.n).unwrap(), v))
         .collect();
     assert!(matches!(
         judge(&p, nonce, relabeled, Duration::ZERO),
         Err(Fault::WrongRow { .. })
     ));
     // Or answered under the other nonce outright.
-    let prover = Prover {
-        nonce: [2; 32],
-        params: p.clone(),
-        tables: honest_tables(&p, &[2; 32]),
-    };
+    let prover = Prover::from_values([2; 32], p.clone(), honest_tables(&p, &[2; 32])).unwrap();
     let answer = prover.answer(&key(), CHAIN);
     assert_eq!(
         check_answer(
@@ -187,7 +175,7 @@ fn an_answer_for_another_nonce_is_caught() {
 fn an_answer_without_the_shuffle_is_caught() {
     let p = small();
     let nonce = [1; 32];
-    let tables: Vec<Table> = (0..p.tables)
+    let tables: Tables = (0..p.tables)
         .map(|k| {
             let c = table_challenge(&nonce, k, p.n).unwrap();
             let n = p.n as usize;
@@ -196,7 +184,7 @@ fn an_answer_without_the_shuffle_is_caught() {
             inp.a = c.a_matrix();
             let v = cairn_popw::product(&inp);
             assert_eq!(v.len(), n * n);
-            Table::commit(c, v)
+            (c, v)
         })
         .collect();
     assert!(matches!(
@@ -272,8 +260,9 @@ fn tables_not_retained_are_caught() {
     let nonce = [1; 32];
     let c = table_challenge(&nonce, 0, p.n).unwrap();
     let inputs = c.inputs();
-    let table = Table::commit(c, cairn_popw::product(&inputs));
-    let roots = [table.root];
+    let values = cairn_popw::product(&inputs);
+    let prover = Prover::from_values(nonce, p.clone(), vec![(c, values.clone())]).unwrap();
+    let roots = [prover.tables[0].root];
     let walk_nonce = [9; 32];
     let n = p.n as usize;
     let start = Instant::now();
@@ -310,7 +299,10 @@ fn tables_not_retained_are_caught() {
     );
     // The honest walk over the retained table is well inside it.
     let start = Instant::now();
-    let honest = walk_with(&p, &walk_nonce, &roots, |_, r| row_digest(table.row(r)));
+    let honest = walk_with(&p, &walk_nonce, &roots, |_, r| {
+        row_digest(&values[r as usize * n..(r as usize + 1) * n])
+    });
+    assert_eq!(honest, prover.walk(&walk_nonce).unwrap());
     assert_eq!(check_walk(&p, &honest, start.elapsed()), Ok(()));
     let honest_prefix = digests.iter().take_while(|d| **d != 0).count();
     assert!(honest_prefix > 0);
@@ -320,11 +312,6 @@ fn tables_not_retained_are_caught() {
         "same rows, same digests: only time tells them apart"
     );
     // A walk over tables that were not kept, with made-up digests, fails the audit.
-    let prover = Prover {
-        nonce,
-        params: p.clone(),
-        tables: vec![table],
-    };
     let answer = prover.answer(&key(), CHAIN);
     let forged: Vec<u64> = honest.iter().map(|d| d ^ 1).collect();
     assert!(matches!(
