@@ -175,7 +175,9 @@ pub(crate) fn probe_gpu(
         "compute_secs": report.solve.as_secs_f64(),
         "compute_deadline_secs": params.compute_deadline.as_secs_f64(),
         "int8_ops_per_sec": report.ops_per_sec,
-        "walk_secs": report.walk.as_secs_f64(), "walk_steps": params.walk_steps,
+        "walk_secs": report.walk.as_secs_f64(), "walk_chains": params.walk_chains,
+        "walk_steps": params.walk_steps, "walk_rows": params.walk_rows,
+        "walk_bytes": params.walk_bytes(),
         "walk_deadline_secs": params.walk_deadline.as_secs_f64(),
         "audit_ms": report.audit.as_secs_f64() * 1e3,
         "verdict": match &report.verdict { Ok(()) => "pass".to_string(), Err(e) => format!("fail: {e}") },
@@ -206,15 +208,16 @@ pub(crate) fn gpu_lines(g: &serde_json::Value) -> Vec<String> {
         let f = |k: &str| c[k].as_f64().unwrap_or(0.0);
         lines.push(format!(
             "GPU challenge ({} tables of {}²): compute {:.3} s (deadline {:.3} s, {:.0} TOP/s), \
-             walk {:.1} ms for {} steps (deadline {:.1} ms), audit {:.1} ms: {}",
+             walk {:.1} ms reading {:.1} GiB (deadline {:.1} ms, {:.0} GB/s), audit {:.1} ms: {}",
             c["tables"],
             c["n"],
             f("compute_secs"),
             f("compute_deadline_secs"),
             f("int8_ops_per_sec") / 1e12,
             f("walk_secs") * 1e3,
-            c["walk_steps"],
+            f("walk_bytes") / f64::from(1u32 << 30),
             f("walk_deadline_secs") * 1e3,
+            f("walk_bytes") / f("walk_secs").max(1e-9) / 1e9,
             f("audit_ms"),
             c["verdict"].as_str().unwrap_or("?")
         ));
@@ -592,6 +595,7 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
                 "kernel_peak_ops_per_sec": peak,
                 "walk_secs": report.walk.as_secs_f64(),
                 "walk_deadline_secs": params.walk_deadline.as_secs_f64(),
+                "walk_bytes": params.walk_bytes(),
                 "audit_ms": report.audit.as_secs_f64() * 1e3,
                 "verdict": verdict, "classes": classes,
             })
@@ -610,10 +614,15 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
             100.0 * report.ops_per_sec / peak.max(1.0)
         );
         println!(
-            "memory walk     {:.1} ms (deadline {:.1} ms), {} steps",
+            "memory walk     {:.1} ms (deadline {:.1} ms): {} chains × {} steps of {} rows, {} MiB \
+             read at {:.1} GB/s",
             report.walk.as_secs_f64() * 1e3,
             params.walk_deadline.as_secs_f64() * 1e3,
-            params.walk_steps
+            params.walk_chains,
+            params.walk_steps,
+            params.walk_rows,
+            params.walk_bytes() >> 20,
+            params.walk_bytes() as f64 / report.walk.as_secs_f64().max(1e-9) / 1e9
         );
         println!("audit           {:.1} ms", report.audit.as_secs_f64() * 1e3);
         println!("verdict         {verdict}");

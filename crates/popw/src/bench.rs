@@ -1,97 +1,120 @@
 //! A checker's audit at a class's full size, built without solving the whole challenge: what
 //! `cairn bench popw` times against DESIGN §6's bar (< 50 ms of CPU per audit).
 
-use crate::fraud::sign_answer;
-use crate::matrix::{ChallengeError, row_leaf};
-use crate::protocol::{Answer, Opening, Params, Table, table_challenge};
+use crate::fraud::{merkle_path, sign_answer};
+use crate::matrix::{ChallengeError, chunk_digests, leaf_over_chunks, row_leaf};
+use crate::protocol::{Answer, Opening, Params, Table, row_digest, table_challenge, walk_with};
 use crate::verify::{Fault, audit_requests, check_audit};
-use cairn_primitives::{Hash, Keypair, sha256};
+use cairn_primitives::{Keypair, sha256};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 
-/// An honest answer's audit: the rows a checker asks to open, each computed for real, under
-/// roots built from them.
+/// An answer, a walk and the openings an audit asks for, all consistent: the checker's whole
+/// audit runs on it as on a device's.
 pub struct AuditCase {
-    /// The parameters audited (see [`AuditCase::build`]).
+    /// The parameters audited.
     pub params: Params,
     answer: Answer,
+    walk_nonce: [u8; 32],
+    digests: Vec<u64>,
     audit_seed: [u8; 32],
     openings: Vec<Opening>,
 }
 
-const WALK_NONCE: [u8; 32] = [0; 32];
-
 impl AuditCase {
-    /// The audit of an answer to `params` under a nonce from `seed`. Each opened row is
-    /// computed for real (a pass over its table's `B`: 256 MiB of ChaCha20 at n = 16,384), and
-    /// every other row's leaf is a placeholder: the audit's work is exactly what an honest
-    /// answer costs, without solving the whole challenge. A real walk at that size would need
-    /// every table, so its `walk_checks` rows are drawn at random like the others
-    /// (`audit_rows` grows by as many, `walk_checks` is zero): the same openings, paths and
-    /// Freivalds checks, less one 64-bit compare each. `progress(done, total)` per table.
+    /// The audit of an answer to `params` under a nonce from `seed`. Computing every table
+    /// at a GPU class's size would take a CPU hours, so the committed tables hold the true
+    /// product in exactly the rows the audit samples at random (each computed for real: a
+    /// pass over its table's `B`, 256 MiB of ChaCha20 at n = 16,384) and zeros in every other
+    /// row. The walk over those tables is real, and the walk steps the audit checks read
+    /// whatever they land on. The audit's work is what an honest answer costs: the same
+    /// openings, paths, walk digests and column checks. `progress(done, total)` per table.
     pub fn build(
         params: &Params,
         seed: [u8; 32],
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Self, ChallengeError> {
-        let params = Params {
-            audit_rows: params.audit_rows + params.walk_checks,
-            walk_checks: 0,
-            ..params.clone()
-        };
+        let params = params.clone();
         let nonce = sha256(&[b"cairn/popw/bench-nonce", &seed]).0;
         let audit_seed = sha256(&[b"cairn/popw/bench-audit", &seed]).0;
-        let mut wanted: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for (t, r, _) in audit_requests(&params, &audit_seed, &WALK_NONCE, &[], &[]) {
-            wanted.entry(t).or_default().push(r);
-        }
+        let walk_nonce = sha256(&[b"cairn/popw/bench-walk", &seed]).0;
         let n = params.n as usize;
-        let mut roots: Vec<Hash> = (0..params.tables)
-            .map(|t| sha256(&[b"cairn/popw/bench-unaudited", &t.to_be_bytes()]))
-            .collect();
-        let mut openings = Vec::new();
-        let key = Keypair::from_seed(seed);
-        let mut signatures = Vec::with_capacity(params.tables as usize);
-        let total = wanted.len();
-        for (done, (t, mut rows)) in wanted.into_iter().enumerate() {
-            rows.sort_unstable();
-            rows.dedup();
-            let c = table_challenge(&nonce, t, params.n)?;
+        // The rows the audit samples at random: drawn from the audit seed alone.
+        let mut sampled: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (t, r, _) in audit_requests(&params, &audit_seed, &walk_nonce, &[], &[]) {
+            sampled.entry(t).or_default().push(r);
+        }
+        let total = sampled.len();
+        let mut rows: BTreeMap<(u32, u32), Vec<i32>> = BTreeMap::new();
+        for (done, (t, wanted)) in sampled.iter().enumerate() {
+            let c = table_challenge(&nonce, *t, params.n)?;
             let bt = c.b_matrix_t();
-            let values: BTreeMap<u32, Vec<i32>> = rows
-                .iter()
-                .map(|r| {
-                    let a = c.a_row(c.shuffled_row(*r));
-                    let row = bt
-                        .par_chunks(n)
-                        .map(|b| a.iter().zip(b).map(|(x, y)| i32::from(*x) * i32::from(*y)))
-                        .map(Iterator::sum)
-                        .collect();
-                    (*r, row)
-                })
-                .collect();
-            let leaves: Vec<Hash> = (0..params.n)
-                .map(|r| match values.get(&r) {
-                    Some(v) => row_leaf(r, v),
-                    None => sha256(&[b"cairn/popw/bench-row", &r.to_be_bytes()]),
-                })
-                .collect();
-            let table = Table::from_leaves(c, leaves);
-            roots[t as usize] = table.root;
-            for (r, v) in values {
-                openings.push(Opening {
-                    table: t,
-                    row: r,
-                    values: v,
-                    path: crate::fraud::merkle_path(table.leaves(), r as usize),
-                });
+            for r in wanted {
+                let a = c.a_row(c.shuffled_row(*r));
+                let row = bt
+                    .par_chunks(n)
+                    .map(|b| a.iter().zip(b).map(|(x, y)| i32::from(*x) * i32::from(*y)))
+                    .map(Iterator::sum)
+                    .collect();
+                rows.insert((*t, *r), row);
             }
             progress(done + 1, total);
         }
-        for (t, root) in roots.iter().enumerate() {
-            let c = table_challenge(&nonce, t as u32, params.n)?;
-            signatures.push(sign_answer(&key, "cairn-bench", &c.nonce, c.n, root));
-        }
+        let zero_row = vec![0i32; n];
+        let zero_chunks = chunk_digests(&zero_row);
+        let tables: Vec<Table> = (0..params.tables)
+            .into_par_iter()
+            .map(|t| {
+                let c = table_challenge(&nonce, t, params.n)?;
+                let leaves = (0..params.n)
+                    .map(|r| match rows.get(&(t, r)) {
+                        Some(v) => row_leaf(r, v),
+                        None => leaf_over_chunks(r, &zero_chunks),
+                    })
+                    .collect();
+                Ok(Table::from_leaves(c, leaves))
+            })
+            .collect::<Result<_, ChallengeError>>()?;
+        let row_of = |t: u32, r: u32| rows.get(&(t, r)).unwrap_or(&zero_row);
+        let roots: Vec<_> = tables.iter().map(|t| t.root).collect();
+        let digests = walk_with(&params, &walk_nonce, &roots, |t, first| {
+            if rows
+                .range((t, first)..(t, first + params.walk_rows))
+                .next()
+                .is_none()
+            {
+                return 0; // a run of zero rows
+            }
+            let run: Vec<i32> = (first..first + params.walk_rows)
+                .flat_map(|r| row_of(t, r).iter().copied())
+                .collect();
+            row_digest(&run)
+        });
+        let mut openings: Vec<Opening> =
+            audit_requests(&params, &audit_seed, &walk_nonce, &roots, &digests)
+                .into_iter()
+                .map(|(t, r, _)| Opening {
+                    table: t,
+                    row: r,
+                    values: row_of(t, r).clone(),
+                    path: merkle_path(tables[t as usize].leaves(), r as usize),
+                })
+                .collect();
+        openings.sort_by_key(|o| (o.table, o.row));
+        openings.dedup_by_key(|o| (o.table, o.row));
+        let key = Keypair::from_seed(seed);
+        let signatures = tables
+            .iter()
+            .map(|t| {
+                sign_answer(
+                    &key,
+                    "cairn-bench",
+                    &t.challenge.nonce,
+                    t.challenge.n,
+                    &t.root,
+                )
+            })
+            .collect();
         Ok(Self {
             answer: Answer {
                 nonce,
@@ -100,6 +123,8 @@ impl AuditCase {
                 signatures,
             },
             params,
+            walk_nonce,
+            digests,
             audit_seed,
             openings,
         })
@@ -122,8 +147,8 @@ impl AuditCase {
         check_audit(
             &self.params,
             &self.answer,
-            &WALK_NONCE,
-            &[],
+            &self.walk_nonce,
+            &self.digests,
             &self.audit_seed,
             &self.openings,
         )
@@ -136,11 +161,13 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn the_case_passes_its_audit_and_a_wrong_entry_fails_it() {
+    fn the_case_passes_its_audit_and_a_wrong_entry_or_walk_fails_it() {
         let params = Params {
             n: 256,
             tables: 6,
-            walk_steps: 100,
+            walk_chains: 4,
+            walk_steps: 50,
+            walk_rows: 4,
             audit_rows: 10,
             walk_checks: 3,
             audit_cols: 64,
@@ -148,16 +175,31 @@ mod tests {
             compute_deadline: Duration::from_secs(1),
             walk_deadline: Duration::from_secs(1),
         };
-        let mut case = AuditCase::build(&params, [1; 32], |_, _| {}).unwrap();
-        assert_eq!(case.params.audit_rows, 13);
-        assert!(case.rows() >= 10 && case.tables() <= 6);
+        let case = AuditCase::build(&params, [1; 32], |_, _| {}).unwrap();
+        assert!(case.rows() >= 10 + 3 * 4 - 4, "{}", case.rows());
         assert_eq!(case.check(), Ok(()));
-        // Every opened row is the product; one entry off is caught.
-        for o in &case.openings {
-            let c = table_challenge(&case.answer.nonce, o.table, params.n).unwrap();
-            assert_eq!(o.values, c.result_row(o.row));
+        // The sampled rows are the product.
+        let c = |t| table_challenge(&case.answer.nonce, t, params.n).unwrap();
+        assert!(
+            case.openings
+                .iter()
+                .filter(|o| o.values.iter().any(|v| *v != 0))
+                .all(|o| o.values == c(o.table).result_row(o.row))
+        );
+        // A wrong digest for a checked step is caught; so is a walk of the wrong length.
+        let mut bad = AuditCase::build(&params, [1; 32], |_, _| {}).unwrap();
+        for d in &mut bad.digests {
+            *d ^= 1;
         }
-        case.openings[0].values[0] += 1;
-        assert!(case.check().is_err());
+        assert!(bad.check().is_err());
+        let mut short = AuditCase::build(&params, [1; 32], |_, _| {}).unwrap();
+        short.digests.pop();
+        assert_eq!(
+            crate::check_walk(&params, &short.digests, Duration::ZERO),
+            Err(Fault::WalkLength {
+                got: 199,
+                want: 200
+            })
+        );
     }
 }

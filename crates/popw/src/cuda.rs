@@ -18,10 +18,11 @@
 //!    its chunks' digests ([`crate::row_leaf`]); only the leaves (32 bytes a row) are copied
 //!    back, and the host builds the Merkle root from them.
 //!
-//! The tables stay allocated for the memory phase: `cairn_walk` runs the whole walk in one
-//! block of up to 1,024 threads (each step: every thread sums its share of the row's digest,
-//! a tree reduction in shared memory, thread 0 picks the next row), so no step waits on the
-//! host. The audit copies back the rows it opens.
+//! The tables stay allocated for the memory phase: `cairn_walk` runs every chain of the walk
+//! at once, one block of 256 threads per chain (each step: every thread sums its share of the
+//! run's digest, a tree reduction in shared memory, thread 0 picks the next run), so no step
+//! waits on the host and a thousand chains in flight read at the memory's full bandwidth. The
+//! audit copies back the rows it opens.
 //!
 //! The kernels are checked without a GPU too: `tests/cuda.rs` compiles them as C (one POSIX
 //! thread per CUDA thread for the walk) and compares every output with the CPU's, and
@@ -211,25 +212,30 @@ __device__ __forceinline__ unsigned long long cairn_splitmix(unsigned long long 
     return z ^ (z >> 31);
 }
 
-// The memory walk, in one block (blockDim.x a power of two, at most 1024): `steps` rows read
-// one after another, each chosen by the state the previous row's digest left. `tables` holds
-// each table's device address; digests go to `out`.
+// The memory walk: chain c in block c (blockDim.x a power of two, at most 1024), `steps`
+// runs of `rows` rows read one after another, each chosen by the state the previous run's
+// digest left, from starts[c]. `tables` holds each table's device address; chain c's digests
+// go to out[c*steps ...]. Many blocks in flight keep every memory channel busy.
 extern "C" __global__ void cairn_walk(
-    const unsigned long long *tables, unsigned int ntables, unsigned int n,
-    unsigned long long start, unsigned int steps, unsigned long long *out)
+    const unsigned long long *tables, unsigned int ntables, unsigned int n, unsigned int rows,
+    const unsigned long long *starts, unsigned int steps, unsigned long long *out)
 {
     __shared__ unsigned long long part[1024];
     __shared__ unsigned long long state;
     unsigned int t = threadIdx.x;
-    if (t == 0) state = start;
+    unsigned long long c = blockIdx.x;
+    unsigned long long len = (unsigned long long)rows * n;
+    unsigned long long runs = n / rows;
+    if (t == 0) state = starts[c];
     __syncthreads();
     for (unsigned int i = 0; i < steps; i++) {
         unsigned long long s = state;
-        const int *row = (const int *)tables[(s >> 32) % ntables]
-            + (s & 0xffffffffull) % n * (unsigned long long)n;
+        const int *run = (const int *)tables[(s >> 32) % ntables]
+            + (s & 0xffffffffull) % runs * len;
         unsigned long long acc = 0;
-        for (unsigned int j = t; j < n; j += blockDim.x)
-            acc += (unsigned long long)(long long)row[j] * ((2ull * j + 1) * 0x9E3779B97F4A7C15ull);
+        #pragma unroll 4
+        for (unsigned long long j = t; j < len; j += blockDim.x)
+            acc += (unsigned long long)(long long)run[j] * ((2ull * j + 1) * 0x9E3779B97F4A7C15ull);
         part[t] = acc;
         __syncthreads();
         for (unsigned int half = blockDim.x / 2; half > 0; half >>= 1) {
@@ -237,7 +243,7 @@ extern "C" __global__ void cairn_walk(
             __syncthreads();
         }
         if (t == 0) {
-            out[i] = part[0];
+            out[c * steps + i] = part[0];
             state = cairn_splitmix(s ^ part[0]);
         }
         __syncthreads();
@@ -749,48 +755,61 @@ impl Retained for CudaTables {
             .map_err(|e| device_err("copying a row back")(&e))
     }
 
-    fn walk(&self, params: &Params, start: u64) -> Result<Vec<u64>, SolveError> {
-        if params.n != self.n || params.tables as usize != self.tables.len() {
+    fn walk(&self, params: &Params, starts: &[u64]) -> Result<Vec<u64>, SolveError> {
+        if params.n != self.n
+            || params.tables as usize != self.tables.len()
+            || params.walk_rows == 0
+            || !self.n.is_multiple_of(params.walk_rows)
+        {
             return Err(SolveError::Device(format!(
-                "a walk over {} tables of {}² asked of {} tables of {}²",
+                "a walk over {} tables of {}² in runs of {} rows asked of {} tables of {}²",
                 params.tables,
                 params.n,
+                params.walk_rows,
                 self.tables.len(),
                 self.n
             )));
         }
+        if starts.is_empty() || params.walk_steps == 0 {
+            return Ok(Vec::new());
+        }
         let steps = params.walk_steps;
+        let chains = starts.len();
+        let alloc = device_err("allocating GPU memory");
         let mut out = self
             .stream
-            .alloc_zeros::<u64>(steps.max(1) as usize)
-            .map_err(|e| device_err("allocating GPU memory")(&e))?;
+            .alloc_zeros::<u64>(chains * steps as usize)
+            .map_err(|e| alloc(&e))?;
+        let starts_dev = self
+            .stream
+            .clone_htod(starts)
+            .map_err(|e| device_err("copying the walk's starts")(&e))?;
         let ntables = self.tables.len() as u32;
-        let threads = self.n.min(1024);
+        let threads = 256u32;
         let mut launch = self.stream.launch_builder(&self.walk);
         launch
             .arg(&self.addresses)
             .arg(&ntables)
             .arg(&self.n)
-            .arg(&start)
+            .arg(&params.walk_rows)
+            .arg(&starts_dev)
             .arg(&steps)
             .arg(&mut out);
         let cfg = LaunchConfig {
-            grid_dim: (1, 1, 1),
+            grid_dim: (chains as u32, 1, 1),
             block_dim: (threads, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: (u64*, u32, u32, u64, u32, u64*) as pushed. `addresses` holds the device
-        // address of each of `ntables` live n² int32 tables owned by `self`; every row the
-        // kernel reads is `(s mod ntables, s mod n)`, inside them; it writes `steps` digests
-        // into `out`, allocated with that many. One block of a power of two ≤ 1024 threads
-        // (n is a power of two), as its reduction needs.
+        // SAFETY: (u64*, u32, u32, u32, u64*, u32, u64*) as pushed. `addresses` holds the
+        // device address of each of `ntables` live n² int32 tables owned by `self`; every run
+        // the kernel reads starts at a multiple of `rows` rows below n (rows divides n,
+        // checked above), inside them; block c reads starts[c] (`chains` of them) and writes
+        // steps digests from c·steps, inside `out`'s chains·steps. 256 threads, a power of two
+        // as its reduction needs.
         #[allow(unsafe_code)]
         unsafe { launch.launch(cfg) }.map_err(|e| device_err("the memory walk")(&e))?;
-        let mut digests = self
-            .stream
+        self.stream
             .clone_dtoh(&out)
-            .map_err(|e| device_err("copying the walk back")(&e))?;
-        digests.truncate(steps as usize);
-        Ok(digests)
+            .map_err(|e| device_err("copying the walk back")(&e))
     }
 }

@@ -36,8 +36,8 @@ pub use fraud::{
 pub use matrix::{Challenge, ChallengeError, LEAF_CHUNK, MAX_N, row_leaf, rows_root};
 pub use protocol::{
     Answer, CPU_N, CPU_REQUIRED_FRACTION, GPU_N, GPU_REQUIRED_FRACTION, HostTables,
-    NETWORK_ALLOWANCE, Opening, Params, Prover, Retained, SelfReport, Table, row_digest,
-    self_challenge, table_challenge, walk_positions, walk_with,
+    NETWORK_ALLOWANCE, Opening, Params, Prover, Retained, SelfReport, Table, WALK_MIN_BYTES,
+    row_digest, self_challenge, table_challenge, walk_positions, walk_with,
 };
 pub use solve::{CpuSolver, Inputs, SolveError, Solver, cpu_kernel_peak, product};
 pub use verify::{Fault, audit_requests, check_answer, check_audit, check_walk, freivalds};

@@ -161,6 +161,11 @@ fn header(tag: &[u8; 16], index: u32) -> [u8; 64] {
 /// for a 16,384² table instead of 16,384, each walking 64 KiB alone); a checker's cost is the
 /// same, one pass over the row.
 pub fn row_leaf(r: u32, values: &[i32]) -> Hash {
+    leaf_over_chunks(r, &chunk_digests(values))
+}
+
+/// The digests of a row's chunks, one after another (the first level of [`row_leaf`]).
+pub(crate) fn chunk_digests(values: &[i32]) -> Vec<u8> {
     let mut digests = Vec::with_capacity(32 * values.len().div_ceil(LEAF_CHUNK));
     let mut bytes = Vec::with_capacity(4 * LEAF_CHUNK);
     for (c, chunk) in values.chunks(LEAF_CHUNK).enumerate() {
@@ -170,7 +175,12 @@ pub fn row_leaf(r: u32, values: &[i32]) -> Hash {
         }
         digests.extend_from_slice(&sha256(&[&header(CHUNK_TAG, c as u32), &bytes]).0);
     }
-    sha256(&[&header(ROW_TAG, r), &digests])
+    digests
+}
+
+/// Row `r`'s leaf over its chunks' digests (the second level of [`row_leaf`]).
+pub(crate) fn leaf_over_chunks(r: u32, digests: &[u8]) -> Hash {
+    sha256(&[&header(ROW_TAG, r), digests])
 }
 
 /// The commitment to a whole result: the Merkle root over its rows' leaves.

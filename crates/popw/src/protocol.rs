@@ -6,12 +6,16 @@
 //!    `(nonce_k, n, root_k)` (the message a fraud proof needs). It must answer within
 //!    [`Params::compute_deadline`]: the work at a fixed fraction of its class's reference
 //!    int8 rate, plus a network allowance.
-//! 2. **Memory.** The checker then sends a walk nonce. The device walks `walk_steps` rows of
-//!    its retained tables, each position chosen by the digest of the row before it (so the
-//!    steps are sequential and unpredictable), and returns every step's digest within
-//!    [`Params::walk_deadline`]. Reading a retained row costs `4n` bytes; a device that did
-//!    not keep its tables (they are sized to the claimed memory) must recompute each row, `n²`
-//!    multiply-adds and a pass over all of `B`, at least ~10× too slow.
+//! 2. **Memory.** The checker then sends a walk nonce. The device runs `walk_chains`
+//!    independent chains of `walk_steps` steps over its retained tables. A step reads a run of
+//!    `walk_rows` consecutive rows of one table, chosen by the digest of the step before it
+//!    (so each chain is sequential and unpredictable), and every step's digest comes back
+//!    within [`Params::walk_deadline`]. The chains together read twice the tables' size (at
+//!    least 256 MiB), and the deadline is that many bytes at a quarter of the class's memory
+//!    bandwidth plus the network allowance. Many chains let an honest GPU read at its memory's
+//!    full bandwidth; the same bytes over PCIe (tables held in host memory) take 50–100×
+//!    longer, and a device that did not keep its tables must recompute each run (`walk_rows`
+//!    rows of `n²` multiply-adds each, a pass over all of `B`): both miss the deadline.
 //! 3. **Audit.** The checker opens random rows, and some of the walked rows, against the
 //!    roots, checks each walked row's digest, and checks the opened rows of each table on a
 //!    random subset `S` of its columns: with Freivalds' algorithm (`rounds` independent 0/1
@@ -38,6 +42,8 @@ pub const GPU_REQUIRED_FRACTION: f64 = 0.4;
 /// Fraction of the CPU class's reference rate (per core) a device must reach: autovectorized
 /// int8 on AVX2 reaches about a quarter of the catalog's per-core peak.
 pub const CPU_REQUIRED_FRACTION: f64 = 0.1;
+/// The least the memory walk reads, whatever the claim.
+pub const WALK_MIN_BYTES: u64 = 256 << 20;
 /// What the network and scheduling may add to each timed phase.
 pub const NETWORK_ALLOWANCE: Duration = Duration::from_millis(500);
 
@@ -48,11 +54,15 @@ pub struct Params {
     pub n: u32,
     /// Tables computed and retained.
     pub tables: u32,
-    /// Sequential steps of the memory walk.
+    /// Independent chains of the memory walk.
+    pub walk_chains: u32,
+    /// Sequential steps of each chain.
     pub walk_steps: u32,
+    /// Consecutive rows a walk step reads (a power of two dividing `n`).
+    pub walk_rows: u32,
     /// Rows opened at random for the audit (besides walked rows).
     pub audit_rows: u32,
-    /// Walked rows opened to check their digests.
+    /// Walk steps whose rows are opened to check their digests.
     pub walk_checks: u32,
     /// Columns each Freivalds check covers (all when ≥ n).
     pub audit_cols: u32,
@@ -86,16 +96,6 @@ impl Params {
         let rate = class.int8_tops * 1e12 * f64::from(units) * fraction;
         let ops = ops(n, tables);
         let compute = Duration::from_secs_f64(ops / rate.max(1.0)) + NETWORK_ALLOWANCE;
-        // Long enough that the steps, not the network allowance, set the deadline. A CPU
-        // recomputing rows on two AVX2 cores needs ~0.17 ms a step at n = 2048: 2.8 s for
-        // 16,384 steps against a 0.7 s deadline. A GPU that kept only `B` (a quarter of the
-        // tables' size) recomputes a row as a pass over it, 256 MiB, ~56 µs at an H200's
-        // 4.8 TB/s: 65,536 steps take it 3.7 s against 1.2 s, so it cannot drop more than
-        // about a quarter of its tables (16,384 steps would let it drop two thirds).
-        let walk_steps = match class.kind {
-            ClassKind::Gpu => 65_536,
-            ClassKind::Cpu => 16_384,
-        };
         // The audit's cost is mostly regenerating `B`'s columns it checks, |S|·n bytes of
         // ChaCha20 per audited table: 1,024 columns of a CPU table (8 tables of 2,048) but 64
         // of a GPU table (16,384 long, and the 40 audited rows fall in ~33 different tables),
@@ -105,14 +105,34 @@ impl Params {
             ClassKind::Gpu => 64,
             ClassKind::Cpu => 1_024,
         };
-        // A row read at a quarter of the claimed bandwidth, plus 10 µs per dependent step.
-        let row_bytes = 4.0 * f64::from(n);
-        let step = row_bytes / (class.mem_bandwidth_gbps.max(1.0) * 1e9) * 4.0 + 10e-6;
-        let walk = Duration::from_secs_f64(step * f64::from(walk_steps)) + NETWORK_ALLOWANCE;
+        // The walk reads twice the tables (at least 256 MiB, so that for a small claim the
+        // reading, not the network allowance, is what a cheater cannot fit in the deadline),
+        // in runs of 8 rows of a GPU table (512 KiB) or 16 of a CPU table (128 KiB), over 1,024
+        // chains on a GPU (enough blocks in flight to keep every memory channel busy) or 64 on
+        // a CPU.
+        let (chains, rows) = match class.kind {
+            ClassKind::Gpu => (1_024u32, 8u32),
+            ClassKind::Cpu => (64, 16),
+        };
+        let table_bytes = 4 * u64::from(n) * u64::from(n) * u64::from(tables);
+        let run_bytes = 4 * u64::from(n) * u64::from(rows);
+        let walk_bytes = (2 * table_bytes).max(WALK_MIN_BYTES);
+        let steps = walk_bytes.div_ceil(run_bytes * u64::from(chains)) as u32;
+        // Those bytes at a quarter of the claimed bandwidth, 10 µs per dependent step, and
+        // the network allowance. H200: 252 GiB, 0.23 s + 5 ms + 0.5 s; honest at 80 % of
+        // 4.8 TB/s ≈ 70 ms; over PCIe 5 (~50 GB/s) ≈ 5.4 s; recomputing runs from a kept `B`
+        // (a 256 MiB pass per run of 8 rows, 516,096 runs) ≈ 29 s.
+        let bandwidth = class.mem_bandwidth_gbps.max(1.0) * 1e9 * f64::from(units) / 4.0;
+        let walk = Duration::from_secs_f64(
+            (chains as u64 * u64::from(steps) * run_bytes) as f64 / bandwidth
+                + f64::from(steps) * 10e-6,
+        ) + NETWORK_ALLOWANCE;
         Self {
             n,
             tables,
-            walk_steps,
+            walk_chains: chains,
+            walk_steps: steps,
+            walk_rows: rows.min(n),
             audit_rows: 32,
             walk_checks: 8,
             audit_cols,
@@ -125,6 +145,16 @@ impl Params {
     /// Multiply-adds × 2 for the compute phase.
     pub fn ops(&self) -> f64 {
         ops(self.n, self.tables)
+    }
+
+    /// Digests the memory walk returns.
+    pub fn walk_len(&self) -> usize {
+        self.walk_chains as usize * self.walk_steps as usize
+    }
+
+    /// Bytes the memory walk reads.
+    pub fn walk_bytes(&self) -> u64 {
+        self.walk_len() as u64 * 4 * u64::from(self.n) * u64::from(self.walk_rows)
     }
 
     /// Bytes of result tables the device must retain.
@@ -186,9 +216,9 @@ impl Table {
 pub trait Retained: Send + Sync {
     /// Row `row` of table `table`.
     fn row(&self, table: u32, row: u32) -> Result<Vec<i32>, SolveError>;
-    /// The memory walk's digests: `params.walk_steps` rows read one after another from the
-    /// chain's `start` (see [`walk_with`]).
-    fn walk(&self, params: &Params, start: u64) -> Result<Vec<u64>, SolveError>;
+    /// The memory walk's digests, chain after chain, each chain from its start in `starts`
+    /// (see [`walk_with`]).
+    fn walk(&self, params: &Params, starts: &[u64]) -> Result<Vec<u64>, SolveError>;
 }
 
 /// Tables kept in host memory, row-major.
@@ -227,24 +257,37 @@ impl Retained for HostTables {
             .ok_or(SolveError::NoSuchRow { table, row })
     }
 
-    fn walk(&self, params: &Params, start: u64) -> Result<Vec<u64>, SolveError> {
-        let mut out = Vec::with_capacity(params.walk_steps as usize);
-        let mut missing = None;
-        chain(params, start, params.walk_steps as usize, |_, t, r| {
-            let d = match self.slice(t, r) {
-                Some(row) => row_digest(row),
-                None => {
-                    missing.get_or_insert(SolveError::NoSuchRow { table: t, row: r });
-                    0
-                }
-            };
-            out.push(d);
-            d
-        });
-        match missing {
-            Some(e) => Err(e),
-            None => Ok(out),
+    fn walk(&self, params: &Params, starts: &[u64]) -> Result<Vec<u64>, SolveError> {
+        let len = self.n * params.walk_rows as usize;
+        if params.n as usize != self.n
+            || params.walk_rows == 0
+            || !self.n.is_multiple_of(params.walk_rows as usize)
+            || params.tables as usize != self.values.len()
+        {
+            return Err(SolveError::Device(format!(
+                "a walk over {} tables of {}² in runs of {} rows asked of {} tables of {}²",
+                params.tables,
+                params.n,
+                params.walk_rows,
+                self.values.len(),
+                self.n
+            )));
         }
+        let steps = params.walk_steps as usize;
+        let mut out = vec![0u64; starts.len() * steps];
+        out.par_chunks_mut(steps.max(1))
+            .zip(starts)
+            .for_each(|(digests, start)| {
+                let mut i = 0;
+                chain(params, *start, steps, |t, r| {
+                    let first = r as usize * self.n;
+                    let d = row_digest(&self.values[t as usize][first..first + len]);
+                    digests[i] = d;
+                    i += 1;
+                    d
+                });
+            });
+        Ok(out)
     }
 }
 
@@ -347,8 +390,16 @@ impl Prover {
 
     /// The memory walk over the retained tables.
     pub fn walk(&self, walk_nonce: &[u8; 32]) -> Result<Vec<u64>, SolveError> {
-        let start = walk_start(walk_nonce, &self.roots());
-        self.memory.walk(&self.params, start)
+        let starts = walk_starts(&self.params, walk_nonce, &self.roots());
+        let digests = self.memory.walk(&self.params, &starts)?;
+        if digests.len() != self.params.walk_len() {
+            return Err(SolveError::Device(format!(
+                "the walk returned {} digests; {} were asked",
+                digests.len(),
+                self.params.walk_len()
+            )));
+        }
+        Ok(digests)
     }
 
     /// Opens row `row` of table `table`.
@@ -367,8 +418,9 @@ impl Prover {
     }
 }
 
-/// The digest of one row in the walk: `Σ v_j · (2j+1)·φ` modulo 2⁶⁴, which vectorizes (a
-/// walk step costs one pass over the row).
+/// The digest of one run of values in the walk (a step's `walk_rows` rows, one after
+/// another): `Σ v_j · (2j+1)·φ` modulo 2⁶⁴, which vectorizes (a step costs one pass over its
+/// rows).
 pub fn row_digest(row: &[i32]) -> u64 {
     const PHI: u64 = 0x9E37_79B9_7F4A_7C15;
     row.iter()
@@ -384,14 +436,20 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Where the walk's chain starts: the walk nonce and every root, hashed.
-pub(crate) fn walk_start(walk_nonce: &[u8; 32], roots: &[Hash]) -> u64 {
+/// Where each chain of the walk starts: the walk nonce and every root, hashed, then hashed
+/// with the chain's number.
+pub(crate) fn walk_starts(params: &Params, walk_nonce: &[u8; 32], roots: &[Hash]) -> Vec<u64> {
     let mut parts: Vec<&[u8]> = vec![b"cairn/popw/walk", walk_nonce];
     parts.extend(roots.iter().map(|r| r.0.as_slice()));
-    let h = sha256(&parts).0;
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&h[..8]);
-    u64::from_le_bytes(b)
+    let base = sha256(&parts);
+    (0..params.walk_chains)
+        .map(|c| {
+            let h = sha256(&[&base.0, &c.to_be_bytes()]).0;
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h[..8]);
+            u64::from_le_bytes(b)
+        })
+        .collect()
 }
 
 /// The (table, row) a 64-bit draw names: the high half picks the table, the low half the row.
@@ -402,44 +460,49 @@ pub(crate) fn position(p: &Params, s: u64) -> (u32, u32) {
     )
 }
 
-/// The walk's chain: `steps` positions from `start`, each chosen from the one before and the
-/// digest `digest(step, table, row)` gives for it.
-fn chain(
-    params: &Params,
-    start: u64,
-    steps: usize,
-    mut digest: impl FnMut(usize, u32, u32) -> u64,
-) {
+/// The (table, first row) of the run a walk state names: the high half picks the table, the
+/// low half one of its `n / walk_rows` runs.
+pub(crate) fn run_position(p: &Params, s: u64) -> (u32, u32) {
+    let rows = p.walk_rows.max(1);
+    let runs = u64::from((p.n / rows).max(1));
+    (
+        ((s >> 32) % u64::from(p.tables.max(1))) as u32,
+        ((s & 0xffff_ffff) % runs) as u32 * rows,
+    )
+}
+
+/// One chain: `steps` runs from `start`, each chosen from the state the one before left and
+/// the digest `digest(table, first_row)` gives for it.
+fn chain(params: &Params, start: u64, steps: usize, mut digest: impl FnMut(u32, u32) -> u64) {
     let mut s = start;
-    for i in 0..steps {
-        let (t, r) = position(params, s);
-        s = splitmix(s ^ digest(i, t, r));
+    for _ in 0..steps {
+        let (t, r) = run_position(params, s);
+        s = splitmix(s ^ digest(t, r));
     }
 }
 
-/// Walks `params.walk_steps` rows, reading each through `digest(table, row)`: what a device
-/// runs (over retained tables) and what a cheater would have to run by recomputing rows.
+/// The whole walk, chain after chain, reading each run through `digest(table, first_row)`
+/// (its `walk_rows` rows from `first_row` on): the reference a device's walk must equal, and
+/// what a cheater would have to run by recomputing runs.
 pub fn walk_with(
     params: &Params,
     walk_nonce: &[u8; 32],
     roots: &[Hash],
     mut digest: impl FnMut(u32, u32) -> u64,
 ) -> Vec<u64> {
-    let mut out = Vec::with_capacity(params.walk_steps as usize);
-    chain(
-        params,
-        walk_start(walk_nonce, roots),
-        params.walk_steps as usize,
-        |_, t, r| {
+    let mut out = Vec::with_capacity(params.walk_len());
+    for start in walk_starts(params, walk_nonce, roots) {
+        chain(params, start, params.walk_steps as usize, |t, r| {
             let d = digest(t, r);
             out.push(d);
             d
-        },
-    );
+        });
+    }
     out
 }
 
-/// The (table, row) each walk step read, recomputed from the digests alone.
+/// The (table, first row) each walk step read, chain after chain, recomputed from the
+/// digests alone.
 pub fn walk_positions(
     params: &Params,
     walk_nonce: &[u8; 32],
@@ -447,15 +510,18 @@ pub fn walk_positions(
     digests: &[u64],
 ) -> Vec<(u32, u32)> {
     let mut out = Vec::with_capacity(digests.len());
-    chain(
-        params,
-        walk_start(walk_nonce, roots),
-        digests.len(),
-        |i, t, r| {
+    let steps = params.walk_steps as usize;
+    for (start, chunk) in walk_starts(params, walk_nonce, roots)
+        .into_iter()
+        .zip(digests.chunks(steps.max(1)))
+    {
+        let mut i = 0;
+        chain(params, start, chunk.len(), |t, r| {
             out.push((t, r));
-            digests[i]
-        },
-    );
+            i += 1;
+            chunk[i - 1]
+        });
+    }
     out
 }
 
@@ -533,4 +599,46 @@ pub fn self_challenge(
         audit,
         verdict,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(name: &str) -> DeviceClass {
+        DeviceClass::default_catalog()
+            .into_iter()
+            .find(|c| c.name == name)
+            .expect("class in the catalog")
+    }
+
+    #[test]
+    fn the_walk_reads_twice_the_tables_and_host_memory_misses_its_deadline() {
+        let h200 = Params::for_class(&class("H200"), 1, 0);
+        assert_eq!(
+            (h200.tables, h200.walk_chains, h200.walk_rows),
+            (126, 1024, 8)
+        );
+        assert_eq!(h200.walk_steps, 504);
+        assert_eq!(h200.walk_bytes(), 2 * h200.table_bytes());
+        let deadline = h200.walk_deadline.as_secs_f64();
+        assert!((0.72..0.74).contains(&deadline), "{deadline}");
+        // The same bytes over PCIe 5 x16 at its 64 GB/s peak: seven times the deadline.
+        let over_pcie = h200.walk_bytes() as f64 / 64e9;
+        assert!(over_pcie > 5.0 * deadline, "{over_pcie} s vs {deadline} s");
+        // Every class: the walk reads twice its tables (at least 256 MiB), give or take the
+        // last step of each chain, in whole runs.
+        for c in DeviceClass::default_catalog() {
+            let p = Params::for_class(&c, 2, 8192);
+            let need = (2 * p.table_bytes()).max(WALK_MIN_BYTES);
+            let run = 4 * u64::from(p.n) * u64::from(p.walk_rows);
+            assert!(p.walk_bytes() >= need, "{}", c.name);
+            assert!(
+                p.walk_bytes() < need + u64::from(p.walk_chains) * run,
+                "{}",
+                c.name
+            );
+            assert_eq!(p.n % p.walk_rows, 0, "{}", c.name);
+        }
+    }
 }

@@ -24,7 +24,9 @@ fn small() -> Params {
     Params {
         n: 64,
         tables: 2,
-        walk_steps: 256,
+        walk_chains: 4,
+        walk_steps: 64,
+        walk_rows: 4,
         audit_rows: 128,
         walk_checks: 8,
         audit_cols: 64,
@@ -253,7 +255,8 @@ fn claiming_a_faster_class_than_the_machine_is_caught() {
 fn tables_not_retained_are_caught() {
     let _turn = timed();
     // The CPU class's real size (n = 2048), one table: a cheater who keeps only the inputs
-    // must recompute each walked row (n² multiply-adds) and misses the memory deadline.
+    // must recompute each run the walk reads (16 rows of n² multiply-adds) and misses the
+    // memory deadline.
     let cpu = class("CPU");
     let p = Params::for_class(&cpu, 1, 2048);
     assert_eq!(p.tables, 1);
@@ -265,24 +268,29 @@ fn tables_not_retained_are_caught() {
     let roots = [prover.tables[0].root];
     let walk_nonce = [9; 32];
     let n = p.n as usize;
+    let len = n * p.walk_rows as usize;
     let start = Instant::now();
-    let recompute = |_: u32, r: u32| {
+    let recompute = |_: u32, first: u32| {
         // The checker stops waiting at the deadline; so does the cheater.
         if start.elapsed() > p.walk_deadline {
             return 0;
         }
-        let a = &inputs.a[r as usize * n..(r as usize + 1) * n];
-        let row: Vec<i32> = inputs
-            .bt
-            .chunks(n)
-            .map(|b| {
-                a.iter()
-                    .zip(b)
-                    .map(|(x, y)| i32::from(*x) * i32::from(*y))
-                    .sum()
+        let run: Vec<i32> = (first..first + p.walk_rows)
+            .flat_map(|r| {
+                let a = &inputs.a[r as usize * n..(r as usize + 1) * n];
+                inputs
+                    .bt
+                    .chunks(n)
+                    .map(|b| {
+                        a.iter()
+                            .zip(b)
+                            .map(|(x, y)| i32::from(*x) * i32::from(*y))
+                            .sum::<i32>()
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect();
-        row_digest(&row)
+        row_digest(&run)
     };
     let digests = walk_with(&p, &walk_nonce, &roots, recompute);
     let elapsed = start.elapsed();
@@ -299,11 +307,13 @@ fn tables_not_retained_are_caught() {
     );
     // The honest walk over the retained table is well inside it.
     let start = Instant::now();
-    let honest = walk_with(&p, &walk_nonce, &roots, |_, r| {
-        row_digest(&values[r as usize * n..(r as usize + 1) * n])
-    });
-    assert_eq!(honest, prover.walk(&walk_nonce).unwrap());
+    let honest = prover.walk(&walk_nonce).unwrap();
     assert_eq!(check_walk(&p, &honest, start.elapsed()), Ok(()));
+    let reference = walk_with(&p, &walk_nonce, &roots, |_, first| {
+        let first = first as usize * n;
+        row_digest(&values[first..first + len])
+    });
+    assert_eq!(honest, reference);
     let honest_prefix = digests.iter().take_while(|d| **d != 0).count();
     assert!(honest_prefix > 0);
     assert_eq!(

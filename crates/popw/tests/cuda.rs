@@ -48,13 +48,13 @@ static void *read_all(size_t bytes) {
 
 /* Runs `threads` CUDA threads of one block, each as a POSIX thread. */
 struct walk_args {
-    unsigned long long *tables; unsigned ntables, n, steps, tid;
-    unsigned long long start, *out;
+    unsigned long long *tables; unsigned ntables, n, rows, steps, tid;
+    unsigned long long *starts, *out;
 };
 static void *walk_thread(void *p) {
     struct walk_args *a = p;
     threadIdx.x = a->tid;
-    cairn_walk(a->tables, a->ntables, a->n, a->start, a->steps, a->out);
+    cairn_walk(a->tables, a->ntables, a->n, a->rows, a->starts, a->steps, a->out);
     return 0;
 }
 
@@ -94,24 +94,32 @@ int main(int argc, char **argv) {
             }
         fwrite(leaves, 4, (size_t)n * 8, stdout);
     } else if (!strcmp(mode, "walk")) {
+        /* walk n ntables rows steps threads chains, then the chains' starts, in decimal */
         unsigned ntables = (unsigned)strtoul(argv[3], 0, 10);
-        unsigned long long start = strtoull(argv[4], 0, 10);
+        unsigned rows = (unsigned)strtoul(argv[4], 0, 10);
         unsigned steps = (unsigned)strtoul(argv[5], 0, 10);
         unsigned threads = (unsigned)strtoul(argv[6], 0, 10);
-        unsigned long long tables[64], *out = calloc(steps, 8);
+        unsigned chains = (unsigned)strtoul(argv[7], 0, 10);
+        unsigned long long tables[64], *starts = calloc(chains, 8);
+        unsigned long long *out = calloc((size_t)chains * steps, 8);
+        for (unsigned c = 0; c < chains; c++) starts[c] = strtoull(argv[8 + c], 0, 10);
         for (unsigned k = 0; k < ntables; k++)
             tables[k] = (unsigned long long)(size_t)read_all(nn * 4);
         blockDim.x = threads;
         pthread_barrier_init(&cairn_barrier, 0, threads);
         pthread_t th[1024];
         struct walk_args args[1024];
-        for (unsigned i = 0; i < threads; i++) {
-            struct walk_args a = { tables, ntables, n, steps, i, start, out };
-            args[i] = a;
-            pthread_create(&th[i], 0, walk_thread, &args[i]);
+        /* One block at a time: a block's threads share its __shared__ memory. */
+        for (unsigned c = 0; c < chains; c++) {
+            blockIdx.x = c;
+            for (unsigned i = 0; i < threads; i++) {
+                struct walk_args a = { tables, ntables, n, rows, steps, i, starts, out };
+                args[i] = a;
+                pthread_create(&th[i], 0, walk_thread, &args[i]);
+            }
+            for (unsigned i = 0; i < threads; i++) pthread_join(th[i], 0);
         }
-        for (unsigned i = 0; i < threads; i++) pthread_join(th[i], 0);
-        fwrite(out, 8, steps, stdout);
+        fwrite(out, 8, (size_t)chains * steps, stdout);
     }
     return 0;
 }
@@ -242,7 +250,9 @@ fn small(n: u32, tables: u32) -> Params {
     Params {
         n,
         tables,
-        walk_steps: 600,
+        walk_chains: 5,
+        walk_steps: 120,
+        walk_rows: 4,
         audit_rows: 16,
         walk_checks: 4,
         audit_cols: n,
@@ -254,8 +264,16 @@ fn small(n: u32, tables: u32) -> Params {
 
 #[test]
 fn the_cuda_walk_kernel_walks_the_cpu_walk() {
-    for (n, tables, threads) in [(64u32, 3u32, 16u32), (256, 2, 64), (128, 5, 128)] {
-        let p = small(n, tables);
+    // Runs of one row and of several; fewer threads than a run's values and more.
+    for (n, tables, rows, threads) in [
+        (64u32, 3u32, 1u32, 16u32),
+        (256, 2, 4, 64),
+        (128, 5, 16, 128),
+    ] {
+        let p = Params {
+            walk_rows: rows,
+            ..small(n, tables)
+        };
         let values: Vec<Vec<i32>> = (0..tables)
             .map(|k| {
                 CpuSolver
@@ -264,12 +282,26 @@ fn the_cuda_walk_kernel_walks_the_cpu_walk() {
             })
             .collect();
         let input: Vec<u8> = values.iter().flat_map(|v| le_bytes(v)).collect();
-        let start = 0x0123_4567_89ab_cdef_u64 ^ u64::from(n);
-        let want = HostTables::new(n, values).unwrap().walk(&p, start).unwrap();
-        let args: Vec<String> = ["walk".to_string(), n.to_string(), tables.to_string()]
-            .into_iter()
-            .chain([start, p.walk_steps.into(), threads.into()].map(|v| v.to_string()))
+        let starts: Vec<u64> = (0..u64::from(p.walk_chains))
+            .map(|c| 0x0123_4567_89ab_cdef_u64.wrapping_mul(c + 1) ^ u64::from(n))
             .collect();
+        let want = HostTables::new(n, values)
+            .unwrap()
+            .walk(&p, &starts)
+            .unwrap();
+        assert_eq!(want.len(), p.walk_len());
+        let args: Vec<String> = [
+            "walk".to_string(),
+            n.to_string(),
+            tables.to_string(),
+            rows.to_string(),
+            p.walk_steps.to_string(),
+            threads.to_string(),
+            p.walk_chains.to_string(),
+        ]
+        .into_iter()
+        .chain(starts.iter().map(u64::to_string))
+        .collect();
         let got: Vec<u64> = emulate(&args, &input)
             .chunks_exact(8)
             .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
