@@ -661,8 +661,8 @@ impl Solver for CudaSolver {
     }
 
     /// Every table computed and hashed on the GPU and kept in its memory; only the row
-    /// leaves (32 bytes a row) cross to the host, where the Merkle roots are built while the
-    /// GPU goes on to the next table.
+    /// leaves (32 bytes a row) cross to the host, which builds the Merkle roots from them on
+    /// every core once the last table is done.
     fn compute(
         &self,
         challenges: Vec<Challenge>,

@@ -613,6 +613,44 @@ mod tests {
     }
 
     #[test]
+    fn the_same_nonce_gives_the_same_roots_and_walk_on_every_run_and_version() {
+        let p = Params {
+            n: 64,
+            tables: 2,
+            walk_chains: 3,
+            walk_steps: 10,
+            walk_rows: 4,
+            audit_rows: 4,
+            walk_checks: 2,
+            audit_cols: 64,
+            rounds: 8,
+            compute_deadline: Duration::from_secs(1),
+            walk_deadline: Duration::from_secs(1),
+        };
+        let run = || {
+            let prover = Prover::solve(&crate::CpuSolver, [7; 32], p.clone(), |_, _| {}).unwrap();
+            let roots: Vec<String> = prover.tables.iter().map(|t| t.root.to_string()).collect();
+            (roots, prover.walk(&[8; 32]).unwrap())
+        };
+        let (roots, walk) = run();
+        assert_eq!((roots.clone(), walk.clone()), run());
+        // Pinned: a checker and a device on different builds must agree on both. A change
+        // here is a change of the protocol.
+        assert_eq!(roots, GOLDEN_ROOTS);
+        assert_eq!(walk[..3], GOLDEN_WALK);
+    }
+
+    const GOLDEN_ROOTS: [&str; 2] = [
+        "961a664281d2190298bac6d67a3826230606e57b5e18d042db440ed7ddce433b",
+        "7dc2fd3d8c59bd6e68e43a1b3e739e6872c615f7602e29ffd9a05727abbe5f82",
+    ];
+    const GOLDEN_WALK: [u64; 3] = [
+        6682042445150743573,
+        10228719998766302947,
+        640186653221801511,
+    ];
+
+    #[test]
     fn the_walk_reads_twice_the_tables_and_host_memory_misses_its_deadline() {
         let h200 = Params::for_class(&class("H200"), 1, 0);
         assert_eq!(
