@@ -147,8 +147,9 @@ fn draw(seed: &[u8; 32], tag: &[u8], i: u64) -> u64 {
 }
 
 /// What the checker asks the device to open, from its own fresh `audit_seed` (drawn after
-/// the walk): `audit_rows` random rows, then the rows of `walk_checks` random walk steps
-/// (each step's `walk_rows` rows, as `(table, row, Some(step))`, step counted over all chains).
+/// the walk): `audit_rows` random rows, then the rows of `walk_checks` distinct random walk
+/// steps (each step's `walk_rows` rows, as `(table, row, Some(step))`, step counted over all
+/// chains).
 pub fn audit_requests(
     params: &Params,
     audit_seed: &[u8; 32],
@@ -170,9 +171,14 @@ pub fn audit_requests(
         }
     }
     let positions = walk_positions(params, walk_nonce, roots, digests);
-    if !positions.is_empty() {
-        for i in 0..u64::from(params.walk_checks) {
-            let step = (draw(audit_seed, b"walk", i) % positions.len() as u64) as usize;
+    // Distinct steps (a step's rows are checked as one run), as many as there are.
+    let checks = (params.walk_checks as usize).min(positions.len());
+    let mut steps = std::collections::BTreeSet::new();
+    let mut i = 0u64;
+    while steps.len() < checks {
+        let step = (draw(audit_seed, b"walk", i) % positions.len() as u64) as usize;
+        i += 1;
+        if steps.insert(step) {
             let (t, first) = positions[step];
             out.extend((first..first + params.walk_rows).map(|r| (t, r, Some(step))));
         }

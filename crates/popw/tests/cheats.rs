@@ -117,6 +117,22 @@ fn the_honest_cpu_solver_passes() {
 }
 
 #[test]
+fn an_honest_walk_passes_when_checks_draw_the_same_step_twice() {
+    // Eight walk checks over two steps: the draws must repeat.
+    let p = Params {
+        walk_chains: 1,
+        walk_steps: 2,
+        walk_checks: 8,
+        ..small()
+    };
+    let nonce = [5; 32];
+    assert_eq!(
+        judge(&p, nonce, honest_tables(&p, &nonce), Duration::ZERO),
+        Ok(())
+    );
+}
+
+#[test]
 fn one_wrong_entry_is_caught() {
     let p = small();
     let nonce = [1; 32];
