@@ -315,6 +315,24 @@ fn cli(net: &Devnet, keys: &Path, args: &[&str]) -> std::process::Output {
         .expect("run cairn")
 }
 
+/// [`cli`], which must succeed.
+fn cli_ok(net: &Devnet, keys: &Path, args: &[&str]) -> std::process::Output {
+    let out = cli(net, keys, args);
+    assert!(
+        out.status.success(),
+        "cairn {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Waits up to 60 s for deployment `id` to finish.
+fn wait_finished(c: &Client, id: u64, what: &str) {
+    eventually(60, what, || {
+        c.get(&format!("/v1/deployments/{id}")).unwrap()["status"] == "finished"
+    });
+}
+
 #[test]
 fn the_cli_transfers_reads_and_explains_bad_input() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1044,9 +1062,7 @@ fn deploy_runs_the_job_and_only_its_owner_reads_the_logs() {
     assert!(stdout.contains("deployment 0"), "{stdout}");
     let quote = String::from_utf8_lossy(&out.stderr);
     assert!(quote.contains("quote: 1 device(s) at 36000"), "{quote}");
-    eventually(60, "the job runs and its lease finishes", || {
-        c.get("/v1/deployments/0").unwrap()["status"] == "finished"
-    });
+    wait_finished(&c, 0, "the job runs and its lease finishes");
     let dep = c.get("/v1/deployments/0").unwrap();
     let lease = &dep["leases"][0];
     assert_eq!(lease["state"], "finished", "{dep}");
@@ -1174,19 +1190,13 @@ fn deploy_runs_the_job_and_only_its_owner_reads_the_logs() {
 
 /// `cairn deploy --key alice --yes -- sh -c SCRIPT`, which must succeed.
 fn deploy_sh(net: &Devnet, keys: &Path, script: &str) -> std::process::Output {
-    let out = cli(
+    cli_ok(
         net,
         keys,
         &[
             "deploy", "--key", "alice", "--yes", "--", "sh", "-c", script,
         ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    )
 }
 
 /// A worker killed with SIGKILL mid-job: the sandbox dies with it, the lease times out after
@@ -1351,7 +1361,7 @@ fn deploy_with_an_image_runs_in_a_container() {
     let c = Client::new(&net.url);
     let alice = Keystore::at(&keys).load("alice").unwrap().address();
     wait_for_worker_and_credits(&c, &alice);
-    let out = cli(
+    cli_ok(
         &net,
         &keys,
         &[
@@ -1369,14 +1379,7 @@ fn deploy_with_an_image_runs_in_a_container() {
             "echo hello from the $WHO; grep -c : /proc/net/dev",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eventually(60, "the container runs and its lease finishes", || {
-        c.get("/v1/deployments/0").unwrap()["status"] == "finished"
-    });
+    wait_finished(&c, 0, "the container runs and its lease finishes");
     let dep = c.get("/v1/deployments/0").unwrap();
     assert_eq!(dep["leases"][0]["exit_code"], 0, "{dep}");
     let logs = cli(&net, &keys, &["jobs", "logs", "--key", "alice", "0"]);
@@ -1400,17 +1403,12 @@ fn hostile_jobs_are_stopped_and_the_worker_keeps_serving() {
     let alice = Keystore::at(&keys).load("alice").unwrap().address();
     wait_for_worker_and_credits(&c, &alice);
     let deploy = |hours: &str, script: &str| {
-        let out = cli(
+        cli_ok(
             &net,
             &keys,
             &[
                 "deploy", "--key", "alice", "--yes", "--hours", hours, "--", "sh", "-c", script,
             ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
         );
     };
     let ended = |id: u64| {
@@ -1453,14 +1451,12 @@ fn hostile_jobs_are_stopped_and_the_worker_keeps_serving() {
     }
     // 4. The worker still serves.
     deploy("1", "echo still serving");
-    eventually(60, "the next job finishes", || {
-        c.get("/v1/deployments/3").unwrap()["status"] == "finished"
-    });
+    wait_finished(&c, 3, "the next job finishes");
     let logs = cli(&net, &keys, &["jobs", "logs", "--key", "alice", "3"]);
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "still serving\n");
     // Only a deployment that asks gets the network: the flag is on chain and the job sees
     // the host's interfaces (more than the loopback of its own namespace).
-    let out = cli(
+    cli_ok(
         &net,
         &keys,
         &[
@@ -1475,14 +1471,7 @@ fn hostile_jobs_are_stopped_and_the_worker_keeps_serving() {
             "grep -c : /proc/net/dev",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eventually(60, "the network job finishes", || {
-        c.get("/v1/deployments/4").unwrap()["status"] == "finished"
-    });
+    wait_finished(&c, 4, "the network job finishes");
     assert_eq!(c.get("/v1/deployments/4").unwrap()["job"]["network"], true);
     assert_eq!(c.get("/v1/deployments/3").unwrap()["job"]["network"], false);
     let logs = cli(&net, &keys, &["jobs", "logs", "--key", "alice", "4"]);

@@ -756,20 +756,7 @@ impl Retained for CudaTables {
     }
 
     fn walk(&self, params: &Params, starts: &[u64]) -> Result<Vec<u64>, SolveError> {
-        if params.n != self.n
-            || params.tables as usize != self.tables.len()
-            || params.walk_rows == 0
-            || !self.n.is_multiple_of(params.walk_rows)
-        {
-            return Err(SolveError::Device(format!(
-                "a walk over {} tables of {}² in runs of {} rows asked of {} tables of {}²",
-                params.tables,
-                params.n,
-                params.walk_rows,
-                self.tables.len(),
-                self.n
-            )));
-        }
+        params.check_walk_over(self.n, self.tables.len())?;
         if starts.is_empty() || params.walk_steps == 0 {
             return Ok(Vec::new());
         }

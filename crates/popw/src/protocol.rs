@@ -157,6 +157,22 @@ impl Params {
         self.walk_len() as u64 * 4 * u64::from(self.n) * u64::from(self.walk_rows)
     }
 
+    /// That this walk can run over `tables` tables of dimension `n` (what a device kept):
+    /// same shape, and runs of `walk_rows` rows that divide a table.
+    pub(crate) fn check_walk_over(&self, n: u32, tables: usize) -> Result<(), SolveError> {
+        if self.n != n
+            || self.tables as usize != tables
+            || self.walk_rows == 0
+            || !n.is_multiple_of(self.walk_rows)
+        {
+            return Err(SolveError::Device(format!(
+                "a walk over {} tables of {}² in runs of {} rows asked of {tables} tables of {n}²",
+                self.tables, self.n, self.walk_rows
+            )));
+        }
+        Ok(())
+    }
+
     /// Bytes of result tables the device must retain.
     pub fn table_bytes(&self) -> u64 {
         4 * u64::from(self.n) * u64::from(self.n) * u64::from(self.tables)
@@ -258,21 +274,8 @@ impl Retained for HostTables {
     }
 
     fn walk(&self, params: &Params, starts: &[u64]) -> Result<Vec<u64>, SolveError> {
+        params.check_walk_over(self.n as u32, self.values.len())?;
         let len = self.n * params.walk_rows as usize;
-        if params.n as usize != self.n
-            || params.walk_rows == 0
-            || !self.n.is_multiple_of(params.walk_rows as usize)
-            || params.tables as usize != self.values.len()
-        {
-            return Err(SolveError::Device(format!(
-                "a walk over {} tables of {}² in runs of {} rows asked of {} tables of {}²",
-                params.tables,
-                params.n,
-                params.walk_rows,
-                self.values.len(),
-                self.n
-            )));
-        }
         let steps = params.walk_steps as usize;
         let mut out = vec![0u64; starts.len() * steps];
         out.par_chunks_mut(steps.max(1))
@@ -649,6 +652,35 @@ mod tests {
         10228719998766302947,
         640186653221801511,
     ];
+
+    #[test]
+    fn a_walk_of_another_shape_than_the_kept_tables_is_refused_saying_so() {
+        let kept = HostTables::new(64, vec![vec![1; 64 * 64]; 2]).unwrap();
+        let p = |n, tables, walk_rows| Params {
+            n,
+            tables,
+            walk_chains: 2,
+            walk_steps: 3,
+            walk_rows,
+            audit_rows: 1,
+            walk_checks: 1,
+            audit_cols: 8,
+            rounds: 1,
+            compute_deadline: Duration::from_secs(1),
+            walk_deadline: Duration::from_secs(1),
+        };
+        assert_eq!(kept.walk(&p(64, 2, 4), &[1, 2]).unwrap().len(), 6);
+        for bad in [p(128, 2, 4), p(64, 3, 4), p(64, 2, 0), p(64, 2, 3)] {
+            let err = kept.walk(&bad, &[1, 2]).unwrap_err().to_string();
+            assert!(err.contains("asked of 2 tables of 64²"), "{err}");
+        }
+        // Tables of the wrong size are refused when kept.
+        let err = HostTables::new(64, vec![vec![0; 10]])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("table 0 has 10 values"), "{err}");
+    }
 
     #[test]
     fn the_walk_reads_twice_the_tables_and_host_memory_misses_its_deadline() {

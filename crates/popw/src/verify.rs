@@ -70,8 +70,8 @@ pub enum Fault {
     /// A walk step's digest does not match the rows opened for it.
     #[error("walk step {0} does not match the rows it read")]
     WalkDigest(usize),
-    /// An opened row is not the product (Freivalds).
-    #[error("row {row} of table {table} is not the product (Freivalds check failed)")]
+    /// An opened row is not the product (Freivalds, or an entry computed exactly).
+    #[error("row {row} of table {table} is not the product on the audited columns")]
     WrongRow {
         /// Table.
         table: u32,
