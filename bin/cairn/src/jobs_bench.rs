@@ -246,7 +246,7 @@ fn one_run(
 
 /// The floor: the same sandboxed process started directly, ms from asking to running.
 fn sandbox_floor(runs: usize) -> Result<Vec<f64>> {
-    let rt = ProcessRuntime;
+    let rt = ProcessRuntime::default();
     if let Some(why) = rt.unavailable() {
         bail!("{why}");
     }

@@ -369,6 +369,14 @@ pub(crate) fn jobs(a: JobsArgs) -> Result<()> {
                 }
                 std::thread::sleep(Duration::from_millis(500));
             }
+            // Silence is not an answer: say why a lease printed nothing.
+            for (lease, _) in leases.iter().zip(&offsets).filter(|(_, o)| **o == 0) {
+                let l = client.get(&format!("/v1/leases/{lease}"))?;
+                eprintln!("{}", no_output_note(*lease, &l));
+            }
+            if leases.is_empty() {
+                eprintln!("deployment {id} has no leases");
+            }
         }
         JobsCommand::Stop { node, signer, id } => {
             send(&node, signer, |_, _| {
@@ -394,4 +402,19 @@ pub(crate) fn jobs(a: JobsArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `cairn jobs logs` says of a lease that printed nothing: its state, and the reason or
+/// exit code it ended with.
+fn no_output_note(lease: u64, l: &Value) -> String {
+    let state = l["state"].as_str().unwrap_or("unknown");
+    let mut note = format!("lease {lease}: no output; {state}");
+    if let Some(reason) = l["reason"].as_str() {
+        note.push_str(&format!(": {reason}"));
+    } else if let Some(code) = l["exit_code"].as_i64() {
+        note.push_str(&format!(" with exit code {code}"));
+    } else if state == "active" && l["started"] == false {
+        note.push_str(", its job has not started yet");
+    }
+    note
 }

@@ -72,6 +72,13 @@ enum Command {
 }
 
 fn main() {
+    // The sandbox helper runs before anything else (single-threaded: no tracing, no runtime).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == cairn_worker::HELPER_ARG)
+    {
+        cairn_worker::helper_main();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")

@@ -278,7 +278,7 @@ pub(crate) struct DevnetArgs {
 
 /// Devnet's worker: registers this machine's CPU as a device owned by `owner` (carol), buys
 /// alice some credits once the demo oracle's price is in (so that `cairn deploy` works right
-/// away), then serves the device's leases with the bubblewrap runtime.
+/// away), then serves the device's leases with the process runtime.
 fn spawn_devnet_worker(
     url: String,
     docker_socket: PathBuf,
@@ -406,20 +406,44 @@ fn spawn_demo_oracle(url: String, key: cairn_primitives::Keypair, micro_usd: u64
     });
 }
 
+/// `PATH="<dir of this binary>:$PATH" ` when `cairn` on the PATH is not this binary (after
+/// `cargo run` it is on no PATH at all), so that the commands devnet prints work as printed.
+fn path_export() -> String {
+    let Ok(me) = std::env::current_exe() else {
+        return String::new();
+    };
+    let me = std::fs::canonicalize(&me).unwrap_or(me);
+    let on_path = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p)
+            .filter_map(|d| std::fs::canonicalize(d.join("cairn")).ok())
+            .next()
+            .is_some_and(|found| found == me)
+    });
+    match me.parent() {
+        Some(dir) if !on_path => format!(
+            "PATH={}:\"$PATH\" ",
+            shell_quote(&dir.display().to_string())
+        ),
+        _ => String::new(),
+    }
+}
+
+/// `s` as one shell word.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@%,=".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// Demo accounts devnet funds.
 const DEMO: [&str; 3] = ["alice", "bob", "carol"];
 
 fn devnet_dir(dir: Option<PathBuf>) -> PathBuf {
-    dir.unwrap_or_else(|| {
-        if let Some(h) = std::env::var_os("CAIRN_HOME") {
-            return PathBuf::from(h).join("devnet");
-        }
-        let base = std::env::var_os("XDG_DATA_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-            .unwrap_or_else(|| PathBuf::from("."));
-        base.join("cairn").join("devnet")
-    })
+    dir.unwrap_or_else(|| cairn_keystore::data_home().join("devnet"))
 }
 
 pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
@@ -486,8 +510,9 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
         );
         eprintln!("  next, in another terminal:");
         eprintln!(
-            "    export CAIRN_NODE={url} CAIRN_KEYS_DIR={}",
-            keys_dir.display()
+            "    export {}CAIRN_NODE={url} CAIRN_KEYS_DIR={}",
+            path_export(),
+            shell_quote(&keys_dir.display().to_string())
         );
         eprintln!("    cairn status");
         eprintln!("    cairn account balance --key alice");

@@ -80,7 +80,7 @@ enum WorkerCommand {
         #[arg(long)]
         docker_socket: Option<PathBuf>,
         /// Run bare commands in this image through the container engine instead of the
-        /// bubblewrap sandbox.
+        /// sandbox (namespaces set up by this binary).
         #[arg(long)]
         bare_image: Option<String>,
         /// Refuse jobs that ask for the network (their leases fail, saying why).
@@ -225,19 +225,10 @@ pub(crate) fn gpu_lines(g: &serde_json::Value) -> Vec<String> {
     lines
 }
 
-/// The worker's data dir: `$CAIRN_HOME/worker`, else `~/.local/share/cairn/worker`.
+/// The worker's data dir: `$CAIRN_HOME/worker`, else `$XDG_DATA_HOME/cairn/worker`, else
+/// `~/.local/share/cairn/worker` (empty variables count as unset).
 pub(crate) fn worker_dir(dir: Option<PathBuf>) -> PathBuf {
-    dir.unwrap_or_else(|| {
-        if let Some(h) = std::env::var_os("CAIRN_HOME") {
-            return PathBuf::from(h).join("worker");
-        }
-        std::env::var_os("XDG_DATA_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join("cairn")
-            .join("worker")
-    })
+    dir.unwrap_or_else(|| cairn_keystore::data_home().join("worker"))
 }
 
 /// The CPU device's key in the worker's data dir (created on first use, 0600).
@@ -432,7 +423,7 @@ fn wait_for_signal(flag: Arc<AtomicBool>) {
 }
 
 /// Runs the worker daemon for this machine's devices until `shutdown`: bare commands in the
-/// bubblewrap sandbox, images through the Docker Engine API on `docker_socket`.
+/// sandbox (namespaces, set up by this binary), images through the Docker Engine API on `docker_socket`.
 pub(crate) fn run_agent(
     node: &str,
     dir: &Path,
@@ -445,9 +436,9 @@ pub(crate) fn run_agent(
     let mut cfg = AgentConfig::new(node, dir.to_path_buf());
     cfg.hidden.extend(keys_dir.map(Path::to_path_buf));
     configure(&mut cfg);
-    let process = ProcessRuntime;
+    let process = ProcessRuntime::default();
     if let Some(why) = process.unavailable() {
-        eprintln!("worker: {why}");
+        eprintln!("worker: bare commands cannot run on this machine: {why}");
     }
     let worker_id = offer.devices[0].key.address().to_string();
     let container: Option<Arc<dyn Runtime>> =

@@ -63,14 +63,37 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 /// The default key directory (see the crate docs).
 pub fn default_dir() -> PathBuf {
-    if let Some(h) = std::env::var_os("CAIRN_HOME") {
-        return PathBuf::from(h).join("keys");
+    if let Some(h) = env_dir("CAIRN_HOME") {
+        return h.join("keys");
     }
-    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME") {
-        return PathBuf::from(x).join("cairn").join("keys");
+    if let Some(x) = env_dir("XDG_CONFIG_HOME") {
+        return x.join("cairn").join("keys");
     }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".config").join("cairn").join("keys")
+    home().join(".config").join("cairn").join("keys")
+}
+
+/// A directory named by an environment variable. Empty or relative values count as unset,
+/// as the XDG base directory specification says (an empty `XDG_DATA_HOME=` must not put
+/// files under the current directory).
+pub fn env_dir(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
+/// The user's home (`$HOME`), else the current directory.
+fn home() -> PathBuf {
+    env_dir("HOME").unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where Cairn keeps data: `$CAIRN_HOME`, else `$XDG_DATA_HOME/cairn`, else
+/// `~/.local/share/cairn`.
+pub fn data_home() -> PathBuf {
+    env_dir("CAIRN_HOME").unwrap_or_else(|| {
+        env_dir("XDG_DATA_HOME")
+            .unwrap_or_else(|| home().join(".local").join("share"))
+            .join("cairn")
+    })
 }
 
 /// Parses a Solana keypair file's contents (64 numbers) into a keypair, checking that the

@@ -1361,6 +1361,7 @@ impl Ledger {
                 "failed"
             }
         };
+        let (started, start_ms) = (l.started, l.start_ms);
         self.state.set_lease(lease, l);
         self.emit(Event::LeaseReported {
             lease,
@@ -1372,7 +1373,14 @@ impl Ledger {
             LeaseReportKind::Finished { exit_code } => {
                 self.end_lease(lease, LeaseState::Finished, Some(*exit_code))
             }
-            LeaseReportKind::Failed { .. } => self.end_lease(lease, LeaseState::Failed, None),
+            LeaseReportKind::Failed { .. } if started => {
+                self.end_lease(lease, LeaseState::Failed, None)
+            }
+            // The job never started (the device could not set it up): the provider's
+            // failure, so the customer pays for none of the time it took to say so.
+            LeaseReportKind::Failed { .. } => {
+                self.end_lease_served(lease, LeaseState::Failed, None, start_ms)
+            }
             _ => Ok(()),
         }
     }

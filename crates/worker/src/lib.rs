@@ -9,6 +9,7 @@ mod discover;
 mod docker;
 mod process;
 mod runtime;
+mod sandbox;
 #[doc(hidden)]
 pub mod testing;
 
@@ -17,3 +18,4 @@ pub use discover::{Gpu, GpuAccess, Hardware, parse_smi};
 pub use docker::{DockerRuntime, default_socket};
 pub use process::ProcessRuntime;
 pub use runtime::{Job, Limits, Outcome, RunReport, Runtime, RuntimeError, Sink, StopSignal};
+pub use sandbox::{HELPER_ARG, helper_main};

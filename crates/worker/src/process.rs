@@ -1,197 +1,245 @@
-//! The sandboxed process runtime: bubblewrap.
+//! The sandboxed process runtime: Linux namespaces and mounts set up by the `cairn` binary
+//! itself (see [`crate::sandbox`] for the sandbox and why it is a helper process), with no
+//! external program.
 //!
-//! A bare command runs as `prlimit … -- [setpriv --reuid nobody …] bwrap … -- command`:
-//! - **isolation** (bwrap): every namespace unshared, the network included unless the job
-//!   asks (so 127.0.0.1 is a loopback of its own, with nothing listening); the root file
-//!   system read-only; fresh `/tmp`, `/root`, `/home`, `/run`; the worker's own directories
-//!   (keys, data) replaced by empty ones; a private work dir at `/work`; a cleared
-//!   environment; killed with everything it started when bwrap or the worker dies; a GPU
-//!   lease's device node and the driver's control nodes bound in, `CUDA_VISIBLE_DEVICES` set;
-//! - **identity**: when the worker runs as root, the job runs as `nobody` (setpriv, every
-//!   capability dropped), so it can read no 0600 file even if one were visible;
+//! - **isolation**: every namespace unshared, the network included unless the job asks (so
+//!   127.0.0.1 is a loopback of its own, with nothing listening); the machine's file system
+//!   read-only; fresh `/tmp`, `/root`, `/home`, `/run`; the worker's own directories (keys,
+//!   data) replaced by empty ones; a private work dir at `/work`; a cleared environment;
+//!   killed with everything it started when the helper or the worker dies; a GPU lease's
+//!   device node and the driver's control nodes bound in, `CUDA_VISIBLE_DEVICES` set;
+//! - **identity**: when the worker runs as root, the job runs as `nobody` with no
+//!   capability and `no_new_privs`, so it can read no 0600 file even if one were visible;
 //! - **limits**: when the worker is root, a cgroup per job (see `cgroup`) holds its memory
 //!   (resident, no swap), its processes and accounts its CPU time and peak memory; without
 //!   one, rlimits stand in: processes (`RLIMIT_NPROC`, per user) and address space
-//!   (`RLIMIT_AS`). Always: file size, no core dumps, open files; CPUs pinned with taskset;
-//!   wall time and output size enforced here, by killing the sandbox.
+//!   (`RLIMIT_AS`). Always: file size, no core dumps, open files; CPUs pinned; wall time and
+//!   output size enforced here, by killing the sandbox;
+//! - **start**: the job counts as started only once its program was executed; anything
+//!   that fails before is an error with its reason ([`RuntimeError::Start`]).
 
 use crate::cgroup::JobCgroup;
 use crate::runtime::{Job, Outcome, RunReport, Runtime, RuntimeError, Sink, StopSignal};
+use crate::sandbox::{HELPER_ARG, NOBODY, Spec, Status};
 use cairn_primitives::Usage;
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The NVIDIA driver's nodes every CUDA program opens besides its GPU's own.
 const GPU_CONTROL_NODES: [&str; 3] = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"];
 
-/// The user jobs run as when the worker is root.
-const NOBODY: u32 = 65_534;
+/// How long the sandbox may take to start the job's program.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The bubblewrap runtime.
-#[derive(Debug, Default, Clone)]
-pub struct ProcessRuntime;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
+/// The process runtime: runs each job through the sandbox helper (`cairn sandbox-exec`).
+#[derive(Debug, Clone)]
+pub struct ProcessRuntime {
+    helper: PathBuf,
 }
 
-fn works(program: &str, arg: &str) -> bool {
-    Command::new(program)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+impl Default for ProcessRuntime {
+    /// The running executable is the helper (it is `cairn`).
+    fn default() -> Self {
+        Self {
+            helper: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cairn")),
+        }
+    }
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// An absolute path with symlinks resolved (the sandbox binds paths as the kernel sees them);
+/// the path itself when it does not exist.
+fn real(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// A started sandbox: the helper process and its status socket.
+struct Started {
+    child: Child,
+    status: UnixStream,
 }
 
 impl ProcessRuntime {
-    /// The full command line for `job` without a cgroup (public for tests and inspection):
-    /// memory as address space and processes per user, by rlimits.
-    pub fn command_line(&self, job: &Job) -> Vec<String> {
-        self.line(job, None)
+    /// A runtime whose sandbox helper is `helper`: a `cairn` binary (tests name the one cargo
+    /// built; the worker uses itself).
+    pub fn with_helper(helper: impl Into<PathBuf>) -> Self {
+        Self {
+            helper: helper.into(),
+        }
     }
 
-    /// The command line; with `cgroup` (its `cgroup.procs` files) the job first joins the
-    /// group, which then holds its memory and processes, and rlimits keep only the rest.
-    fn line(&self, job: &Job, cgroup: Option<&[PathBuf]>) -> Vec<String> {
+    /// What the helper is told for `job`; `cgroup` holds the job's `cgroup.procs` files when
+    /// it has a cgroup (which then holds its memory and processes instead of rlimits).
+    fn spec(&self, job: &Job, cgroup: Option<Vec<PathBuf>>) -> Spec {
         let l = &job.limits;
-        let mut a: Vec<String> = Vec::new();
-        if let Some(files) = cgroup {
-            // The shell joins every controller's group, then becomes the job: nothing of the
-            // job runs outside the group, not even for an instant.
-            a.extend([
-                "sh".into(),
-                "-c".into(),
-                "n=$1; shift; while [ \"$n\" -gt 0 ]; do echo $$ > \"$1\" || exit 125; \
-                 shift; n=$((n - 1)); done; exec \"$@\""
-                    .into(),
-                "cairn-join-cgroup".into(),
-                files.len().to_string(),
-            ]);
-            a.extend(files.iter().map(|f| f.display().to_string()));
-        }
-        a.push("prlimit".into());
-        if cgroup.is_none() {
-            a.extend([
-                format!("--nproc={}", l.pids.max(1)),
-                format!("--as={}", l.memory_mib.max(1) << 20),
-            ]);
-        }
-        a.extend([
-            format!("--fsize={}", 1u64 << 30),
-            "--core=0".into(),
-            "--nofile=1024".into(),
-            "--".into(),
-        ]);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        if l.cpus < cores {
-            a.extend([
-                "taskset".into(),
-                "--cpu-list".into(),
-                format!("0-{}", l.cpus.max(1) - 1),
-            ]);
-        }
-        if is_root() {
-            a.extend([
-                "setpriv".into(),
-                format!("--reuid={NOBODY}"),
-                format!("--regid={NOBODY}"),
-                "--clear-groups".into(),
-                "--inh-caps=-all".into(),
-                "--bounding-set=-all".into(),
-            ]);
-        }
-        a.extend(
-            [
-                "bwrap",
-                "--unshare-all",
-                "--die-with-parent",
-                "--new-session",
-                "--ro-bind",
-                "/",
-                "/",
-                "--dev",
-                "/dev",
-                "--proc",
-                "/proc",
-                "--tmpfs",
-                "/tmp",
-                "--tmpfs",
-                "/root",
-                "--tmpfs",
-                "/home",
-                "--tmpfs",
-                "/run",
-            ]
-            .map(String::from),
-        );
-        if l.network {
-            a.push("--share-net".into());
-        }
-        for h in &job.hidden {
-            let p = h.display().to_string();
-            if h.is_dir() {
-                a.extend(["--tmpfs".into(), p]);
-            } else if h.exists() {
-                a.extend(["--ro-bind".into(), "/dev/null".into(), p]);
-            }
-        }
+        let mut env = vec![
+            (
+                "PATH".to_string(),
+                "/usr/local/bin:/usr/bin:/bin".to_string(),
+            ),
+            ("HOME".to_string(), "/work".to_string()),
+        ];
         // The lease's GPUs: the driver's control nodes and each GPU's own node, nothing of
         // the machine's other GPUs.
-        if !job.gpus.is_empty() {
-            let nodes = GPU_CONTROL_NODES
-                .iter()
-                .map(std::path::PathBuf::from)
-                .chain(job.gpus.iter().filter_map(|g| g.node.clone()));
-            for node in nodes.filter(|n| n.exists()) {
-                let p = node.display().to_string();
-                a.extend(["--dev-bind".into(), p.clone(), p]);
-            }
-        }
-        a.extend([
-            "--bind".into(),
-            job.work_dir.display().to_string(),
-            "/work".into(),
-            "--chdir".into(),
-            "/work".into(),
-            "--clearenv".into(),
-            "--setenv".into(),
-            "PATH".into(),
-            "/usr/local/bin:/usr/bin:/bin".into(),
-            "--setenv".into(),
-            "HOME".into(),
-            "/work".into(),
-        ]);
+        let mut devices = Vec::new();
         if !job.gpus.is_empty() {
             let uuids: Vec<&str> = job.gpus.iter().map(|g| g.uuid.as_str()).collect();
-            a.extend([
-                "--setenv".into(),
-                "CUDA_VISIBLE_DEVICES".into(),
-                uuids.join(","),
-            ]);
+            env.push(("CUDA_VISIBLE_DEVICES".into(), uuids.join(",")));
+            devices.extend(
+                GPU_CONTROL_NODES
+                    .iter()
+                    .map(PathBuf::from)
+                    .chain(job.gpus.iter().filter_map(|g| g.node.clone()))
+                    .filter(|n| n.exists())
+                    .map(|n| real(&n)),
+            );
         }
-        for (k, v) in &job.spec.env {
-            a.extend(["--setenv".into(), k.to_string(), v.to_string()]);
+        env.extend(
+            job.spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let held = cgroup.is_some();
+        Spec {
+            command: job.spec.command.iter().map(|c| c.to_string()).collect(),
+            env,
+            work_dir: real(&job.work_dir),
+            hidden: job.hidden.iter().map(|h| real(h)).collect(),
+            devices,
+            network: l.network,
+            cgroup_procs: cgroup.unwrap_or_default(),
+            nproc: (!held).then_some(u64::from(l.pids.max(1))),
+            address_space: (!held).then_some(l.memory_mib.max(1) << 20),
+            cpus: (l.cpus < cores).then_some(l.cpus.max(1)),
+            parent: std::process::id(),
         }
-        a.push("--".into());
-        a.extend(job.spec.command.iter().map(|c| c.to_string()));
-        a
     }
+
+    /// Starts the helper for `spec`; output goes to the pipes of the returned child.
+    fn spawn(&self, spec: &Spec) -> Result<Started, RuntimeError> {
+        let body = serde_json::to_vec(spec).map_err(|e| RuntimeError::Start(e.to_string()))?;
+        let (mut ours, theirs) =
+            UnixStream::pair().map_err(|e| RuntimeError::Start(format!("socketpair: {e}")))?;
+        let child = Command::new(&self.helper)
+            .arg(HELPER_ARG)
+            .env_clear()
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                RuntimeError::Unavailable(format!(
+                    "the sandbox helper {} cannot be executed: {e}",
+                    self.helper.display()
+                ))
+            })?;
+        let len = (body.len() as u32).to_le_bytes();
+        // A helper that died at once shows as a missing status below, with its exit code.
+        let _ = ours.write_all(&len).and_then(|()| ours.write_all(&body));
+        Ok(Started {
+            child,
+            status: ours,
+        })
+    }
+
+    /// Why bare commands cannot run here: runs `true` in a throwaway sandbox.
+    fn probe(&self) -> Option<String> {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => return Some(format!("a temporary directory: {e}")),
+        };
+        let spec = Spec {
+            command: vec!["true".into()],
+            env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())],
+            work_dir: real(dir.path()),
+            parent: std::process::id(),
+            ..Spec::default()
+        };
+        if is_root() {
+            let _ = std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY));
+        }
+        let mut s = match self.spawn(&spec) {
+            Ok(s) => s,
+            Err(e) => return Some(e.to_string()),
+        };
+        let status = wait_status(&mut s);
+        if status.is_err() {
+            let _ = s.child.kill();
+        }
+        let exit = s.child.wait();
+        match status {
+            Ok(()) => match exit {
+                Ok(e) if e.success() => None,
+                Ok(e) => Some(format!("a test job in the sandbox failed ({e})")),
+                Err(e) => Some(e.to_string()),
+            },
+            Err(why) => Some(why),
+        }
+    }
+}
+
+/// Reads the helper's status: `Ok` once the job's program runs, else the reason it does not.
+fn wait_status(s: &mut Started) -> Result<(), String> {
+    let _ = s.status.set_read_timeout(Some(START_TIMEOUT));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if got.ends_with(b"\n")
+            && let Some(st) = Status::parse(&got)
+        {
+            return match st {
+                Status::Running => Ok(()),
+                Status::Failed(why) => Err(why),
+            };
+        }
+        if got.len() > 64 << 10 {
+            return Err("the sandbox helper wrote garbage on its status socket".into());
+        }
+        match s.status.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!(
+                    "the sandbox did not start the job within {} s",
+                    START_TIMEOUT.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("reading the sandbox's status: {e}")),
+        }
+    }
+    if let Some(Status::Failed(why)) = Status::parse(&got) {
+        return Err(why);
+    }
+    // The socket closed with no word: the helper died before the job started.
+    let _ = s.child.kill();
+    let code = s
+        .child
+        .wait()
+        .map_or_else(|e| e.to_string(), |st| st.to_string());
+    Err(format!(
+        "the sandbox helper ended ({code}) before the job started"
+    ))
 }
 
 impl Runtime for ProcessRuntime {
     fn name(&self) -> &'static str {
-        "process (bubblewrap)"
+        "process (namespaces)"
     }
 
     fn recover(&self) -> Vec<String> {
@@ -205,16 +253,7 @@ impl Runtime for ProcessRuntime {
     }
 
     fn unavailable(&self) -> Option<String> {
-        if !works("bwrap", "--version") {
-            return Some(
-                "bubblewrap is not installed (apt-get install bubblewrap): bare commands cannot run"
-                    .into(),
-            );
-        }
-        if !works("prlimit", "--version") || !works("setpriv", "--version") {
-            return Some("util-linux's prlimit and setpriv are missing".into());
-        }
-        None
+        self.probe()
     }
 
     fn run(
@@ -225,9 +264,6 @@ impl Runtime for ProcessRuntime {
     ) -> Result<RunReport, RuntimeError> {
         if job.spec.command.is_empty() {
             return Err(RuntimeError::Start("the job has no command".into()));
-        }
-        if let Some(why) = self.unavailable() {
-            return Err(RuntimeError::Unavailable(why));
         }
         std::fs::create_dir_all(&job.work_dir)
             .map_err(|e| RuntimeError::Start(format!("work dir: {e}")))?;
@@ -247,25 +283,18 @@ impl Runtime for ProcessRuntime {
         } else {
             None
         };
-        let files = cgroup.as_ref().map(JobCgroup::procs_files);
-        let line = self.line(job, files.as_deref());
-        let mut child = Command::new(&line[0])
-            .args(&line[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| RuntimeError::Start(format!("{}: {e}", line[0])))?;
-        let started = Instant::now();
-        sink.started();
+        let spec = self.spec(job, cgroup.as_ref().map(JobCgroup::procs_files));
+        let mut sandbox = self.spawn(&spec)?;
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let mut readers = Vec::new();
         let pipes: [Option<Box<dyn Read + Send>>; 2] = [
-            child
+            sandbox
+                .child
                 .stdout
                 .take()
                 .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child
+            sandbox
+                .child
                 .stderr
                 .take()
                 .map(|p| Box::new(p) as Box<dyn Read + Send>),
@@ -282,6 +311,20 @@ impl Runtime for ProcessRuntime {
             }));
         }
         drop(tx);
+        // Nothing is started, reported or billed until the job's program runs.
+        if let Err(why) = wait_status(&mut sandbox) {
+            let _ = sandbox.child.kill();
+            let _ = sandbox.child.wait();
+            drop(rx);
+            for r in readers {
+                let _ = r.join();
+            }
+            return Err(RuntimeError::Start(why));
+        }
+        let mut child = sandbox.child;
+        drop(sandbox.status);
+        let started = Instant::now();
+        sink.started();
         let limits = &job.limits;
         let mut logged: u64 = 0;
         let mut stopped: Option<String> = None;
@@ -335,8 +378,9 @@ impl Runtime for ProcessRuntime {
                 stopped = stop.stopped();
             }
             if stopped.is_some() && exit.is_none() {
-                // bwrap is the direct child; its sandbox dies with it (--die-with-parent
-                // on every process it started, and the PID namespace's init going away).
+                // The helper is the direct child; the sandbox dies with it (each stage has
+                // its parent's death signal, and the PID namespace's init going away kills
+                // the rest).
                 let _ = child.kill();
                 exit = child.wait().ok();
             }

@@ -563,6 +563,46 @@ fn a_silent_device_s_lease_times_out_paid_up_to_its_last_report() {
     w.check_supply();
 }
 
+/// A job that never started (its sandbox could not be set up, its program could not be
+/// executed) is the provider's failure: the customer pays nothing for it, however long the
+/// device took to say so. A job that started and then failed is paid for its time.
+#[test]
+fn a_lease_that_failed_before_its_job_started_costs_nothing() {
+    use cairn_primitives::LeaseReportKind;
+    let mut w = World::new(PaymentModel::Direct);
+    w.register_cpu(0, 0, 2, 3_600_000);
+    let customer = w.users[1].clone();
+    let device = w.devices[0].clone();
+    let why = cairn_primitives::BoundedString::new("cannot run `nosuchcmd`").unwrap();
+    let failed = |lease| {
+        report(
+            lease,
+            LeaseReportKind::Failed {
+                reason: why.clone(),
+            },
+        )
+    };
+    assert_eq!(w.run(&customer, open(1, 3600, 3_600_000)), None);
+    let lease = w.ledger.deployment(0).unwrap().leases[0];
+    let t = w.tx(&device, failed(lease));
+    w.block(30_000, vec![t]);
+    let l = w.ledger.lease(lease).unwrap();
+    assert_eq!((l.state, l.paid), (LeaseState::Failed, 0));
+    let dep = w.ledger.deployment(0).unwrap();
+    assert_eq!((dep.paid, dep.refunded), (0, dep.deposit));
+    // Started, then failed 30 s later: those 30 s are paid (3,600,000 per hour → 30,000).
+    assert_eq!(w.run(&customer, open(1, 3600, 3_600_000)), None);
+    let second = w.ledger.deployment(1).unwrap().leases[0];
+    let t = w.tx(&device, report(second, LeaseReportKind::Started));
+    w.block(0, vec![t]);
+    let t = w.tx(&device, failed(second));
+    w.block(30_000, vec![t]);
+    let l = w.ledger.lease(second).unwrap();
+    assert_eq!(l.state, LeaseState::Failed);
+    assert!(l.paid >= 30_000, "{}", l.paid);
+    w.check_supply();
+}
+
 #[test]
 fn extending_a_deployment_escrows_more_and_moves_its_end() {
     let mut w = World::new(PaymentModel::Direct);

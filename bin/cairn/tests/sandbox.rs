@@ -1,35 +1,19 @@
-//! The bubblewrap runtime against the real sandbox: output, exit codes, isolation from the
-//! node's port and the worker's keys, and hostile jobs stopped by their limits. The harness
-//! installs bubblewrap when it is missing (we are root on CI); it never skips.
+//! The process runtime against the real sandbox, built by this `cairn` binary's helper (no
+//! external program): output, exit codes, a job that cannot start, namespaces, identity and
+//! capabilities, isolation from the node's port and the worker's keys, a work dir under a
+//! 0700 home, and hostile jobs stopped by their limits. The tests run as root, as CI does;
+//! one drives the helper as an unprivileged user too.
 
 use cairn_primitives::{BoundedString, JobSpec};
 use cairn_worker::testing::Collect;
-use cairn_worker::{Job, Limits, Outcome, ProcessRuntime, Runtime, StopSignal};
+use cairn_worker::{Job, Limits, Outcome, ProcessRuntime, Runtime, RuntimeError, StopSignal};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn ensure_bwrap() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if ProcessRuntime.unavailable().is_none() {
-            return;
-        }
-        let install = || {
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "bubblewrap"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !install() {
-            let _ = Command::new("apt-get").args(["update", "-q"]).status();
-            install();
-        }
-        if let Some(why) = ProcessRuntime.unavailable() {
-            panic!("the process runtime is needed and could not be installed: {why}");
-        }
-    });
+fn runtime() -> ProcessRuntime {
+    ProcessRuntime::with_helper(env!("CARGO_BIN_EXE_cairn"))
 }
 
 fn job(dir: &Path, script: &str, limits: Limits, hidden: Vec<std::path::PathBuf>) -> Job {
@@ -55,10 +39,9 @@ fn job(dir: &Path, script: &str, limits: Limits, hidden: Vec<std::path::PathBuf>
 }
 
 fn run(j: &Job) -> (Outcome, String, Duration) {
-    ensure_bwrap();
     let mut sink = Collect::default();
     let start = Instant::now();
-    let r = ProcessRuntime
+    let r = runtime()
         .run(j, &mut sink, &StopSignal::default())
         .expect("runs");
     assert!(sink.started);
@@ -204,7 +187,6 @@ fn hostile_jobs_are_stopped_by_their_limits() {
 /// Each job's cgroup accounts its CPU time and peak memory, and is gone afterwards.
 #[test]
 fn usage_is_measured_and_the_cgroup_removed() {
-    ensure_bwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut j = job(
         dir.path(),
@@ -217,7 +199,7 @@ fn usage_is_measured_and_the_cgroup_removed() {
     );
     j.lease = 4242;
     let mut sink = Collect::default();
-    let r = ProcessRuntime
+    let r = runtime()
         .run(&j, &mut sink, &StopSignal::default())
         .unwrap();
     assert_eq!(r.outcome, Outcome::Exited(0));
@@ -239,7 +221,6 @@ fn usage_is_measured_and_the_cgroup_removed() {
 
 #[test]
 fn a_stop_signal_ends_the_job_with_its_reason() {
-    ensure_bwrap();
     let dir = tempfile::tempdir().unwrap();
     let j = job(dir.path(), "sleep 1000", short(), vec![]);
     let stop = StopSignal::default();
@@ -248,9 +229,7 @@ fn a_stop_signal_ends_the_job_with_its_reason() {
         std::thread::sleep(Duration::from_millis(300));
         s.stop("the customer closed the deployment");
     });
-    let r = ProcessRuntime
-        .run(&j, &mut Collect::default(), &stop)
-        .unwrap();
+    let r = runtime().run(&j, &mut Collect::default(), &stop).unwrap();
     assert_eq!(
         r.outcome,
         Outcome::Stopped("the customer closed the deployment".into())
@@ -284,11 +263,6 @@ fn a_gpu_lease_gets_its_gpu_node_and_cuda_visible_devices() {
         uuid: "GPU-1234".into(),
         node: Some(node.clone()),
     }];
-    let line = ProcessRuntime.command_line(&j);
-    let bind = line
-        .windows(3)
-        .any(|w| w[0] == "--dev-bind" && w[1] == node.display().to_string());
-    assert!(bind, "{line:?}");
     let (outcome, out, _) = run(&j);
     assert_eq!(outcome, Outcome::Exited(0), "{out}");
     assert_eq!(out, "GPU-1234\n4\n");
@@ -299,4 +273,141 @@ fn a_gpu_lease_gets_its_gpu_node_and_cuda_visible_devices() {
     );
     let (_, out, _) = run(&job(dir.path(), &script, short(), vec![]));
     assert_eq!(out, "[]\n0\n");
+}
+
+/// The runtime can run jobs on this machine, and says so.
+#[test]
+fn the_sandbox_is_available_without_any_external_program() {
+    assert_eq!(runtime().unavailable(), None);
+}
+
+/// The work dir sits under a 0700 directory owned by root (as under Debian's `/root`), and
+/// the job, running as nobody, still works in it; it is in namespaces of its own, every
+/// one, with no capability.
+#[test]
+fn a_job_runs_as_nobody_in_its_own_namespaces_under_a_private_home() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let names = ["user", "mnt", "pid", "net", "ipc", "uts", "cgroup"];
+    let script = format!(
+        "id -u; hostname; echo x > f && cat f; \
+         grep -E '^Cap(Eff|Prm|Bnd|Amb):' /proc/self/status | tr -s '\t' ' '; \
+         grep NoNewPrivs /proc/self/status | tr -s '\t' ' '; \
+         for n in {}; do readlink /proc/self/ns/$n; done",
+        names.join(" ")
+    );
+    let (outcome, out, _) = run(&job(dir.path(), &script, short(), vec![]));
+    assert_eq!(outcome, Outcome::Exited(0), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..3], ["65534", "cairn-job", "x"], "{out}");
+    for cap in ["CapEff", "CapPrm", "CapBnd", "CapAmb"] {
+        assert!(
+            lines.contains(&format!("{cap}: 0000000000000000").as_str()),
+            "{cap} not empty: {out}"
+        );
+    }
+    assert!(lines.contains(&"NoNewPrivs: 1"), "{out}");
+    for (i, n) in names.iter().enumerate() {
+        let outside = std::fs::read_link(format!("/proc/self/ns/{n}")).unwrap();
+        let inside = lines[8 + i];
+        assert!(inside.starts_with(n), "{out}");
+        assert_ne!(
+            inside,
+            outside.to_str().unwrap(),
+            "{n} namespace shared: {out}"
+        );
+    }
+}
+
+/// Nothing the customer pays for happens unless the program runs: a program that does not
+/// exist is an error with its reason, and the job never counts as started. A shell that
+/// cannot find a command is a program that ran: its exit code is the job's.
+#[test]
+fn a_job_that_cannot_start_is_an_error_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = job(dir.path(), "", short(), vec![]);
+    j.spec.command = vec![BoundedString::new("cairn-no-such-program").unwrap()];
+    let mut sink = Collect::default();
+    let r = runtime().run(&j, &mut sink, &StopSignal::default());
+    match r {
+        Err(RuntimeError::Start(why)) => {
+            assert!(why.contains("cannot run `cairn-no-such-program`"), "{why}");
+            assert!(why.contains("No such file or directory"), "{why}");
+        }
+        other => panic!("expected a start error, got {other:?}"),
+    }
+    assert!(!sink.started);
+    assert!(sink.out.is_empty());
+    let (outcome, out, _) = run(&job(dir.path(), "cairn-no-such-program", short(), vec![]));
+    assert_eq!(outcome, Outcome::Exited(127), "{out}");
+    // A work dir that cannot be bound (a file in its place) fails before anything runs too.
+    let blocked = job(dir.path(), "true", short(), vec![]);
+    std::fs::remove_dir_all(&blocked.work_dir).ok();
+    let parent = dir.path().join("file-not-dir");
+    std::fs::write(&parent, "").unwrap();
+    let mut blocked = blocked;
+    blocked.work_dir = parent.join("work");
+    let r = runtime().run(&blocked, &mut Collect::default(), &StopSignal::default());
+    assert!(matches!(r, Err(RuntimeError::Start(_))), "{r:?}");
+}
+
+/// The helper as an unprivileged worker would run it: the job gets a user namespace of its
+/// own in which it is root without any capability, and the rest of the sandbox as a root
+/// worker's job does.
+#[test]
+fn an_unprivileged_worker_s_sandbox_works_too() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
+    let secret = dir.path().join("keys");
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::write(secret.join("k"), "secret").unwrap();
+    std::os::unix::fs::chown(&secret, Some(65534), Some(65534)).unwrap();
+    let spec = serde_json::json!({
+        "command": ["sh", "-c", "id -u; grep CapEff /proc/self/status | tr -s '\\t' ' '; \
+                    echo ok > f; cat f; echo $$; cat KEYS/k || echo hidden"
+                    .replace("KEYS", secret.to_str().unwrap())],
+        "env": [["PATH", "/usr/bin:/bin"]],
+        "work_dir": work,
+        "hidden": [secret],
+        "devices": [],
+        "network": false,
+        "cgroup_procs": [],
+        "nproc": 64,
+        "address_space": 1u64 << 30,
+        "cpus": null,
+        "parent": std::process::id(),
+    });
+    let body = serde_json::to_vec(&spec).unwrap();
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    let child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_cairn"))
+        .arg("sandbox-exec")
+        .stdin(std::os::fd::OwnedFd::from(theirs))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    ours.write_all(&(body.len() as u32).to_le_bytes()).unwrap();
+    ours.write_all(&body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut status = String::new();
+    ours.read_to_string(&mut status).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        status,
+        "R\n",
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        text, "0\nCapEff: 0000000000000000\nok\n2\nhidden\n",
+        "{out:?}"
+    );
 }
