@@ -351,41 +351,16 @@ fn a_job_that_cannot_start_is_an_error_with_its_reason() {
     assert!(matches!(r, Err(RuntimeError::Start(_))), "{r:?}");
 }
 
-/// The helper as an unprivileged worker would run it: the job gets a user namespace of its
-/// own in which it is root without any capability, and the rest of the sandbox as a root
-/// worker's job does.
-#[test]
-fn an_unprivileged_worker_s_sandbox_works_too() {
+/// Runs the sandbox helper through `wrapper` (a command line ending where the helper's own
+/// path goes) with `spec`, as the worker speaks to it: the status it wrote, its exit status
+/// and output.
+fn helper_via(wrapper: &[&str], spec: &serde_json::Value) -> (String, std::process::Output) {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).unwrap();
-    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
-    std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
-    let secret = dir.path().join("keys");
-    std::fs::create_dir(&secret).unwrap();
-    std::fs::write(secret.join("k"), "secret").unwrap();
-    std::os::unix::fs::chown(&secret, Some(65534), Some(65534)).unwrap();
-    let spec = serde_json::json!({
-        "command": ["sh", "-c", "id -u; grep CapEff /proc/self/status | tr -s '\\t' ' '; \
-                    echo ok > f; cat f; echo $$; cat KEYS/k || echo hidden"
-                    .replace("KEYS", secret.to_str().unwrap())],
-        "env": [["PATH", "/usr/bin:/bin"]],
-        "work_dir": work,
-        "hidden": [secret],
-        "devices": [],
-        "network": false,
-        "cgroup_procs": [],
-        "nproc": 64,
-        "address_space": 1u64 << 30,
-        "cpus": null,
-        "parent": std::process::id(),
-    });
-    let body = serde_json::to_vec(&spec).unwrap();
+    let body = serde_json::to_vec(spec).unwrap();
     let (mut ours, theirs) = UnixStream::pair().unwrap();
-    let child = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+    let child = Command::new(wrapper[0])
+        .args(&wrapper[1..])
         .arg(env!("CARGO_BIN_EXE_cairn"))
         .arg("sandbox-exec")
         .stdin(std::os::fd::OwnedFd::from(theirs))
@@ -398,6 +373,60 @@ fn an_unprivileged_worker_s_sandbox_works_too() {
     let out = child.wait_with_output().unwrap();
     let mut status = String::new();
     ours.read_to_string(&mut status).unwrap();
+    (status, out)
+}
+
+/// A job's description as the worker sends it to the helper.
+fn spec_for(script: &str, work: &Path, hidden: &[&Path], parent: u32) -> serde_json::Value {
+    serde_json::json!({
+        "command": ["sh", "-c", script],
+        "env": [["PATH", "/usr/bin:/bin"]],
+        "work_dir": work,
+        "hidden": hidden,
+        "devices": [],
+        "network": false,
+        "cgroup_procs": [],
+        "nproc": 64,
+        "address_space": 1u64 << 30,
+        "cpus": null,
+        "parent": parent,
+    })
+}
+
+/// A work dir (and its parent) that an unprivileged worker running as nobody owns.
+fn nobody_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
+    (dir, work)
+}
+
+const AS_NOBODY: [&str; 4] = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+];
+
+/// The helper as an unprivileged worker would run it: the job gets a user namespace of its
+/// own in which it is root without any capability, and the rest of the sandbox as a root
+/// worker's job does.
+#[test]
+fn an_unprivileged_worker_s_sandbox_works_too() {
+    let (dir, work) = nobody_dir();
+    let secret = dir.path().join("keys");
+    std::fs::create_dir(&secret).unwrap();
+    std::fs::write(secret.join("k"), "secret").unwrap();
+    std::os::unix::fs::chown(&secret, Some(65534), Some(65534)).unwrap();
+    let script = format!(
+        "id -u; grep CapEff /proc/self/status | tr -s '\\t' ' '; echo ok > f; cat f; \
+         echo $$; cat {}/k || echo hidden",
+        secret.display()
+    );
+    let spec = spec_for(&script, &work, &[&secret], std::process::id());
+    let (status, out) = helper_via(&AS_NOBODY, &spec);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         status,
@@ -410,4 +439,67 @@ fn an_unprivileged_worker_s_sandbox_works_too() {
         text, "0\nCapEff: 0000000000000000\nok\n2\nhidden\n",
         "{out:?}"
     );
+}
+
+/// An unprivileged worker on a system that refuses it user namespaces says exactly why.
+/// The refusal is made for this test alone: `user.max_user_namespaces = 0` inside a user
+/// namespace of its own (which maps root and nobody, as the machine's does), whose limit
+/// binds only what is created within it.
+#[test]
+fn an_unprivileged_worker_without_user_namespaces_says_why() {
+    let (_dir, work) = nobody_dir();
+    let mut holder = Command::new("unshare")
+        .args(["--user", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = Kill(&mut holder);
+    let pid = holder.0.id();
+    let ns = format!("/proc/{pid}/ns/user");
+    let mine = std::fs::read_link("/proc/self/ns/user").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_link(&ns).is_ok_and(|n| n == mine) {
+        assert!(Instant::now() < deadline, "unshare --user did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for map in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{pid}/{map}"), "0 0 1\n65534 65534 1\n").unwrap();
+    }
+    let pid = pid.to_string();
+    let mut wrapper = vec!["nsenter", "-t", &pid, "-U", "--", "sh", "-c"];
+    let script = "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"";
+    wrapper.extend([script, "sh"]);
+    wrapper.extend(AS_NOBODY);
+    // The helper's parent is the shell that execs setpriv, that is this process's child:
+    // the pid the spec names must be this process for the helper to go on.
+    let spec = spec_for("echo ran", &work, &[], std::process::id());
+    let (status, out) = helper_via(&wrapper, &spec);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        status.starts_with(
+            "Ethis worker runs as an unprivileged user and cannot create a user namespace"
+        ),
+        "{status}"
+    );
+    assert!(status.contains("user.max_user_namespaces = 0"), "{status}");
+}
+
+/// Without the machine's network a job still has a loopback of its own, up: a server it
+/// starts on 127.0.0.1 answers it.
+#[test]
+fn a_job_has_a_working_loopback_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "exec python3 -c 'import socket\n\
+s = socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(1)\n\
+c = socket.create_connection(s.getsockname(), 2); a, _ = s.accept()\n\
+c.sendall(b\"own loopback\"); print(a.recv(64).decode())'";
+    let (outcome, out, _) = run(&job(dir.path(), script, short(), vec![]));
+    assert_eq!(outcome, Outcome::Exited(0), "{out}");
+    assert_eq!(out, "own loopback\n");
 }

@@ -204,13 +204,10 @@ impl JobCgroup {
         if self.v2 && write(&self.dirs[0].join("cgroup.kill"), "1").is_ok() {
             return;
         }
-        let pids = self.pids();
-        if !pids.is_empty() {
-            let _ = std::process::Command::new("kill")
-                .arg("-KILL")
-                .args(pids.iter().map(u32::to_string))
-                .stderr(std::process::Stdio::null())
-                .status();
+        for pid in self.pids() {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
         }
     }
 }

@@ -14,7 +14,8 @@
 //!    unless the job asked for it. A root worker maps root and `nobody` through; an
 //!    unprivileged one maps only itself, as root of the namespace. A root worker on a system
 //!    that refuses user namespaces goes on without one (the others need none for root).
-//! 3. **init** (PID 1 of the new PID namespace): builds the new root (below), drops every
+//! 3. **init** (PID 1 of the new PID namespace): builds the new root (below), brings the
+//!    private network namespace's loopback up, drops every
 //!    capability from the bounding set, sets `no_new_privs`, starts a new session, sets the
 //!    job's rlimits and CPUs, and starts the job as an unprivileged user; then reaps orphans
 //!    until the job exits. When init exits the kernel kills everything left in the
@@ -130,13 +131,16 @@ pub fn helper_main() -> ! {
             std::process::exit(125);
         }
     };
-    let code = match read_spec(&status).and_then(|spec| outer(&spec, &status)) {
-        Ok(code) => code,
-        Err(Fail(why)) => {
-            report(&status, &Status::Failed(why));
-            125
-        }
-    };
+    let result = read_spec(&status).and_then(|spec| outer(&spec, &status));
+    leave(&status, result)
+}
+
+/// Ends a stage: with its code, or with 125 after reporting why it failed.
+fn leave(status: &UnixStream, result: Res<i32>) -> ! {
+    let code = result.unwrap_or_else(|Fail(why)| {
+        report(status, &Status::Failed(why));
+        125
+    });
     std::process::exit(code)
 }
 
@@ -203,6 +207,39 @@ fn unshare(flags: rustix::thread::UnshareFlags) -> rustix::io::Result<()> {
     unsafe { rustix::thread::unshare_unsafe(flags) }
 }
 
+/// Brings the network namespace's loopback interface up, so that 127.0.0.1 inside the
+/// sandbox is a loopback of its own (a fresh namespace has it down). An `ioctl` on a
+/// datagram socket, as `ip link set lo up` does it.
+#[allow(unsafe_code)]
+fn loopback_up() -> Res<()> {
+    // SAFETY: plain system calls on a socket this function owns and closes, with an `ifreq`
+    // that lives on the stack for their duration and whose name is NUL-terminated.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(Fail(format!(
+                "loopback: socket: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(Fail(format!("bringing the loopback interface up: {err}")));
+        }
+    }
+    Ok(())
+}
+
 fn die_with_parent(parent: u32) -> Res<()> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .ctx(|| "PR_SET_PDEATHSIG".into())?;
@@ -241,6 +278,13 @@ fn is_root() -> bool {
 /// Stage 1, in the worker's namespaces.
 fn outer(spec: &Spec, status: &UnixStream) -> Res<i32> {
     die_with_parent(spec.parent)?;
+    if is_root() && !maps_nobody() {
+        return Err(Fail(format!(
+            "this worker runs as root of a user namespace with no id for nobody ({NOBODY}), \
+             so jobs cannot run as an unprivileged user: give the namespace that id (a \
+             container's uid map), or run the worker as an ordinary user"
+        )));
+    }
     let me = std::process::id().to_string();
     for f in &spec.cgroup_procs {
         std::fs::write(f, &me).ctx(|| format!("joining the job's cgroup ({})", f.display()))?;
@@ -249,14 +293,7 @@ fn outer(spec: &Spec, status: &UnixStream) -> Res<i32> {
     let outer_pid = std::process::id();
     let Some(child) = fork()? else {
         drop(ours);
-        let code = match middle(spec, status, theirs, outer_pid) {
-            Ok(code) => code,
-            Err(Fail(why)) => {
-                report(status, &Status::Failed(why));
-                125
-            }
-        };
-        std::process::exit(code);
+        leave(status, middle(spec, status, theirs, outer_pid));
     };
     drop(theirs);
     let mut tag = [0u8; 1];
@@ -280,8 +317,8 @@ fn write_id_maps(pid: u32) -> Res<()> {
         std::fs::write(proc.join("setgroups"), "deny")
             .ctx(|| "denying setgroups in the user namespace".into())?;
         (
-            format!("0 {} 1\n", rustix::process::getuid().as_raw()),
-            format!("0 {} 1\n", rustix::process::getgid().as_raw()),
+            format!("0 {} 1\n", rustix::process::geteuid().as_raw()),
+            format!("0 {} 1\n", rustix::process::getegid().as_raw()),
         )
     };
     std::fs::write(proc.join("uid_map"), uid_map).ctx(|| "writing the uid map".into())?;
@@ -317,14 +354,7 @@ fn middle(spec: &Spec, status: &UnixStream, mut sync: UnixStream, outer: u32) ->
     let (lifeline, init_end) = UnixStream::pair().ctx(|| "socketpair".into())?;
     let Some(init_pid) = fork()? else {
         drop(lifeline);
-        let code = match init(spec, status, &init_end, tag == b'U') {
-            Ok(code) => code,
-            Err(Fail(why)) => {
-                report(status, &Status::Failed(why));
-                125
-            }
-        };
-        std::process::exit(code);
+        leave(status, init(spec, status, &init_end, tag == b'U'));
     };
     drop(init_end);
     let code = wait_for(init_pid);
@@ -377,6 +407,9 @@ fn init(spec: &Spec, status: &UnixStream, lifeline: &UnixStream, userns: bool) -
         _ => std::process::exit(125),
     }
     build_root(spec)?;
+    if !spec.network {
+        loopback_up()?;
+    }
     let _ = rustix::system::sethostname(b"cairn-job");
     rustix::process::setsid().ctx(|| "setsid".into())?;
     let limit = |r: Resource, v: u64, what: &str| {
@@ -423,7 +456,7 @@ fn init(spec: &Spec, status: &UnixStream, lifeline: &UnixStream, userns: bool) -
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir("/work");
-    if !userns || is_root_mapped() {
+    if !userns || maps_nobody() {
         // Root mapped through (or no user namespace): the job runs as nobody. An
         // unprivileged worker's namespace maps only itself, as root without capabilities.
         use std::os::unix::process::CommandExt;
@@ -449,11 +482,17 @@ fn init(spec: &Spec, status: &UnixStream, lifeline: &UnixStream, userns: bool) -
     }
 }
 
-/// Whether this user namespace maps `nobody` (a root worker's does).
-fn is_root_mapped() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
-        m.lines()
-            .any(|l| l.split_whitespace().next() == Some(&NOBODY.to_string()))
+/// Whether this process's user namespace has an id for `nobody` (a root worker's own
+/// namespace must, and the one it makes for the job does).
+fn maps_nobody() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| maps_uid(&m, NOBODY))
+}
+
+/// Whether a `uid_map` (lines of `inside outside count`) gives `uid` an id.
+fn maps_uid(map: &str, uid: u32) -> bool {
+    map.lines().any(|l| {
+        let n: Vec<u64> = l.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        matches!(n[..], [inside, _, count] if (inside..inside.saturating_add(count)).contains(&u64::from(uid)))
     })
 }
 
@@ -713,6 +752,16 @@ mod tests {
         assert_eq!(unescape("/plain"), "/plain");
         assert_eq!(unescape("/x\\134y"), "/x\\y");
         assert_eq!(unescape("/trail\\04"), "/trail\\04");
+    }
+
+    #[test]
+    fn uid_maps_are_read_as_ranges() {
+        assert!(maps_uid("         0          0 4294967295\n", NOBODY));
+        assert!(maps_uid("0 0 1\n65534 65534 1\n", NOBODY));
+        assert!(!maps_uid("0 1000 1\n", NOBODY));
+        assert!(maps_uid("0 100000 65536\n", NOBODY));
+        assert!(!maps_uid("0 100000 65534\n", NOBODY));
+        assert!(!maps_uid("", NOBODY));
     }
 
     #[test]
