@@ -38,18 +38,13 @@ fn job(dir: &Path, script: &str, limits: Limits, hidden: Vec<std::path::PathBuf>
     }
 }
 
-fn run(j: &Job) -> (Outcome, String, Duration) {
+fn run(j: &Job) -> (Outcome, String) {
     let mut sink = Collect::default();
-    let start = Instant::now();
     let r = runtime()
         .run(j, &mut sink, &StopSignal::default())
         .expect("runs");
     assert!(sink.started);
-    (
-        r.outcome,
-        String::from_utf8_lossy(&sink.out).into_owned(),
-        start.elapsed(),
-    )
+    (r.outcome, String::from_utf8_lossy(&sink.out).into_owned())
 }
 
 fn short() -> Limits {
@@ -68,7 +63,7 @@ fn a_command_runs_with_its_env_in_a_private_writable_dir() {
         short(),
         vec![],
     );
-    let (outcome, out, _) = run(&j);
+    let (outcome, out) = run(&j);
     assert_eq!(outcome, Outcome::Exited(3), "{out}");
     assert_eq!(out, "hello\n/work\nx\nro\n");
 }
@@ -87,7 +82,7 @@ fn a_job_cannot_reach_the_node_port_or_read_the_worker_keys() {
          cat {k}/device.key 2>/dev/null || echo unreadable",
         k = keys.display()
     );
-    let (outcome, out, _) = run(&job(dir.path(), &script, short(), vec![keys.clone()]));
+    let (outcome, out) = run(&job(dir.path(), &script, short(), vec![keys.clone()]));
     assert_eq!(outcome, Outcome::Exited(0), "{out}");
     assert_eq!(out, "isolated\nunreadable\n");
     // A job that asked for the network (and a worker that allows it) does reach it.
@@ -95,7 +90,7 @@ fn a_job_cannot_reach_the_node_port_or_read_the_worker_keys() {
         network: true,
         ..short()
     };
-    let (outcome, out, _) = run(&job(dir.path(), &script, open, vec![keys.clone()]));
+    let (outcome, out) = run(&job(dir.path(), &script, open, vec![keys.clone()]));
     assert_eq!(outcome, Outcome::Exited(0), "{out}");
     assert_eq!(out, "reached\nunreadable\n");
     // The same probe outside the sandbox does reach it: the test measures the sandbox.
@@ -117,18 +112,17 @@ fn hostile_jobs_are_stopped_by_their_limits() {
         time: Duration::from_secs(1),
         ..Limits::default()
     };
-    let (outcome, _, took) = run(&job(dir.path(), "sleep 1000", limits.clone(), vec![]));
+    let (outcome, _) = run(&job(dir.path(), "sleep 1000", limits.clone(), vec![]));
     assert!(
         matches!(&outcome, Outcome::Stopped(r) if r.contains("time limit")),
         "{outcome:?}"
     );
-    assert!(took < Duration::from_secs(10), "{took:?}");
     // A log flood: stopped at the output limit, with exactly that much kept.
     let flood = Limits {
         log_bytes: 10_000,
         ..short()
     };
-    let (outcome, out, _) = run(&job(dir.path(), "yes flood", flood, vec![]));
+    let (outcome, out) = run(&job(dir.path(), "yes flood", flood, vec![]));
     assert!(
         matches!(&outcome, Outcome::Stopped(r) if r.contains("log limit")),
         "{outcome:?}"
@@ -143,7 +137,7 @@ fn hostile_jobs_are_stopped_by_their_limits() {
         time: Duration::from_secs(2),
         ..Limits::default()
     };
-    let (outcome, _, took) = run(&job(
+    let (outcome, _) = run(&job(
         dir.path(),
         "b() { b | b & }; b; sleep 100; : cairn-fork-bomb-marker",
         bomb,
@@ -154,8 +148,7 @@ fn hostile_jobs_are_stopped_by_their_limits() {
             || matches!(outcome, Outcome::Exited(c) if c != 0),
         "{outcome:?}"
     );
-    assert!(took < Duration::from_secs(10), "{took:?}");
-    std::thread::sleep(Duration::from_millis(300));
+    // The run returned after the sandbox's init and its cgroup were gone: nothing is left.
     let left = Command::new("pgrep")
         .args(["-f", "cairn-fork-bomb-marker"])
         .output()
@@ -172,7 +165,7 @@ fn hostile_jobs_are_stopped_by_their_limits() {
         memory_mib: 64,
         ..short()
     };
-    let (outcome, out, _) = run(&job(
+    let (outcome, out) = run(&job(
         dir.path(),
         "exec python3 -c 'b = b\"x\" * (512 << 20)'",
         small,
@@ -263,7 +256,7 @@ fn a_gpu_lease_gets_its_gpu_node_and_cuda_visible_devices() {
         uuid: "GPU-1234".into(),
         node: Some(node.clone()),
     }];
-    let (outcome, out, _) = run(&j);
+    let (outcome, out) = run(&j);
     assert_eq!(outcome, Outcome::Exited(0), "{out}");
     assert_eq!(out, "GPU-1234\n4\n");
     // A CPU lease gets neither.
@@ -271,7 +264,7 @@ fn a_gpu_lease_gets_its_gpu_node_and_cuda_visible_devices() {
         "echo [$CUDA_VISIBLE_DEVICES]; head -c 4 {} 2>/dev/null | wc -c",
         node.display()
     );
-    let (_, out, _) = run(&job(dir.path(), &script, short(), vec![]));
+    let (_, out) = run(&job(dir.path(), &script, short(), vec![]));
     assert_eq!(out, "[]\n0\n");
 }
 
@@ -296,7 +289,7 @@ fn a_job_runs_as_nobody_in_its_own_namespaces_under_a_private_home() {
          for n in {}; do readlink /proc/self/ns/$n; done",
         names.join(" ")
     );
-    let (outcome, out, _) = run(&job(dir.path(), &script, short(), vec![]));
+    let (outcome, out) = run(&job(dir.path(), &script, short(), vec![]));
     assert_eq!(outcome, Outcome::Exited(0), "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(&lines[..3], ["65534", "cairn-job", "x"], "{out}");
@@ -338,7 +331,7 @@ fn a_job_that_cannot_start_is_an_error_with_its_reason() {
     }
     assert!(!sink.started);
     assert!(sink.out.is_empty());
-    let (outcome, out, _) = run(&job(dir.path(), "cairn-no-such-program", short(), vec![]));
+    let (outcome, out) = run(&job(dir.path(), "cairn-no-such-program", short(), vec![]));
     assert_eq!(outcome, Outcome::Exited(127), "{out}");
     // A work dir that cannot be bound (a file in its place) fails before anything runs too.
     let blocked = job(dir.path(), "true", short(), vec![]);
@@ -476,8 +469,7 @@ fn an_unprivileged_worker_without_user_namespaces_says_why() {
     let script = "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"";
     wrapper.extend([script, "sh"]);
     wrapper.extend(AS_NOBODY);
-    // The helper's parent is the shell that execs setpriv, that is this process's child:
-    // the pid the spec names must be this process for the helper to go on.
+    // nsenter, sh and setpriv each exec the next, so the helper's parent is this process.
     let spec = spec_for("echo ran", &work, &[], std::process::id());
     let (status, out) = helper_via(&wrapper, &spec);
     assert!(out.stdout.is_empty(), "{out:?}");
@@ -499,7 +491,7 @@ fn a_job_has_a_working_loopback_of_its_own() {
 s = socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(1)\n\
 c = socket.create_connection(s.getsockname(), 2); a, _ = s.accept()\n\
 c.sendall(b\"own loopback\"); print(a.recv(64).decode())'";
-    let (outcome, out, _) = run(&job(dir.path(), script, short(), vec![]));
+    let (outcome, out) = run(&job(dir.path(), script, short(), vec![]));
     assert_eq!(outcome, Outcome::Exited(0), "{out}");
     assert_eq!(out, "own loopback\n");
 }
