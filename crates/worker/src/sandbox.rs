@@ -24,7 +24,7 @@
 //!
 //! The new root is an empty tmpfs, made read-only at the end, holding: every top-level
 //! directory of the machine bound read-only and `nosuid` (recursively, every submount
-//! made read-only); a fresh `/proc` for the PID namespace; a small `/dev` with only the
+//! made read-only or taken away; one that cannot be bound stays an empty directory); a fresh `/proc` for the PID namespace; a small `/dev` with only the
 //! harmless nodes (and a GPU lease's device nodes); fresh `/tmp`, `/root`, `/home`, `/run`;
 //! the job's private work dir, writable, at `/work`; and empty mounts over every hidden path
 //! (the worker's keys and data). The work dir is bound by init, which is root in the user
@@ -623,10 +623,11 @@ fn build_root(spec: &Spec) -> Res<()> {
             std::os::unix::fs::symlink(&to, &dst).ctx(|| format!("linking {}", dst.display()))?;
         } else if ft.is_dir() {
             mkdir(&dst)?;
-            rustix::mount::mount_bind_recursive(&src, &dst)
-                .ctx(|| format!("binding {}", src.display()))?;
+            // A directory that cannot be bound (a FUSE mount root may not enter, say) stays
+            // empty in the job's tree: hidden, never writable.
+            let _ = rustix::mount::mount_bind_recursive(&src, &dst);
         } else if ft.is_file() {
-            bind_node(&src, &dst)?;
+            let _ = bind_node(&src, &dst);
         }
     }
     for mp in mount_points()? {
