@@ -177,7 +177,13 @@ fn worker_probe_runs_the_challenge_on_this_machine_and_reports_each_class() {
     assert_eq!(v["claimed_class"], "CPU");
     assert!(v["int8_ops_per_sec"].as_f64().unwrap() > 1e9, "{v}");
     assert!(v["kernel_peak_ops_per_sec"].as_f64().unwrap() > 1e9, "{v}");
-    assert!(v["compute_secs"].as_f64() <= v["compute_deadline_secs"].as_f64());
+    let (secs, deadline) = (
+        v["compute_secs"].as_f64().expect("compute_secs"),
+        v["compute_deadline_secs"]
+            .as_f64()
+            .expect("compute_deadline_secs"),
+    );
+    assert!(secs <= deadline, "{v}");
     let gpu = &v["gpu"];
     assert!(
         gpu["unavailable"].as_str().is_some_and(|g| !g.is_empty())

@@ -267,8 +267,11 @@ fn transfers_become_final_and_bad_input_changes_nothing() {
         unknown_tx,
         cairn_client::Error::Api { status: 404, .. }
     ));
-    // Give the producer a block or two: still nothing moved.
-    std::thread::sleep(Duration::from_millis(1_500));
+    // Two more blocks executed (any refused transaction would have been in them): still
+    // nothing moved.
+    let height = |c: &Client| c.status().expect("status")["height"].as_u64().expect("h");
+    let now = height(&c);
+    eventually(30, "two more blocks", || height(&c) >= now + 2);
     assert_eq!((balance(&c, &alice.address()), balance(&c, &bob)), before);
 
     // The OpenAPI document and the operational endpoints answer.
@@ -1318,15 +1321,17 @@ fn a_killed_worker_s_lease_times_out_and_is_never_run_twice() {
     assert_eq!(credits_after, credits_before_end + (deposit - paid));
     // Restarted: it finds the interrupted lease in its journal and does not run it again.
     let mut w = worker();
-    std::thread::sleep(Duration::from_secs(3));
+    // It has dealt with the lease once its journal says so; only then can absence show.
+    let journal = wdir.join("leases.json");
+    eventually(30, "the restarted worker settles its journal", || {
+        std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("\"0\":\"interrupted\""))
+    });
     assert!(!running("cairn-killed-worker-marker"), "the job ran twice");
     assert_eq!(
         c.get("/v1/leases/0").unwrap(),
         lease,
         "nothing reported after the end"
     );
-    let journal = std::fs::read_to_string(wdir.join("leases.json")).unwrap();
-    assert!(journal.contains("\"0\":\"interrupted\""), "{journal}");
     // And it removed the cgroups its dead predecessor left.
     assert_eq!(groups(), "", "stale cgroups");
     // SIGTERM: it drains (nothing running) and exits cleanly.
