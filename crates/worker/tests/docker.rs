@@ -9,7 +9,7 @@ use cairn_worker::{
     DockerRuntime, GpuAccess, Job, Limits, Outcome, RunReport, Runtime, StopSignal,
 };
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn job(lease: u64, dir: &Path, image: &str, script: &str, limits: Limits) -> Job {
     Job {
@@ -33,18 +33,13 @@ fn job(lease: u64, dir: &Path, image: &str, script: &str, limits: Limits) -> Job
     }
 }
 
-fn run(rt: &DockerRuntime, j: &Job) -> (RunReport, String, Duration) {
+fn run(rt: &DockerRuntime, j: &Job) -> (RunReport, String) {
     let mut sink = Collect::default();
-    let start = Instant::now();
     let r = rt
         .run(j, &mut sink, &StopSignal::default())
         .expect("the job runs");
     assert!(sink.started);
-    (
-        r,
-        String::from_utf8_lossy(&sink.out).into_owned(),
-        start.elapsed(),
-    )
+    (r, String::from_utf8_lossy(&sink.out).into_owned())
 }
 
 fn limits(memory_mib: u64, secs: u64) -> Limits {
@@ -65,7 +60,7 @@ fn the_docker_api_runtime_against_a_real_engine() {
 
     // Output, environment, the memory limit as the container's cgroup sees it, no network,
     // the exit code; nothing left behind.
-    let (r, out, _) = run(
+    let (r, out) = run(
         &rt,
         &job(
             1,
@@ -84,7 +79,7 @@ fn the_docker_api_runtime_against_a_real_engine() {
     assert!(podman.containers().is_empty(), "{:?}", podman.containers());
 
     // A job that allocates past its memory limit is stopped, and says so.
-    let (r, out, _) = run(
+    let (r, out) = run(
         &rt,
         &job(
             2,
@@ -103,18 +98,17 @@ fn the_docker_api_runtime_against_a_real_engine() {
     assert!(podman.containers().is_empty(), "{:?}", podman.containers());
 
     // Sleeps forever: stopped at its time limit. A log flood: stopped at exactly its limit.
-    let (r, _, took) = run(&rt, &job(3, dir.path(), IMAGE, "sleep 1000", limits(64, 2)));
+    let (r, _) = run(&rt, &job(3, dir.path(), IMAGE, "sleep 1000", limits(64, 2)));
     assert!(
         matches!(&r.outcome, Outcome::Stopped(why) if why.contains("time limit")),
         "{:?}",
         r.outcome
     );
-    assert!(took < Duration::from_secs(20), "{took:?}");
     let flood = Limits {
         log_bytes: 10_000,
         ..limits(64, 30)
     };
-    let (r, out, _) = run(&rt, &job(4, dir.path(), IMAGE, "yes flood", flood));
+    let (r, out) = run(&rt, &job(4, dir.path(), IMAGE, "yes flood", flood));
     assert!(
         matches!(&r.outcome, Outcome::Stopped(why) if why.contains("log limit")),
         "{:?}",
@@ -126,7 +120,7 @@ fn the_docker_api_runtime_against_a_real_engine() {
         pids: 32,
         ..limits(64, 3)
     };
-    let (r, _, _) = run(
+    let (r, _) = run(
         &rt,
         &job(5, dir.path(), IMAGE, "b() { b | b & }; b; sleep 100", bomb),
     );
@@ -172,11 +166,11 @@ fn the_docker_api_runtime_against_a_real_engine() {
         uuid: "GPU-fake".into(),
         node: None,
     }];
-    let (r, out, _) = run(&rt, &gpu);
+    let (r, out) = run(&rt, &gpu);
     assert_eq!(r.outcome, Outcome::Exited(0), "{out}");
     assert_eq!(out, format!("{FAKE_GPU_ENV}\ndevice-node\n"));
     // Without the request, nothing of it is there.
-    let (_, out, _) = run(
+    let (_, out) = run(
         &rt,
         &job(
             8,

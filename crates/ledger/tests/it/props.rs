@@ -272,6 +272,12 @@ proptest! {
             let owed_before = owed(&w);
             let closed_before = w.ledger.globals().epoch;
             let o = w.ledger.apply(&block).unwrap();
+            // Determinism: a ledger built separately from the same genesis and fed the same
+            // blocks reaches the same root, block after block, with the same results.
+            let t = twin.apply(&block).unwrap();
+            prop_assert_eq!(t.state_root, o.state_root);
+            prop_assert_eq!(&t.results, &o.results);
+            prop_assert_eq!(&t.changes, &o.changes);
             // What a device was shown as owed by an earlier epoch is exactly what it is paid
             // when it settles, and does not move until then.
             let mut to_owners: Paid = BTreeMap::new();
