@@ -1,4 +1,4 @@
-//! `cairn bench`: measured figures beside the bars of DESIGN.md §6 and the limit measured in
+//! `cairn bench`: measured figures beside the bars of docs/design.md §6 and the limit measured in
 //! the same run.
 
 use anyhow::{Result, bail};
@@ -319,7 +319,7 @@ fn ledger(
         println!("cairn bench ledger ({cores} cores)");
         println!(
             "{:<44} {:>14} {:>22} {:>26}",
-            "figure", "measured", "bar (DESIGN §6)", "limit, same run"
+            "figure", "measured", "bar (design.md §6)", "limit, same run"
         );
         println!(
             "{:<44} {:>14} {:>22} {:>26}",

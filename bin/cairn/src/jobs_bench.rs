@@ -1,5 +1,5 @@
 //! `cairn bench jobs`: job start latency for the process runtime, from the lease being final
-//! to the job's process running (DESIGN bar: p50 and p99 < 100 ms), beside the limit
+//! to the job's process running (docs/design.md §6 bar: p50 and p99 < 100 ms), beside the limit
 //! measured in the same run: the bare cost of starting the same sandboxed process, with no
 //! chain, event stream or worker in between.
 //!

@@ -39,7 +39,7 @@ enum Command {
     Genesis(genesis_cmd::GenesisArgs),
     /// Inspect and verify a node's data directory.
     Ledger(ledger_cmd::LedgerArgs),
-    /// Measure performance against the bars in DESIGN.md.
+    /// Measure performance against the bars in docs/design.md.
     Bench(bench::BenchArgs),
     /// Run a one-validator network on this machine with funded demo accounts (start here).
     Devnet(node_cmd::DevnetArgs),

@@ -1,5 +1,5 @@
 //! A checker's audit at a class's full size, built without solving the whole challenge: what
-//! `cairn bench popw` times against DESIGN §6's bar (< 50 ms of CPU per audit).
+//! `cairn bench popw` times against docs/design.md §6's bar (< 50 ms of CPU per audit).
 
 use crate::fraud::{merkle_path, sign_answer};
 use crate::matrix::{ChallengeError, chunk_digests, leaf_over_chunks, row_leaf};

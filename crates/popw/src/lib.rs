@@ -1,4 +1,4 @@
-//! Proof of physical work (DESIGN §4): the compute challenge's matrices, its result
+//! Proof of physical work (docs/design.md §4): the compute challenge's matrices, its result
 //! commitment, and fraud proofs that anyone can check in O(n).
 //!
 //! A challenge is a 32-byte nonce and a dimension `n` (a power of two). Both sides derive

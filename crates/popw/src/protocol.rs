@@ -1,4 +1,4 @@
-//! The challenge protocol, both sides (DESIGN §4).
+//! The challenge protocol, both sides (docs/design.md §4).
 //!
 //! 1. **Compute.** The checker sends a nonce. The device derives `tables` challenges from it
 //!    (table `k` has its own nonce, so its own `A`, `B` and row shuffle), computes every

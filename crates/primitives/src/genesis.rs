@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Fixed-point scale of the per-epoch decay factor (18 decimal places).
 pub const DECAY_SCALE: u128 = 1_000_000_000_000_000_000;
 
-/// How customers pay (DESIGN §3).
+/// How customers pay (docs/design.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PaymentModel {

@@ -96,7 +96,7 @@ codec_struct!(SignedTx {
     signature: ()
 });
 
-/// What a transaction does (DESIGN §3).
+/// What a transaction does (docs/design.md §3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxBody {
     /// Move tokens.
