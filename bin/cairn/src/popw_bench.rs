@@ -1,8 +1,8 @@
 //! `cairn bench popw`: the proof-of-physical-work figures of docs/design.md §6 — the CPU
 //! solver's int8 rate beside the same kernel on L1-resident data, the checker's audit CPU
 //! time for the CPU class's answer and for a GPU class's (bar < 50 ms), and, where an NVIDIA
-//! GPU and CUDA's libraries are present, the cuBLAS int8 rate against its class's peak (bar ≥ 70 %) and the
-//! whole challenge of its class run on it.
+//! GPU and CUDA's libraries are present, the cuBLAS int8 rate against its class's peak
+//! (bar ≥ 70 %) and the whole challenge of its class run on it.
 
 use crate::worker_cmd::{gpu_lines, probe_gpu, progress_bar};
 use anyhow::{Context, Result};
