@@ -29,12 +29,15 @@ fn fails(args: &[&str]) -> String {
 }
 
 /// Tests whose commands time real work against a deadline take turns with the other heavy
-/// ones: run side by side on a 2-core machine, the probe's compute phase measured the bench
-/// beside it and missed its deadline.
-static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn heavy() -> std::sync::MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+/// ones, in this binary and others (cargo nextest runs binaries side by side): run side by
+/// side on a 2-core machine, the probe's compute phase measured the bench beside it and
+/// missed its deadline. The same file lock as the proof-of-work tests' (docs/ARCHITECTURE.md,
+/// "Timed tests"), held until the returned file is dropped.
+fn heavy() -> std::fs::File {
+    let path = std::env::temp_dir().join("cairn-timed-tests.lock");
+    let file = std::fs::File::create(&path).expect("the timed tests' lock file");
+    file.lock().expect("the timed tests' lock");
+    file
 }
 
 fn s(p: &Path) -> &str {

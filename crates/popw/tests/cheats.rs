@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 
 const CHAIN: &str = "cairn-test";
 
-/// Tests that time real work take turns: run side by side on a 2-core machine, each would
-/// measure the other.
-static TIMED: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn timed() -> std::sync::MutexGuard<'static, ()> {
-    TIMED.lock().unwrap_or_else(|e| e.into_inner())
+/// Tests that time real work against a deadline take turns, with each other and with those
+/// of other test binaries (cargo nextest runs binaries side by side): on a 2-core machine
+/// each would measure the other. An exclusive lock on one file in the temporary directory,
+/// held until the returned file is dropped (docs/ARCHITECTURE.md, "Timed tests").
+fn timed() -> std::fs::File {
+    let path = std::env::temp_dir().join("cairn-timed-tests.lock");
+    let file = std::fs::File::create(&path).expect("the timed tests' lock file");
+    file.lock().expect("the timed tests' lock");
+    file
 }
 
 /// Small, fast parameters: every row audited over every column.
