@@ -1,5 +1,5 @@
-//! `cairn bench`: measured figures beside the bars of docs/design.md §6 and the limit measured in
-//! the same run.
+//! `cairn bench`: measured figures beside the bars of docs/design.md §6 and the limit
+//! measured in the same run.
 
 use anyhow::{Result, bail};
 use cairn_ledger::{Ledger, testing};

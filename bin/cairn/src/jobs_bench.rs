@@ -1,6 +1,6 @@
 //! `cairn bench jobs`: job start latency for the process runtime, from the lease being final
-//! to the job's process running (docs/design.md §6 bar: p50 and p99 < 100 ms), beside the limit
-//! measured in the same run: the bare cost of starting the same sandboxed process, with no
+//! to the job's process running (docs/design.md §6 bar: p50 and p99 < 100 ms), beside the
+//! limit measured in the same run: the bare cost of starting the same sandboxed process, with no
 //! chain, event stream or worker in between.
 //!
 //! Each run opens a one-replica deployment whose job prints the wall clock (`date +%s%N`)

@@ -1,7 +1,7 @@
 //! `cairn bench load`: signed transfers from many accounts streamed at a node over HTTP at a
 //! set rate; prints the sustained finalized tx/s and submit→final latency beside the bars
-//! (docs/design.md §6: ≥ 20,000 tx/s, p99 < 1 s on one validator), and beside the rate this machine
-//! signs-and-verifies ed25519 on one core, measured in the same run.
+//! (docs/design.md §6: ≥ 20,000 tx/s, p99 < 1 s on one validator), and beside the rate this
+//! machine signs-and-verifies ed25519 on one core, measured in the same run.
 
 use crate::bench::{percentile, progress};
 use anyhow::{Context, Result, bail};

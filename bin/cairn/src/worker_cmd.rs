@@ -423,7 +423,8 @@ fn wait_for_signal(flag: Arc<AtomicBool>) {
 }
 
 /// Runs the worker daemon for this machine's devices until `shutdown`: bare commands in the
-/// sandbox (namespaces, set up by this binary), images through the Docker Engine API on `docker_socket`.
+/// sandbox (namespaces, set up by this binary), images through the Docker Engine API on
+/// `docker_socket`.
 pub(crate) fn run_agent(
     node: &str,
     dir: &Path,

@@ -154,7 +154,6 @@ fn devnet_deploy_and_logs_work_as_printed_on_a_fresh_machine() {
     eventually(120, "devnet's worker and alice's credits", || {
         c.get("/v1/devices")
             .is_ok_and(|d| d["devices"].as_array().is_some_and(|a| !a.is_empty()))
-            && c.get("/v1/stats").is_ok()
             && alice_credits(&home, &export) > 0
     });
     let log = devnet_log();

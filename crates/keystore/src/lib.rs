@@ -75,7 +75,7 @@ pub fn default_dir() -> PathBuf {
 /// A directory named by an environment variable. Empty or relative values count as unset,
 /// as the XDG base directory specification says (an empty `XDG_DATA_HOME=` must not put
 /// files under the current directory).
-pub fn env_dir(name: &str) -> Option<PathBuf> {
+fn env_dir(name: &str) -> Option<PathBuf> {
     std::env::var_os(name)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())

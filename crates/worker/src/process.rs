@@ -20,7 +20,7 @@
 
 use crate::cgroup::JobCgroup;
 use crate::runtime::{Job, Outcome, RunReport, Runtime, RuntimeError, Sink, StopSignal};
-use crate::sandbox::{HELPER_ARG, NOBODY, Spec, Status};
+use crate::sandbox::{HELPER_ARG, NOBODY, Spec, Status, is_root};
 use cairn_primitives::Usage;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 
 /// The NVIDIA driver's nodes every CUDA program opens besides its GPU's own.
 const GPU_CONTROL_NODES: [&str; 3] = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"];
+
+/// The job's `PATH`.
+const JOB_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// How long the sandbox may take to start the job's program.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,10 +52,6 @@ impl Default for ProcessRuntime {
             helper: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cairn")),
         }
     }
-}
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 /// An absolute path with symlinks resolved (the sandbox binds paths as the kernel sees them);
@@ -82,10 +81,7 @@ impl ProcessRuntime {
         let l = &job.limits;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         let mut env = vec![
-            (
-                "PATH".to_string(),
-                "/usr/local/bin:/usr/bin:/bin".to_string(),
-            ),
+            ("PATH".to_string(), JOB_PATH.to_string()),
             ("HOME".to_string(), "/work".to_string()),
         ];
         // The lease's GPUs: the driver's control nodes and each GPU's own node, nothing of
@@ -152,38 +148,34 @@ impl ProcessRuntime {
         })
     }
 
-    /// Why bare commands cannot run here: runs `true` in a throwaway sandbox.
+    /// Why bare commands cannot run here: runs `true` through [`Runtime::run`], exactly
+    /// as a job runs, in a throwaway work dir.
     fn probe(&self) -> Option<String> {
+        /// Discards what the probe prints.
+        struct Discard;
+        impl Sink for Discard {
+            fn started(&mut self) {}
+            fn output(&mut self, _: &[u8]) {}
+        }
         let dir = match tempfile::tempdir() {
             Ok(d) => d,
             Err(e) => return Some(format!("a temporary directory: {e}")),
         };
-        let spec = Spec {
-            command: vec!["true".into()],
-            env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())],
-            work_dir: real(dir.path()),
-            parent: std::process::id(),
-            ..Spec::default()
-        };
-        if is_root() {
-            let _ = std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY));
-        }
-        let mut s = match self.spawn(&spec) {
-            Ok(s) => s,
-            Err(e) => return Some(e.to_string()),
-        };
-        let status = wait_status(&mut s);
-        if status.is_err() {
-            let _ = s.child.kill();
-        }
-        let exit = s.child.wait();
-        match status {
-            Ok(()) => match exit {
-                Ok(e) if e.success() => None,
-                Ok(e) => Some(format!("a test job in the sandbox failed ({e})")),
-                Err(e) => Some(e.to_string()),
+        let job = Job {
+            lease: 0,
+            spec: cairn_primitives::JobSpec {
+                command: vec![cairn_primitives::BoundedString::new("true").unwrap_or_default()],
+                ..Default::default()
             },
-            Err(why) => Some(why),
+            limits: crate::runtime::Limits::default(),
+            work_dir: dir.path().join("work"),
+            hidden: Vec::new(),
+            gpus: Vec::new(),
+        };
+        match self.run(&job, &mut Discard, &StopSignal::default()) {
+            Ok(r) if r.outcome == Outcome::Exited(0) => None,
+            Ok(r) => Some(format!("a test job in the sandbox ended {:?}", r.outcome)),
+            Err(e) => Some(e.to_string()),
         }
     }
 }

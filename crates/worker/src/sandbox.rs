@@ -24,8 +24,8 @@
 //!
 //! The new root is an empty tmpfs, made read-only at the end, holding: every top-level
 //! directory of the machine bound read-only and `nosuid` (recursively, every submount
-//! made read-only or taken away; one that cannot be bound stays an empty directory); a fresh `/proc` for the PID namespace; a small `/dev` with only the
-//! harmless nodes (and a GPU lease's device nodes); fresh `/tmp`, `/root`, `/home`, `/run`;
+//! made read-only or taken away; one that cannot be bound stays an empty directory); a
+//! fresh `/proc` for the PID namespace; a small `/dev` with only the harmless nodes (and a GPU lease's device nodes); fresh `/tmp`, `/root`, `/home`, `/run`;
 //! the job's private work dir, writable, at `/work`; and empty mounts over every hidden path
 //! (the worker's keys and data). The work dir is bound by init, which is root in the user
 //! namespace, before the job drops to `nobody`: so a work dir under a 0700 home works.
@@ -52,7 +52,7 @@ pub(crate) const NOBODY: u32 = 65_534;
 
 /// What the helper is asked to run, sent by the worker as a little-endian `u32` length and
 /// that many bytes of JSON.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Spec {
     /// Program and arguments.
     pub(crate) command: Vec<String>,
@@ -271,7 +271,8 @@ fn code_of(st: rustix::process::WaitStatus) -> i32 {
         .unwrap_or(125)
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (of its user namespace).
+pub(crate) fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
@@ -491,8 +492,12 @@ fn maps_nobody() -> bool {
 /// Whether a `uid_map` (lines of `inside outside count`) gives `uid` an id.
 fn maps_uid(map: &str, uid: u32) -> bool {
     map.lines().any(|l| {
-        let n: Vec<u64> = l.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-        matches!(n[..], [inside, _, count] if (inside..inside.saturating_add(count)).contains(&u64::from(uid)))
+        let n: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let uid = u64::from(uid);
+        matches!(n[..], [inside, _, count] if (inside..inside.saturating_add(count)).contains(&uid))
     })
 }
 
