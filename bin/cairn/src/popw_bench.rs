@@ -6,8 +6,9 @@
 
 use crate::worker_cmd::{gpu_lines, probe_gpu, progress_bar};
 use anyhow::{Context, Result};
-use cairn_popw::{AuditCase, CPU_N, CpuSolver, Params, Solver, cpu_kernel_peak, table_challenge};
+use cairn_popw::{CPU_N, Params, table_challenge};
 use cairn_primitives::{ClassKind, DeviceClass};
+use cairn_solver::{AuditCase, CpuSolver, Solver, cpu_kernel_peak};
 use cairn_worker::Hardware;
 use clap::Args;
 use serde_json::json;

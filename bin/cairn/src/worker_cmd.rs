@@ -5,13 +5,14 @@
 use crate::client_cmd::{NodeOpt, Signer, sign_and_submit};
 use anyhow::{Context, Result, bail};
 use cairn_keystore::Keystore;
-use cairn_popw::{
-    CpuSolver, CudaSolver, GPU_N, Params, Solver, cpu_kernel_peak, cuda_unavailable, self_challenge,
-};
+use cairn_popw::{GPU_N, Params};
 use cairn_primitives::{
     BoundedString, DeviceSpec, Keypair, RegisterDevice, TxBody, device_pop_message, namespace,
 };
 use cairn_primitives::{ClassKind, DeviceClass, gpu_class};
+use cairn_solver::{
+    CpuSolver, CudaSolver, Solver, cpu_kernel_peak, cuda_unavailable, self_challenge,
+};
 use cairn_worker::{
     Agent, AgentConfig, DockerRuntime, Gpu, GpuAccess, Hardware, ProcessRuntime, Runtime,
     default_socket,

@@ -1,5 +1,9 @@
-//! Proof of physical work (docs/design.md §4): the compute challenge's matrices, its result
-//! commitment, and fraud proofs that anyone can check in O(n).
+//! Proof of physical work (docs/design.md §4), the protocol both sides agree on and the
+//! checker's verification: the compute challenge's matrices, its result commitment, the
+//! memory walk, the audit, and fraud proofs that anyone can check in O(n). The ledger runs
+//! fraud-proof verification in consensus, so this crate is pure: no `unsafe`, no GPU, no
+//! clock (callers measure time), and checked arithmetic. The device side (the CPU and CUDA
+//! solvers, the prover) is the `cairn-solver` crate.
 //!
 //! A challenge is a 32-byte nonce and a dimension `n` (a power of two). Both sides derive
 //! int8 matrices `A` and `B` from the nonce with counter-mode ChaCha20 streams, so nothing
@@ -18,26 +22,34 @@
 //! let _leaf = row_leaf(3, &row);
 //! ```
 #![deny(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
+// The ledger runs this crate's verification in consensus: no panics, no unchecked arithmetic
+// (lighthouse's consensus lints), outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 
-mod bench;
-mod cuda;
 mod fraud;
 mod matrix;
 mod protocol;
-mod solve;
 mod verify;
 
-pub use bench::AuditCase;
-pub use cuda::{CudaSolver, KERNEL_SOURCE, compile_kernels, cuda_unavailable};
 pub use fraud::{
     FraudError, answer_message, fraud_proof, merkle_path, sign_answer, verify_fraud_proof,
 };
-pub use matrix::{Challenge, ChallengeError, LEAF_CHUNK, MAX_N, row_leaf, rows_root};
-pub use protocol::{
-    Answer, CPU_N, CPU_REQUIRED_FRACTION, GPU_N, GPU_REQUIRED_FRACTION, HostTables,
-    NETWORK_ALLOWANCE, Opening, Params, Prover, Retained, SelfReport, Table, WALK_MIN_BYTES,
-    row_digest, self_challenge, table_challenge, walk_positions, walk_with,
+pub use matrix::{
+    CHUNK_TAG, Challenge, ChallengeError, LEAF_CHUNK, MAX_N, ROW_TAG, chunk_digests,
+    leaf_over_chunks, row_leaf, rows_root,
 };
-pub use solve::{CpuSolver, Inputs, SolveError, Solver, cpu_kernel_peak, product};
+pub use protocol::{
+    Answer, CPU_N, CPU_REQUIRED_FRACTION, GPU_N, GPU_REQUIRED_FRACTION, NETWORK_ALLOWANCE, Opening,
+    Params, WALK_MIN_BYTES, row_digest, table_challenge, walk_chain, walk_positions, walk_starts,
+    walk_with,
+};
 pub use verify::{Fault, audit_requests, check_answer, check_audit, check_walk, freivalds};

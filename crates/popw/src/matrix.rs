@@ -72,7 +72,8 @@ impl Challenge {
             .shuffle_a
             .wrapping_mul(u64::from(r))
             .wrapping_add(self.shuffle_b)
-            % n;
+            .checked_rem(n)
+            .unwrap_or(0); // n ≥ 1: `new` refuses anything else
         v as u32
     }
 
@@ -86,6 +87,10 @@ impl Challenge {
         Self::whole(&self.key_b, self.n as usize)
     }
 
+    #[expect(
+        clippy::arithmetic_side_effects,
+        reason = "n ≤ MAX_N = 2¹⁴: n² and every chunk's offset fit"
+    )]
     fn whole(key: &[u8; 32], n: usize) -> Vec<i8> {
         use rayon::prelude::*;
         const CHUNK: usize = 1 << 16;
@@ -100,7 +105,7 @@ impl Challenge {
     pub fn a_row(&self, i: u32) -> Vec<i8> {
         let n = self.n as usize;
         let mut buf = vec![0u8; n];
-        Self::stream(&self.key_a, u64::from(i) * u64::from(self.n), &mut buf);
+        Self::stream(&self.key_a, wide_mul(i, self.n), &mut buf);
         buf.into_iter().map(|b| b as i8).collect()
     }
 
@@ -108,7 +113,7 @@ impl Challenge {
     pub fn b_col(&self, j: u32) -> Vec<i8> {
         let n = self.n as usize;
         let mut buf = vec![0u8; n];
-        Self::stream(&self.key_b, u64::from(j) * u64::from(self.n), &mut buf);
+        Self::stream(&self.key_b, wide_mul(j, self.n), &mut buf);
         buf.into_iter().map(|b| b as i8).collect()
     }
 
@@ -116,10 +121,7 @@ impl Challenge {
     pub fn entry(&self, r: u32, j: u32) -> i32 {
         let a = self.a_row(self.shuffled_row(r));
         let b = self.b_col(j);
-        a.iter()
-            .zip(&b)
-            .map(|(x, y)| i32::from(*x) * i32::from(*y))
-            .sum()
+        dot(&a, &b)
     }
 
     /// One row of the result, computed alone in O(n²).
@@ -128,21 +130,32 @@ impl Challenge {
         (0..self.n)
             .map(|j| {
                 let b = self.b_col(j);
-                a.iter()
-                    .zip(&b)
-                    .map(|(x, y)| i32::from(*x) * i32::from(*y))
-                    .sum()
+                dot(&a, &b)
             })
             .collect()
     }
 }
 
+/// `a · b` widened: a `u32` product always fits a `u64`.
+fn wide_mul(a: u32, b: u32) -> u64 {
+    u64::from(a).wrapping_mul(u64::from(b))
+}
+
+/// The int8 dot product with int32 accumulation: `|sum| ≤ n·2¹⁴ < 2³¹` for every `n ≤ MAX_N`,
+/// so the wrapping sum is the exact one (and lets LLVM vectorize).
+pub(crate) fn dot(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).fold(0i32, |s, (x, y)| {
+        s.wrapping_add(i32::from(*x).wrapping_mul(i32::from(*y)))
+    })
+}
+
 /// Values per chunk of a row leaf (1 KiB of int32).
 pub const LEAF_CHUNK: usize = 256;
 
-/// The 16-byte tags that open a chunk's and a row's hash (each in a 64-byte header block).
-pub(crate) const CHUNK_TAG: &[u8; 16] = b"cairn/popw/chunk";
-pub(crate) const ROW_TAG: &[u8; 16] = b"cairn/popw/row\0\0";
+/// The 16-byte tag that opens a chunk's hash (in a 64-byte header block).
+pub const CHUNK_TAG: &[u8; 16] = b"cairn/popw/chunk";
+/// The 16-byte tag that opens a row's hash over its chunks' digests.
+pub const ROW_TAG: &[u8; 16] = b"cairn/popw/row\0\0";
 
 /// A 64-byte header block: the tag, zeros, and `index` big-endian in the last four bytes. A
 /// whole block, so that what follows it starts on a SHA-256 block boundary (the GPU hashes
@@ -165,8 +178,8 @@ pub fn row_leaf(r: u32, values: &[i32]) -> Hash {
 }
 
 /// The digests of a row's chunks, one after another (the first level of [`row_leaf`]).
-pub(crate) fn chunk_digests(values: &[i32]) -> Vec<u8> {
-    let mut digests = Vec::with_capacity(32 * values.len().div_ceil(LEAF_CHUNK));
+pub fn chunk_digests(values: &[i32]) -> Vec<u8> {
+    let mut digests = Vec::with_capacity(values.len().div_ceil(LEAF_CHUNK).saturating_mul(32));
     let mut bytes = Vec::with_capacity(4 * LEAF_CHUNK);
     for (c, chunk) in values.chunks(LEAF_CHUNK).enumerate() {
         bytes.clear();
@@ -179,7 +192,7 @@ pub(crate) fn chunk_digests(values: &[i32]) -> Vec<u8> {
 }
 
 /// Row `r`'s leaf over its chunks' digests (the second level of [`row_leaf`]).
-pub(crate) fn leaf_over_chunks(r: u32, digests: &[u8]) -> Hash {
+pub fn leaf_over_chunks(r: u32, digests: &[u8]) -> Hash {
     sha256(&[&header(ROW_TAG, r), digests])
 }
 

@@ -1,7 +1,7 @@
 //! The checker side: pure functions over what the device sent and what the checker measured.
 
 use crate::fraud::answer_message;
-use crate::matrix::Challenge;
+use crate::matrix::{Challenge, dot};
 use crate::protocol::{
     Answer, Opening, Params, position, row_digest, table_challenge, walk_positions,
 };
@@ -158,7 +158,7 @@ pub fn audit_requests(
     digests: &[u64],
 ) -> Vec<(u32, u32, Option<usize>)> {
     let mut out = Vec::new();
-    let all = u64::from(params.tables) * u64::from(params.n);
+    let all = u64::from(params.tables).saturating_mul(u64::from(params.n));
     if u64::from(params.audit_rows) >= all {
         // As many openings as rows: open every row once.
         for t in 0..params.tables {
@@ -176,11 +176,15 @@ pub fn audit_requests(
     let mut steps = std::collections::BTreeSet::new();
     let mut i = 0u64;
     while steps.len() < checks {
-        let step = (draw(audit_seed, b"walk", i) % positions.len() as u64) as usize;
-        i += 1;
-        if steps.insert(step) {
-            let (t, first) = positions[step];
-            out.extend((first..first + params.walk_rows).map(|r| (t, r, Some(step))));
+        let step = draw(audit_seed, b"walk", i)
+            .checked_rem(positions.len() as u64)
+            .unwrap_or(0) as usize; // `checks` ≥ 1, so there are positions
+        i = i.wrapping_add(1);
+        if steps.insert(step)
+            && let Some(&(t, first)) = positions.get(step)
+        {
+            let last = first.saturating_add(params.walk_rows);
+            out.extend((first..last).map(|r| (t, r, Some(step))));
         }
     }
     out
@@ -249,28 +253,22 @@ fn pick_columns(n: u32, cols: u32, seed: &[u8; 32]) -> Vec<u32> {
         return (0..n).collect();
     }
     let mut picked = std::collections::BTreeSet::new();
-    let mut i = 0;
+    let mut i = 0u64;
     while picked.len() < cols as usize {
-        picked.insert((draw(seed, b"col", i) % u64::from(n)) as u32);
-        i += 1;
+        // n > cols ≥ 0, so n ≥ 1.
+        picked.insert(draw(seed, b"col", i).checked_rem(u64::from(n)).unwrap_or(0) as u32);
+        i = i.wrapping_add(1);
     }
     picked.into_iter().collect()
 }
 
 /// `B`'s columns `cols`, one after another (each `n` values).
 fn columns(c: &Challenge, cols: &[u32]) -> Vec<i8> {
-    let mut out = Vec::with_capacity(cols.len() * c.n as usize);
+    let mut out = Vec::with_capacity(cols.len().saturating_mul(c.n as usize));
     for j in cols {
         out.extend_from_slice(&c.b_col(*j));
     }
     out
-}
-
-fn dot(a: &[i8], b: &[i8]) -> i32 {
-    // |sum| ≤ n·2¹⁴ < 2³¹ for every n a challenge allows; wrapping lets LLVM vectorize.
-    a.iter().zip(b).fold(0i32, |s, (x, y)| {
-        s.wrapping_add(i32::from(*x) * i32::from(*y))
-    })
 }
 
 /// Checks the opened rows of one table on a random subset `S` of `cols` columns: Freivalds'
@@ -289,7 +287,9 @@ fn check_rows(
     let s = u64::from(cols.min(c.n));
     let (k, r) = (u64::from(rounds), rows.len() as u64);
     // Multiply-adds per value of a column: exact r·|S|; Freivalds k·(|S|/2 + r).
-    if r * s > k * (s / 2 + r) {
+    let exact = r.saturating_mul(s);
+    let freivalds_cost = k.saturating_mul((s / 2).saturating_add(r));
+    if exact > freivalds_cost {
         return freivalds(c, rows, cols, rounds, seed);
     }
     let picked = pick_columns(c.n, cols, seed);
@@ -298,7 +298,7 @@ fn check_rows(
     for o in rows {
         let a = c.a_row(c.shuffled_row(o.row));
         for (j, bj) in picked.iter().zip(b.chunks_exact(n)) {
-            if o.values[*j as usize] != dot(&a, bj) {
+            if o.values.get(*j as usize) != Some(&dot(&a, bj)) {
                 return Err(Fault::WrongRow {
                     table: o.table,
                     row: o.row,
@@ -335,11 +335,9 @@ pub fn freivalds(
         // y = B_S · x, a block of y at a time so that it stays in L1 while the columns pass.
         y.fill(0);
         const BLOCK: usize = 2048;
-        for k0 in (0..n).step_by(BLOCK) {
-            let k1 = (k0 + BLOCK).min(n);
-            let yb = &mut y[k0..k1];
+        for (k0, yb) in (0..n).step_by(BLOCK).zip(y.chunks_mut(BLOCK)) {
             for (bc, _) in b.chunks_exact(n).zip(&x).filter(|(_, x)| **x) {
-                for (yk, bk) in yb.iter_mut().zip(&bc[k0..k1]) {
+                for (yk, bk) in yb.iter_mut().zip(bc.get(k0..).unwrap_or_default()) {
                     *yk = yk.wrapping_add(i32::from(*bk));
                 }
             }
@@ -349,12 +347,12 @@ pub fn freivalds(
                 .iter()
                 .zip(&x)
                 .filter(|(_, x)| **x)
-                .map(|(j, _)| i64::from(o.values[*j as usize]))
+                .map(|(j, _)| o.values.get(*j as usize).map_or(0, |v| i64::from(*v)))
                 .sum();
             let rhs: i64 = ar
                 .iter()
                 .zip(&y)
-                .map(|(a, y)| i64::from(*a) * i64::from(*y))
+                .map(|(a, y)| i64::from(*a).wrapping_mul(i64::from(*y)))
                 .sum();
             if lhs != rhs {
                 return Err(Fault::WrongRow {

@@ -15,7 +15,7 @@
 //!    is `aᵀ`, so `D = op(bt)ᵀ·a` with `transa = T` is `Cᵀ` column-major: `C` row-major.
 //! 3. `cairn_chunks` hashes every 256-value chunk of every row (SHA-256, one thread per
 //!    chunk: a million threads for a 16,384² table) and `cairn_leaves` each row's leaf over
-//!    its chunks' digests ([`crate::row_leaf`]); only the leaves (32 bytes a row) are copied
+//!    its chunks' digests ([`cairn_popw::row_leaf`]); only the leaves (32 bytes a row) are copied
 //!    back, and the host builds the Merkle root from them.
 //!
 //! The tables stay allocated for the memory phase: `cairn_walk` runs every chain of the walk
@@ -29,9 +29,9 @@
 //! compiles them with NVRTC and `ptxas` for each catalog architecture, refusing any kernel
 //! that spills to local memory.
 
-use crate::matrix::{CHUNK_TAG, Challenge, LEAF_CHUNK, ROW_TAG};
-use crate::protocol::{Params, Retained, Table};
+use crate::prover::{Retained, Table, check_walk_over};
 use crate::solve::{SolveError, Solver};
+use cairn_popw::{CHUNK_TAG, Challenge, LEAF_CHUNK, Params, ROW_TAG};
 use cairn_primitives::Hash;
 use cudarc::cublas::{CudaBlas, result as blas, sys as blas_sys};
 use cudarc::driver::{
@@ -756,7 +756,7 @@ impl Retained for CudaTables {
     }
 
     fn walk(&self, params: &Params, starts: &[u64]) -> Result<Vec<u64>, SolveError> {
-        params.check_walk_over(self.n, self.tables.len())?;
+        check_walk_over(params, self.n, self.tables.len())?;
         if starts.is_empty() || params.walk_steps == 0 {
             return Ok(Vec::new());
         }

@@ -2,11 +2,11 @@
 //! catch it.
 
 use cairn_popw::{
-    Answer, Challenge, CpuSolver, Fault, Opening, Params, Prover, Solver, audit_requests,
-    check_answer, check_audit, check_walk, freivalds, row_digest, self_challenge, table_challenge,
-    walk_with,
+    Answer, Challenge, Fault, Opening, Params, audit_requests, check_answer, check_audit,
+    check_walk, freivalds, row_digest, table_challenge, walk_with,
 };
 use cairn_primitives::{DeviceClass, Keypair};
+use cairn_solver::{CpuSolver, Inputs, Prover, Solver, self_challenge};
 use std::time::{Duration, Instant};
 
 const CHAIN: &str = "cairn-test";
@@ -201,9 +201,9 @@ fn an_answer_without_the_shuffle_is_caught() {
             let c = table_challenge(&nonce, k, p.n).unwrap();
             let n = p.n as usize;
             // A·B with A's rows in their natural order.
-            let mut inp = c.inputs();
+            let mut inp = Inputs::of(&c);
             inp.a = c.a_matrix();
-            let v = cairn_popw::product(&inp);
+            let v = cairn_solver::product(&inp);
             assert_eq!(v.len(), n * n);
             (c, v)
         })
@@ -281,8 +281,8 @@ fn tables_not_retained_are_caught() {
     assert_eq!(p.tables, 1);
     let nonce = [1; 32];
     let c = table_challenge(&nonce, 0, p.n).unwrap();
-    let inputs = c.inputs();
-    let values = cairn_popw::product(&inputs);
+    let inputs = Inputs::of(&c);
+    let values = cairn_solver::product(&inputs);
     let prover = Prover::from_values(nonce, p.clone(), vec![(c, values.clone())]).unwrap();
     let roots = [prover.tables[0].root];
     let walk_nonce = [9; 32];

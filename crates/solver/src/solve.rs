@@ -7,8 +7,8 @@
 //! kernel is plain Rust that LLVM vectorizes; on x86-64 it is compiled a second time with AVX2
 //! enabled and chosen at run time when the CPU has it.
 
-use crate::matrix::Challenge;
-use crate::protocol::{HostTables, Params, Retained, Table};
+use crate::prover::{HostTables, Retained, Table};
+use cairn_popw::{Challenge, Params};
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -23,20 +23,20 @@ pub struct Inputs {
     pub bt: Vec<i8>,
 }
 
-impl Challenge {
-    /// Generates the whole input (what a solver starts from).
-    pub fn inputs(&self) -> Inputs {
-        let n = self.n as usize;
-        let a_plain = self.a_matrix();
+impl Inputs {
+    /// Generates `challenge`'s whole input (what a solver starts from).
+    pub fn of(challenge: &Challenge) -> Self {
+        let n = challenge.n as usize;
+        let a_plain = challenge.a_matrix();
         let mut a = vec![0i8; n * n];
         a.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
-            let src = self.shuffled_row(r as u32) as usize * n;
+            let src = challenge.shuffled_row(r as u32) as usize * n;
             row.copy_from_slice(&a_plain[src..src + n]);
         });
-        Inputs {
+        Self {
             n,
             a,
-            bt: self.b_matrix_t(),
+            bt: challenge.b_matrix_t(),
         }
     }
 }
@@ -108,7 +108,7 @@ impl Solver for CpuSolver {
     }
 
     fn solve(&self, challenge: &Challenge) -> Result<Vec<i32>, SolveError> {
-        Ok(product(&challenge.inputs()))
+        Ok(product(&Inputs::of(challenge)))
     }
 }
 

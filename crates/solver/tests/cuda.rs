@@ -10,9 +10,10 @@
 //! solver's tables, roots, openings and walk must equal the CPU solver's; without a GPU it
 //! prints why it skipped and passes.
 
-use cairn_popw::{
-    Challenge, CpuSolver, CudaSolver, HostTables, KERNEL_SOURCE, Params, Prover, Retained, Solver,
-    cuda_unavailable, table_challenge,
+use cairn_popw::{Challenge, Params, table_challenge};
+use cairn_solver::{
+    CpuSolver, CudaSolver, HostTables, Inputs, KERNEL_SOURCE, Prover, Retained, Solver,
+    cuda_unavailable,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -197,7 +198,7 @@ fn words(bytes: &[u8], big_endian: bool) -> Vec<String> {
 fn the_cuda_input_kernel_writes_the_cpu_stream() {
     for n in [64u32, 128, 512] {
         let c = Challenge::new([n as u8; 32], n).unwrap();
-        let inputs = c.inputs();
+        let inputs = Inputs::of(&c);
         let (key_a, key_b, mul, add) = c.derivation();
         for (key, shuffle, want) in [(key_a, 1, &inputs.a), (key_b, 0, &inputs.bt)] {
             let mut args = vec!["generate".to_string(), n.to_string()];
@@ -393,7 +394,7 @@ const PTX_OUT: &str = "CAIRN_TEST_PTX_OUT";
 fn the_kernels_compile_for_every_catalog_gpu_without_spilling() {
     if let Some(out) = std::env::var_os(PTX_OUT) {
         // The child: libnvrtc is on its LD_LIBRARY_PATH (read once, when a process starts).
-        let ptx = cairn_popw::compile_kernels().expect("NVRTC compiles the kernels");
+        let ptx = cairn_solver::compile_kernels().expect("NVRTC compiles the kernels");
         std::fs::write(out, ptx.to_src()).unwrap();
         return;
     }

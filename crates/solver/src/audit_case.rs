@@ -1,10 +1,11 @@
 //! A checker's audit at a class's full size, built without solving the whole challenge: what
 //! `cairn bench popw` times against docs/design.md §6's bar (< 50 ms of CPU per audit).
 
-use crate::fraud::{merkle_path, sign_answer};
-use crate::matrix::{ChallengeError, chunk_digests, leaf_over_chunks, row_leaf};
-use crate::protocol::{Answer, Opening, Params, Table, row_digest, table_challenge, walk_with};
-use crate::verify::{Fault, audit_requests, check_audit};
+use crate::prover::Table;
+use cairn_popw::{
+    Answer, ChallengeError, Fault, Opening, Params, audit_requests, check_audit, chunk_digests,
+    leaf_over_chunks, merkle_path, row_digest, row_leaf, sign_answer, table_challenge, walk_with,
+};
 use cairn_primitives::{Keypair, sha256};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -195,7 +196,7 @@ mod tests {
         let mut short = AuditCase::build(&params, [1; 32], |_, _| {}).unwrap();
         short.digests.pop();
         assert_eq!(
-            crate::check_walk(&params, &short.digests, Duration::ZERO),
+            cairn_popw::check_walk(&params, &short.digests, Duration::ZERO),
             Err(Fault::WalkLength {
                 got: 199,
                 want: 200
