@@ -289,15 +289,13 @@ fn spawn_devnet_worker(
 ) {
     std::thread::spawn(move || {
         let client = cairn_client::Client::new(&url);
-        let offer = match crate::worker_cmd::offer(&dir) {
+        let offer = match cairn_worker::offer(&dir) {
             Ok(o) => o,
             Err(e) => return eprintln!("worker: {e:#}"),
         };
         let start = std::time::Instant::now();
         loop {
-            match crate::worker_cmd::register_offer(
-                &client, &owner, &offer, 36_000, 720_000, "local",
-            ) {
+            match cairn_worker::register_offer(&client, &owner, &offer, 36_000, 720_000, "local") {
                 Ok(lines) => {
                     eprintln!("worker: this machine's devices, owned by carol:");
                     for line in lines {
@@ -332,7 +330,7 @@ fn spawn_devnet_worker(
             }
         }
         let never = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        if let Err(e) = crate::worker_cmd::run_agent(
+        if let Err(e) = cairn_worker::serve(
             &url,
             &dir,
             Some(&keys_dir),

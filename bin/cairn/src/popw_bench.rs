@@ -4,12 +4,12 @@
 //! GPU and CUDA's libraries are present, the cuBLAS int8 rate against its class's peak
 //! (bar ≥ 70 %) and the whole challenge of its class run on it.
 
-use crate::worker_cmd::{gpu_lines, probe_gpu, progress_bar};
 use anyhow::{Context, Result};
 use cairn_popw::{CPU_N, Params, table_challenge};
 use cairn_primitives::{ClassKind, DeviceClass};
 use cairn_solver::{AuditCase, CpuSolver, Solver, cpu_kernel_peak};
 use cairn_worker::Hardware;
+use cairn_worker::{gpu_lines, probe_gpu, progress_bar};
 use clap::Args;
 use serde_json::json;
 use std::time::{Duration, Instant};

@@ -7,7 +7,9 @@ mod agent;
 mod cgroup;
 mod discover;
 mod docker;
+mod probe;
 mod process;
+mod register;
 mod runtime;
 mod sandbox;
 #[doc(hidden)]
@@ -16,6 +18,12 @@ pub mod testing;
 pub use agent::{Agent, AgentConfig, AgentError};
 pub use discover::{Gpu, GpuAccess, Hardware, parse_smi};
 pub use docker::{DockerRuntime, default_socket};
+pub use probe::{
+    ProbeError, gpu_lines, probe, probe_failure, probe_gpu, probe_lines, progress_bar,
+};
 pub use process::ProcessRuntime;
+pub use register::{
+    Offer, Offered, RegisterError, cpu_device_key, offer, register_offer, serve, worker_dir,
+};
 pub use runtime::{Job, Limits, Outcome, RunReport, Runtime, RuntimeError, Sink, StopSignal};
 pub use sandbox::{HELPER_ARG, helper_main};
