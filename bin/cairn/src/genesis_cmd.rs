@@ -1,8 +1,9 @@
 //! `cairn genesis`.
 
 use anyhow::{Context, Result, bail};
-use cairn_ledger::tokenomics::decay_per_epoch_string;
-use cairn_primitives::{Address, Genesis, GenesisAccount, PaymentModel, Validator};
+use cairn_primitives::{
+    Address, Genesis, GenesisAccount, PaymentModel, Validator, decay_per_epoch,
+};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -49,18 +50,6 @@ pub(crate) struct GenesisArgs {
     treasury: Option<Address>,
 }
 
-/// The default genesis, as `cairn genesis` writes it with no options.
-pub(crate) fn default_genesis(chain_id: &str, epoch_secs: u64, now_ms: u64) -> Genesis {
-    let mut g = cairn_ledger::testing::genesis(&[]);
-    g.chain_id = chain_id.to_string();
-    g.genesis_time_ms = now_ms;
-    g.epoch_secs = epoch_secs;
-    g.emission.epochs = 20 * 365 * 24 * 3600 / epoch_secs.max(1);
-    g.emission.decay_per_epoch = decay_per_epoch_string(0.885, epoch_secs.max(1));
-    g.treasury = Address::default();
-    g
-}
-
 pub(crate) fn run(a: GenesisArgs) -> Result<()> {
     if let Some(path) = a.check {
         let text = std::fs::read_to_string(&path)
@@ -88,14 +77,14 @@ pub(crate) fn run(a: GenesisArgs) -> Result<()> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as u64;
-    let mut g = default_genesis(&a.chain_id, a.epoch_secs, now_ms);
+    let mut g = Genesis::production(&a.chain_id, a.epoch_secs, now_ms);
     g.payment_model = if a.payment_model == "direct" {
         PaymentModel::Direct
     } else {
         PaymentModel::Bme
     };
     g.emission.epochs = a.years * 365 * 24 * 3600 / a.epoch_secs;
-    g.emission.decay_per_epoch = decay_per_epoch_string(a.annual_decay, a.epoch_secs);
+    g.emission.decay_per_epoch = decay_per_epoch(a.annual_decay, a.epoch_secs);
     for f in &a.fund {
         let (addr, amount) = f
             .split_once('=')

@@ -459,11 +459,7 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
     let alice = keys.load_or_create("alice")?;
     let carol = keys.load_or_create("carol")?;
     let genesis = if fresh {
-        let mut g = crate::genesis_cmd::default_genesis(
-            "cairn-devnet",
-            a.epoch_secs.max(1),
-            cairn_node::now_ms(),
-        );
+        let mut g = Genesis::production("cairn-devnet", a.epoch_secs, cairn_node::now_ms());
         for name in DEMO {
             let k = keys.load_or_create(name)?;
             g.accounts.push(GenesisAccount {

@@ -83,15 +83,6 @@ pub fn floor_mul_div(a: u64, b: u64, c: u64) -> Option<u64> {
     u64::try_from(v).ok()
 }
 
-/// The per-epoch decay factor, as the 18-decimal string a genesis file holds, for an annual
-/// factor (io.net: 0.885) and an epoch length. Uses floating point once, when a founder writes
-/// the genesis file; consensus only ever reads the resulting decimal.
-pub fn decay_per_epoch_string(annual: f64, epoch_secs: u64) -> String {
-    let per_year = 365.0 * 24.0 * 3600.0 / epoch_secs as f64;
-    let r = annual.powf(1.0 / per_year);
-    format!("{r:.18}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

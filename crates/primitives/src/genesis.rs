@@ -276,7 +276,83 @@ fn default_lease_timeout_secs() -> u64 {
     120
 }
 
+/// The per-epoch decay factor, as the 18-decimal string a genesis file holds, for an annual
+/// factor (io.net's: 0.885) and an epoch length. Floating point is used once, when a founder
+/// writes the genesis file; consensus only ever reads the resulting decimal.
+pub fn decay_per_epoch(annual: f64, epoch_secs: u64) -> String {
+    let per_year = 365.0 * 24.0 * 3600.0 / epoch_secs.max(1) as f64;
+    let r = annual.powf(1.0 / per_year);
+    format!("{r:.18}")
+}
+
+/// Seconds in a 365-day year.
+const YEAR_SECS: u64 = 365 * 24 * 3600;
+
 impl Genesis {
+    /// The genesis `cairn genesis` writes with no options, and `cairn devnet` starts from:
+    /// a network with no accounts, validators, checkers or oracles yet (the operator adds
+    /// them). docs/design.md §3 explains each part; the numbers:
+    ///
+    /// - **Token:** `CAIRN`, 9 decimals, at most 800 M ever.
+    /// - **Emission:** 300 M over 20 years, decaying 11.5 % a year (io.net's 0.885),
+    ///   paid per epoch; net emission off (burns do not make room for more).
+    /// - **Payments:** burn-and-mint (`bme`): customers burn tokens for USD-priced credits.
+    /// - **Fees:** at least 0.000001 tokens a transaction; 5 % of direct payments burned.
+    /// - **Rewards:** 40 % for capacity, 30 % for work served, 15 % to stakers, 5 % to
+    ///   checkers, 10 % to the treasury, which is the all-zero address (nobody holds its
+    ///   key) until the operator names one.
+    /// - **Staking:** 100 tokens at least per device, two minutes of unbonding (long enough
+    ///   for a fraud proof against the device to land), half the stake slashed.
+    /// - **Leases:** end when their worker stays silent two minutes.
+    /// - **Oracle:** prices older than ten minutes are refused.
+    /// - **Classes:** the built-in catalog ([`DeviceClass::default_catalog`]).
+    pub fn production(chain_id: &str, epoch_secs: u64, genesis_time_ms: u64) -> Self {
+        let epoch_secs = epoch_secs.max(1);
+        Self {
+            chain_id: chain_id.into(),
+            genesis_time_ms,
+            payment_model: PaymentModel::Bme,
+            epoch_secs,
+            lease_timeout_secs: default_lease_timeout_secs(),
+            token: Token {
+                symbol: "CAIRN".into(),
+                decimals: 9,
+                supply_cap: "800000000".into(),
+            },
+            emission: Emission {
+                budget: "300000000".into(),
+                epochs: 20 * YEAR_SECS / epoch_secs,
+                decay_per_epoch: decay_per_epoch(0.885, epoch_secs),
+                net_emission: false,
+            },
+            fees: Fees {
+                min_fee: "0.000001".into(),
+                protocol_fee_bps: 500,
+            },
+            rewards: RewardSplit {
+                capacity_bps: 4000,
+                work_bps: 3000,
+                stakers_bps: 1500,
+                checkers_bps: 500,
+                treasury_bps: 1000,
+            },
+            treasury: Address::default(),
+            staking: Staking {
+                min_stake: "100".into(),
+                unbonding_secs: 120,
+                slash_bps: 5000,
+            },
+            oracle: Oracle {
+                keys: vec![],
+                max_age_secs: 600,
+            },
+            validators: vec![],
+            checkers: vec![],
+            accounts: vec![],
+            classes: DeviceClass::default_catalog(),
+        }
+    }
+
     /// Parses a genesis file.
     pub fn from_toml(text: &str) -> Result<Self, GenesisError> {
         toml::from_str(text).map_err(|e| GenesisError::Parse(e.to_string()))
@@ -640,6 +716,23 @@ impl Genesis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_production_genesis_is_valid_and_runs_its_emission_over_twenty_years() {
+        let g = Genesis::production("cairn-main", 3600, 1_700_000_000_000);
+        let p = g.validate().expect("the production genesis validates");
+        assert_eq!(p.chain_id, "cairn-main");
+        assert_eq!(g.emission.epochs, 20 * 365 * 24);
+        assert_eq!(g.emission.decay_per_epoch, decay_per_epoch(0.885, 3600));
+        // 0.885 a year, compounded over a year of hourly epochs.
+        let r = parse_fixed18(&g.emission.decay_per_epoch).expect("an 18-decimal factor");
+        let yearly = (r as f64 / DECAY_SCALE as f64).powi(365 * 24);
+        assert!((yearly - 0.885).abs() < 1e-9, "{yearly}");
+        assert_eq!(g.treasury, Address::default());
+        assert!(g.accounts.is_empty() && g.validators.is_empty() && g.checkers.is_empty());
+        // An epoch of zero seconds is taken as one, not divided by.
+        assert_eq!(Genesis::production("x", 0, 0).epoch_secs, 1);
+    }
 
     #[test]
     fn fixed18_parses_exactly() {

@@ -46,7 +46,7 @@ pub use crypto::{
 };
 pub use genesis::{
     DECAY_SCALE, Emission, Fees, Genesis, GenesisAccount, GenesisError, Oracle, Params,
-    PaymentModel, RewardSplit, Staking, Token, Validator,
+    PaymentModel, RewardSplit, Staking, Token, Validator, decay_per_epoch,
 };
 pub use hash::{Hash, merkle_root, sha256};
 pub use proof::{

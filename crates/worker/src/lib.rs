@@ -22,8 +22,6 @@ pub use probe::{
     ProbeError, gpu_lines, probe, probe_failure, probe_gpu, probe_lines, progress_bar,
 };
 pub use process::ProcessRuntime;
-pub use register::{
-    Offer, Offered, RegisterError, cpu_device_key, offer, register_offer, serve, worker_dir,
-};
+pub use register::{Offer, Offered, RegisterError, offer, register_offer, serve, worker_dir};
 pub use runtime::{Job, Limits, Outcome, RunReport, Runtime, RuntimeError, Sink, StopSignal};
 pub use sandbox::{HELPER_ARG, helper_main};

@@ -57,7 +57,7 @@ pub fn worker_dir(dir: Option<PathBuf>) -> PathBuf {
 }
 
 /// The CPU device's key in the worker's data dir (created on first use, 0600).
-pub fn cpu_device_key(dir: &Path) -> Result<Keypair, RegisterError> {
+fn cpu_device_key(dir: &Path) -> Result<Keypair, RegisterError> {
     Ok(Keystore::at(dir.join("keys")).load_or_create("device-cpu")?)
 }
 

@@ -1,4 +1,5 @@
-use cairn_ledger::tokenomics::{cumulative_emission, decay_per_epoch_string, emission_between};
+use cairn_ledger::tokenomics::{cumulative_emission, emission_between};
+use cairn_primitives::decay_per_epoch;
 use cairn_primitives::{Amount, DECAY_SCALE};
 
 /// io.net's schedule: 300M tokens emitted hourly over 20 years with a 0.885 annual decay.
@@ -6,7 +7,7 @@ fn ionet() -> cairn_primitives::Params {
     let mut g = cairn_ledger::testing::genesis(&[]);
     g.epoch_secs = 3600;
     g.emission.epochs = 20 * 365 * 24;
-    g.emission.decay_per_epoch = decay_per_epoch_string(0.885, 3600);
+    g.emission.decay_per_epoch = decay_per_epoch(0.885, 3600);
     g.validate().unwrap()
 }
 
