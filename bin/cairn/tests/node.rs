@@ -14,6 +14,8 @@ use std::time::Duration;
 struct Devnet {
     child: Child,
     url: String,
+    /// Every line devnet wrote to stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Devnet {
@@ -99,10 +101,16 @@ fn spawn_devnet(dir: &Path, extra: &[&str]) -> Devnet {
             break;
         }
     }
-    // Keep draining so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    // Keep reading so the child never blocks on a full pipe.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
     let url = url.expect("devnet printed its API URL");
-    Devnet { child, url }
+    Devnet { child, url, log }
 }
 
 fn declare_oversized(url: &str) -> (u16, String) {
@@ -306,6 +314,76 @@ fn devnet_resumes_where_it_stopped() {
         .expect("alice");
     assert!(c.status().expect("status")["height"].as_u64().expect("h") >= height);
     assert_eq!(balance(&c, &alice.address()), alice_balance);
+}
+
+/// Ctrl-C stops devnet along its one shutdown path: the worker drains (a running job finishes
+/// and its lease is settled on chain), then the oracle stops, then the node; the job's
+/// finished lease is there when devnet resumes.
+#[test]
+fn ctrl_c_drains_devnet_s_worker_then_stops_the_oracle_and_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = spawn_devnet(dir.path(), &[]);
+    let keys = dir.path().join("keys");
+    let c = Client::new(&net.url);
+    let alice = Keystore::at(&keys).load("alice").unwrap().address();
+    wait_for_worker_and_credits(&c, &alice);
+    deploy_sh(&net, &keys, "sleep 3; echo drained");
+    eventually(60, "the job starts", || {
+        c.get("/v1/deployments/0").unwrap()["leases"][0]["started"] == true
+    });
+    let killed = Command::new("kill")
+        .args(["-INT", &net.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // The job sleeps 3 s; the worker's drain allows 30.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(s) = net.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "devnet did not stop within 60 s of SIGINT:\n{}",
+            net.log.lock().unwrap().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "{exit:?}");
+    // The reader thread may still hold the last lines: wait for the one devnet ends with.
+    eventually(10, "devnet's last line", || {
+        net.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("stopped cleanly at height"))
+    });
+    let log = net.log.lock().unwrap().clone();
+    let at = |what: &str| {
+        log.iter()
+            .position(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("devnet never said '{what}':\n{}", log.join("\n")))
+    };
+    let order = [
+        at("devnet: stopping the worker"),
+        at("devnet: worker stopped"),
+        at("devnet: oracle stopped; stopping the node"),
+        at("stopped cleanly at height"),
+    ];
+    assert!(order.is_sorted(), "{order:?}:\n{}", log.join("\n"));
+    drop(net);
+    // The drained job's lease was settled before the node stopped.
+    let net = start(dir.path());
+    let c = Client::new(&net.url);
+    let dep = c.get("/v1/deployments/0").unwrap();
+    assert_eq!(dep["leases"][0]["state"], "finished", "{dep}");
+    assert_eq!(dep["leases"][0]["exit_code"], 0, "{dep}");
+    let logs = cli_ok(&net, &keys, &["jobs", "logs", "--key", "alice", "0"]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("drained"),
+        "{}",
+        String::from_utf8_lossy(&logs.stdout)
+    );
 }
 
 /// Runs the CLI against the devnet, as the README tells a user to.
@@ -601,14 +679,14 @@ fn node_refuses_an_idle_wait_longer_than_the_leader_timeout() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["node", "--data-dir"])
         .arg(dir.path())
-        .env("CAIRN_IDLE_BLOCK_MS", "5000")
-        .env("CAIRN_LEADER_TIMEOUT_MS", "2000")
+        .env("CAIRN_IDLE_BLOCK", "5s")
+        .env("CAIRN_LEADER_TIMEOUT", "2s")
         .output()
         .expect("run node");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("idle_block_ms (5000)") && err.contains("leader_timeout_ms (2000)"),
+        err.contains("idle_block (5s)") && err.contains("leader_timeout (2s)"),
         "{err}"
     );
 }

@@ -3,7 +3,7 @@
 
 use cairn_primitives::request::sign_request;
 use cairn_primitives::wire::Encode;
-use cairn_primitives::{Address, Hash, Keypair, SignedTx};
+use cairn_primitives::{Address, Amount, Hash, Keypair, SignedTx, Tx, TxBody};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -139,6 +139,37 @@ impl Client {
         self.account(a, false)?["nonce"]
             .as_u64()
             .ok_or_else(|| Error::Protocol("account without a nonce".into()))
+    }
+
+    /// The chain's id and its minimum fee in base units, from `/v1/status`.
+    pub fn chain(&self) -> Result<(String, u64), Error> {
+        let status = self.status()?;
+        let id = status["chain_id"]
+            .as_str()
+            .ok_or_else(|| Error::Protocol("status without chain_id".into()))?;
+        let min_fee = status["min_fee_base"]
+            .as_u64()
+            .ok_or_else(|| Error::Protocol("status without min_fee_base".into()))?;
+        Ok((id.to_string(), min_fee))
+    }
+
+    /// Signs `body` as `key`'s next transaction on this node's chain, paying `fee` base units
+    /// (default: the chain's minimum), and submits it; returns its hash once admitted.
+    pub fn sign_and_submit(
+        &self,
+        key: &Keypair,
+        fee: Option<u64>,
+        body: TxBody,
+    ) -> Result<Hash, Error> {
+        let (chain_id, min_fee) = self.chain()?;
+        let tx = Tx {
+            sender: key.public_key(),
+            nonce: self.next_nonce(&key.address())?,
+            fee: Amount::from_base(fee.unwrap_or(min_fee)),
+            body,
+        }
+        .sign(key, &chain_id);
+        self.submit(&tx)
     }
 
     /// `/v1/txs/{hash}`.

@@ -6,9 +6,11 @@ pub mod consensus;
 pub mod logs;
 pub mod mempool;
 pub mod node;
+mod settings;
 
 pub use api::{ApiSettings, router};
 pub use node::{ExecError, FinalTx, Finalized, Node, ProducerSettings, StartError, now_ms};
+pub use settings::{NodeSettings, ServeError, SettingsError, serve, termination};
 
 use commonware_cryptography::{Signer as _, ed25519};
 use commonware_p2p::{AddressableManager as _, authenticated::lookup};

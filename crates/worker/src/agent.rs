@@ -14,12 +14,14 @@
 //!   upload naming its offset, so a retry never duplicates anything.
 //! - **Shutdown**: no new leases; running jobs get [`AgentConfig::drain`] to finish, then are
 //!   stopped and reported failed, which hands the rest of the lease back to the customer.
+//!   The agent returns once those final reports are final (or 30 s have passed), so that what
+//!   stops after it, the node included, cannot lose them.
 
 use crate::discover::GpuAccess;
 use crate::runtime::{Job, Limits, Outcome, Runtime, Sink, StopSignal};
 use cairn_client::Client;
 use cairn_primitives::{
-    Amount, BoundedString, JobSpec, Keypair, LeaseReportKind, Tx, TxBody, Usage,
+    Amount, BoundedString, Hash, JobSpec, Keypair, LeaseReportKind, Tx, TxBody, Usage,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -130,6 +132,9 @@ impl Journal {
     }
 }
 
+/// How long a stopping worker waits for its last lease reports to become final.
+const CONFIRM_WITHIN: Duration = Duration::from_secs(30);
+
 /// Signs and submits one device's reports, keeping its nonce (several may be pending).
 struct Reporter {
     /// The device's GPUs, which its leases' jobs get.
@@ -139,9 +144,33 @@ struct Reporter {
     min_fee: u64,
     key: Keypair,
     next_nonce: Mutex<Option<u64>>,
+    /// Final reports (finished, failed) admitted but not yet seen final: a draining worker
+    /// waits for them, so that stopping right after it (a devnet, a machine shutting down)
+    /// cannot drop a lease's outcome with the node's mempool.
+    unconfirmed: Mutex<Vec<Hash>>,
 }
 
 impl Reporter {
+    /// Waits until every final report admitted so far is final, or `deadline` passes.
+    fn confirm(&self, deadline: Instant) {
+        let pending = std::mem::take(
+            &mut *self
+                .unconfirmed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for hash in pending {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.client.wait_final(&hash, left) {
+                Ok(v) if v["status"] == "failed" => {
+                    tracing::warn!(%hash, code = %v["code"], "a final lease report failed");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%hash, error = %e, "a final lease report is not final"),
+            }
+        }
+    }
+
     fn report(&self, lease: u64, kind: LeaseReportKind, usage: Usage) {
         let mut next = self
             .next_nonce
@@ -170,8 +199,17 @@ impl Reporter {
             }
             .sign(&self.key, &self.chain_id);
             match self.client.submit(&tx) {
-                Ok(_) => {
+                Ok(hash) => {
                     *next = Some(nonce + 1);
+                    if matches!(
+                        kind,
+                        LeaseReportKind::Finished { .. } | LeaseReportKind::Failed { .. }
+                    ) {
+                        self.unconfirmed
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(hash);
+                    }
                     return;
                 }
                 Err(cairn_client::Error::Api { code, .. })
@@ -291,6 +329,7 @@ impl Agent {
                     min_fee,
                     key,
                     next_nonce: Mutex::new(None),
+                    unconfirmed: Mutex::new(Vec::new()),
                 })
             })
             .collect();
@@ -414,6 +453,10 @@ impl Agent {
             let _ = wake.recv_timeout(wait);
         }
         stream_stop.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + CONFIRM_WITHIN;
+        for r in &self.reporters {
+            r.confirm(deadline);
+        }
         Ok(())
     }
 

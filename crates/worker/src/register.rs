@@ -9,8 +9,8 @@ use crate::{
 use cairn_client::Client;
 use cairn_keystore::Keystore;
 use cairn_primitives::{
-    Amount, BoundedString, DeviceClass, DeviceSpec, Keypair, RegisterDevice, Tx, TxBody,
-    device_pop_message, namespace,
+    BoundedString, DeviceClass, DeviceSpec, Keypair, RegisterDevice, TxBody, device_pop_message,
+    namespace,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,9 +26,6 @@ pub enum RegisterError {
     /// The node could not be reached or refused a request.
     #[error(transparent)]
     Node(#[from] cairn_client::Error),
-    /// The node's status lacks what a transaction needs.
-    #[error("the node's status has no {0}")]
-    Status(&'static str),
     /// A field is not valid on chain (e.g. a region too long).
     #[error("{field}: {reason}")]
     Invalid {
@@ -167,32 +164,20 @@ fn register_device(
     let invalid = |field| move |reason| RegisterError::Invalid { field, reason };
     let region = BoundedString::new(region).map_err(invalid("region"))?;
     let class = BoundedString::new(&device.class).map_err(invalid("class"))?;
-    let status = client.status()?;
-    let chain_id = status["chain_id"]
-        .as_str()
-        .ok_or(RegisterError::Status("chain_id"))?;
-    let min_fee = status["min_fee_base"]
-        .as_u64()
-        .ok_or(RegisterError::Status("min_fee_base"))?;
+    let (chain_id, _) = client.chain()?;
     let pop = device.key.sign(
-        &namespace("device-pop", chain_id),
+        &namespace("device-pop", &chain_id),
         &device_pop_message(&owner.address()),
     );
-    let tx = Tx {
-        sender: owner.public_key(),
-        nonce: client.next_nonce(&owner.address())?,
-        fee: Amount::from_base(min_fee),
-        body: TxBody::RegisterDevice(RegisterDevice {
-            device_key: device.key.public_key(),
-            class,
-            spec: device.spec.clone(),
-            region,
-            price_per_hour: price,
-            pop,
-        }),
-    }
-    .sign(owner, chain_id);
-    let hash = client.submit(&tx)?;
+    let body = TxBody::RegisterDevice(RegisterDevice {
+        device_key: device.key.public_key(),
+        class,
+        spec: device.spec.clone(),
+        region,
+        price_per_hour: price,
+        pop,
+    });
+    let hash = client.sign_and_submit(owner, None, body)?;
     let v = client.wait_final(&hash, Duration::from_secs(30))?;
     if v["status"] == "failed" {
         return Err(RegisterError::Rejected {

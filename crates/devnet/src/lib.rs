@@ -1,0 +1,263 @@
+//! `cairn devnet`: a one-validator network on this machine, ready to use. It writes a genesis
+//! (the production defaults, short epochs, funded demo accounts alice, bob and carol, a demo
+//! oracle key), runs the validator with the API, and beside it a demo price oracle and a
+//! worker that registers this machine's CPU and GPUs as carol's devices, buys alice credits
+//! and serves leases.
+//!
+//! One shutdown path: at Ctrl-C or SIGTERM the worker drains (running jobs finish or are
+//! stopped and reported), then the oracle stops, then the node, which has made every final
+//! block durable; running devnet again resumes.
+//!
+//! ```no_run
+//! let opts = cairn_devnet::Options::new(std::env::temp_dir().join("my-devnet"));
+//! cairn_devnet::run(opts).expect("devnet ran and stopped cleanly");
+//! ```
+#![deny(missing_docs)]
+
+mod helpers;
+mod shell;
+
+use cairn_keystore::Keystore;
+use cairn_node::{NodeSettings, ServeError};
+use cairn_primitives::{Genesis, GenesisAccount, Validator};
+use helpers::{Stop, spawn_oracle, spawn_worker};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use shell::{path_export, shell_quote};
+
+/// Demo accounts devnet funds.
+pub const DEMO: [&str; 3] = ["alice", "bob", "carol"];
+
+/// How to run a devnet.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Data directory: the chain, the keys, the genesis and the worker's data.
+    pub dir: PathBuf,
+    /// Delete the devnet's chain and keys first.
+    pub reset: bool,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Where consensus's p2p network listens.
+    pub p2p: SocketAddr,
+    /// Epoch length in seconds.
+    pub epoch_secs: u64,
+    /// The token price the demo oracle submits, in millionths of a USD.
+    pub price_micro_usd: u64,
+    /// How long a lease's worker may stay silent before the lease ends.
+    pub lease_timeout_secs: u64,
+    /// Whether to run the built-in worker.
+    pub worker: bool,
+    /// The built-in worker's Docker Engine API socket.
+    pub docker_socket: PathBuf,
+}
+
+impl Options {
+    /// The defaults `cairn devnet` uses, in `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            reset: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7650)),
+            p2p: SocketAddr::from(([127, 0, 0, 1], 7651)),
+            epoch_secs: 60,
+            price_micro_usd: 1_000_000,
+            lease_timeout_secs: 30,
+            worker: true,
+            docker_socket: cairn_worker::default_socket(),
+        }
+    }
+}
+
+/// Devnet's data directory by default: `$CAIRN_HOME/devnet`, else
+/// `$XDG_DATA_HOME/cairn/devnet`, else `~/.local/share/cairn/devnet`.
+pub fn default_dir() -> PathBuf {
+    cairn_keystore::data_home().join("devnet")
+}
+
+/// Why the devnet stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// A file or directory could not be written or removed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A demo key could not be loaded or created.
+    #[error("devnet keys: {0}")]
+    Keys(#[from] cairn_keystore::Error),
+    /// The node settings from the environment are invalid.
+    #[error(transparent)]
+    Settings(#[from] cairn_node::SettingsError),
+    /// The node could not run.
+    #[error(transparent)]
+    Node(Box<ServeError>),
+    /// The devnet on disk could not be resumed.
+    #[error(
+        "could not resume the devnet in {dir}; if an earlier build of cairn wrote it, \
+         `cairn devnet --reset` starts over: {source}"
+    )]
+    Resume {
+        /// The devnet's directory.
+        dir: PathBuf,
+        /// Why.
+        source: Box<ServeError>,
+    },
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> DevnetError {
+    move |source| DevnetError::Io { what, source }
+}
+
+/// Runs a devnet until Ctrl-C or SIGTERM, then stops it in order (module docs).
+pub fn run(opts: Options) -> Result<(), DevnetError> {
+    let dir = opts.dir.clone();
+    if opts.reset && dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(format!("removing {}", dir.display())))?;
+        eprintln!("reset: removed {}", dir.display());
+    }
+    let chain_dir = dir.join("chain");
+    let keys = Keystore::at(dir.join("keys"));
+    let fresh = !chain_dir.join("chain.redb").exists();
+    let validator = keys.load_or_create("validator")?;
+    let oracle = keys.load_or_create("oracle")?;
+    let alice = keys.load_or_create("alice")?;
+    let carol = keys.load_or_create("carol")?;
+    let genesis = if fresh {
+        let mut g = Genesis::production("cairn-devnet", opts.epoch_secs, cairn_node::now_ms());
+        for name in DEMO {
+            let k = keys.load_or_create(name)?;
+            g.accounts.push(GenesisAccount {
+                address: k.address(),
+                balance: "1000000".into(),
+            });
+        }
+        g.validators = vec![Validator {
+            key: validator.address(),
+            p2p: opts.p2p.to_string(),
+        }];
+        g.treasury = validator.address();
+        g.oracle.keys = vec![oracle.address()];
+        g.lease_timeout_secs = opts.lease_timeout_secs.max(1);
+        // The oracle pays fees for its price submissions.
+        g.accounts.push(GenesisAccount {
+            address: oracle.address(),
+            balance: "1000".into(),
+        });
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        std::fs::write(dir.join("genesis.toml"), g.to_documented_toml())
+            .map_err(io("writing the devnet genesis".into()))?;
+        Some(g)
+    } else {
+        None
+    };
+    let settings = NodeSettings {
+        listen: opts.listen,
+        p2p_listen: Some(opts.p2p),
+        ..NodeSettings::load(None)?
+    };
+    let keys_dir = keys.dir().to_path_buf();
+    let (stop_node, node_stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = cairn_node::serve(
+        &chain_dir,
+        genesis.as_ref(),
+        &validator,
+        &settings,
+        |url| {
+            print_welcome(url, fresh, &dir, &keys_dir);
+            let oracle_stop = Stop::new();
+            let oracle = spawn_oracle(url, oracle, opts.price_micro_usd, oracle_stop.clone());
+            let worker_stop = Arc::new(AtomicBool::new(false));
+            let worker = opts.worker.then(|| {
+                spawn_worker(
+                    url,
+                    opts.docker_socket.clone(),
+                    dir.join("worker"),
+                    keys_dir.clone(),
+                    carol,
+                    alice,
+                    worker_stop.clone(),
+                )
+            });
+            // The one shutdown path: the worker drains, then the oracle stops, then the node.
+            std::thread::spawn(move || {
+                wait_for_termination();
+                if let Some(worker) = worker {
+                    eprintln!("devnet: stopping the worker; running jobs are drained");
+                    worker_stop.store(true, Ordering::SeqCst);
+                    let _ = worker.join();
+                    eprintln!("devnet: worker stopped");
+                }
+                oracle_stop.stop();
+                let _ = oracle.join();
+                eprintln!("devnet: oracle stopped; stopping the node");
+                let _ = stop_node.send(());
+            });
+        },
+        async move {
+            let _ = node_stopped.await;
+        },
+    );
+    match served {
+        Ok(height) => {
+            eprintln!("stopped cleanly at height {height}");
+            Ok(())
+        }
+        // A devnet directory written by a build whose state encoding differs cannot be read
+        // back.
+        Err(source @ ServeError::Open { .. }) if !fresh => Err(DevnetError::Resume {
+            dir,
+            source: Box::new(source),
+        }),
+        Err(e) => Err(DevnetError::Node(Box::new(e))),
+    }
+}
+
+/// Blocks until the first Ctrl-C or SIGTERM.
+fn wait_for_termination() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(cairn_node::termination()),
+        Err(e) => {
+            // Without signal handling nothing can stop the devnet but a kill: say so, and
+            // keep running.
+            eprintln!("devnet: cannot watch for Ctrl-C ({e}); stop it with SIGKILL");
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+}
+
+/// What devnet prints once its API is up: where things are, and what to type next.
+fn print_welcome(url: &str, fresh: bool, dir: &std::path::Path, keys_dir: &std::path::Path) {
+    let what = if fresh { "started" } else { "resumed" };
+    eprintln!("cairn devnet {what}");
+    eprintln!("  API:        {url}   (try {url}/v1/status)");
+    eprintln!("  data:       {}", dir.display());
+    eprintln!(
+        "  demo keys:  {}   ({})",
+        keys_dir.display(),
+        DEMO.join(", ")
+    );
+    eprintln!("  next, in another terminal:");
+    eprintln!(
+        "    export {}CAIRN_NODE={url} CAIRN_KEYS_DIR={}",
+        path_export(),
+        shell_quote(&keys_dir.display().to_string())
+    );
+    eprintln!("    cairn status");
+    eprintln!("    cairn account balance --key alice");
+    eprintln!("    cairn account transfer --key alice --to $(cairn keys show bob) --amount 12.5");
+    eprintln!("    cairn credits buy --key alice --amount 10");
+    eprintln!("    cairn deploy --key alice --yes -- echo hello");
+    eprintln!("    cairn jobs logs --key alice 0");
+    eprintln!("  Ctrl-C stops it; running it again resumes; --reset starts over.");
+}
