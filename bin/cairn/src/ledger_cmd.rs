@@ -1,8 +1,8 @@
 //! `cairn ledger`: replay and inspect a data directory, and a block generator for tests.
 
 use anyhow::{Context, Result};
-use cairn_ledger::testing;
-use cairn_primitives::{Amount, Genesis, Keypair, SignedTx, TxBody, sha256};
+use cairn_bench::{demo_genesis, demo_key, sign_tx};
+use cairn_primitives::{Amount, Keypair, SignedTx, TxBody};
 use cairn_store::Chain;
 use clap::{Args, Subcommand};
 use rand::{RngExt as _, SeedableRng};
@@ -51,19 +51,6 @@ enum LedgerCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-}
-
-/// The deterministic demo key `i` used by `generate`.
-pub(crate) fn demo_key(i: usize) -> Keypair {
-    Keypair::from_seed(sha256(&[b"cairn/demo", &(i as u64).to_be_bytes()]).0)
-}
-
-/// The genesis `generate` uses: `accounts` demo keys with ten thousand tokens each.
-pub(crate) fn demo_genesis(accounts: usize) -> Genesis {
-    let funded: Vec<_> = (0..accounts)
-        .map(|i| (demo_key(i).address(), 10_000_000_000_000))
-        .collect();
-    testing::genesis(&funded)
 }
 
 pub(crate) fn run(a: LedgerArgs) -> Result<()> {
@@ -154,12 +141,7 @@ pub(crate) fn run(a: LedgerArgs) -> Result<()> {
                         to: keys[to].address(),
                         amount: Amount::from_base(rng.random_range(1..1_000_000)),
                     };
-                    batch.push(testing::tx(
-                        &keys[from],
-                        nonces[from],
-                        body,
-                        &genesis.chain_id,
-                    ));
+                    batch.push(sign_tx(&keys[from], nonces[from], body, &genesis.chain_id));
                     nonces[from] += 1;
                 }
                 let ts = chain.ledger().globals().last_timestamp_ms + 1_000;

@@ -1,16 +1,12 @@
 //! `cairn`: one binary for every role. This file parses the command line and dispatches; all
 //! behaviour lives in the crates.
 
-mod bench;
 mod client_cmd;
 mod genesis_cmd;
-mod jobs_bench;
 mod jobs_cmd;
 mod keys;
 mod ledger_cmd;
-mod load;
 mod node_cmd;
-mod popw_bench;
 mod worker_cmd;
 
 use clap::{Parser, Subcommand};
@@ -40,7 +36,7 @@ enum Command {
     /// Inspect and verify a node's data directory.
     Ledger(ledger_cmd::LedgerArgs),
     /// Measure performance against the bars in docs/design.md.
-    Bench(bench::BenchArgs),
+    Bench(cairn_bench::BenchArgs),
     /// Run a one-validator network on this machine with funded demo accounts (start here).
     Devnet(node_cmd::DevnetArgs),
     /// Run a validator node with the HTTP API.
@@ -91,7 +87,7 @@ fn main() {
         Command::Keys(a) => keys::run(a),
         Command::Genesis(a) => genesis_cmd::run(a),
         Command::Ledger(a) => ledger_cmd::run(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => cairn_bench::run(a),
         Command::Devnet(a) => node_cmd::run_devnet(a),
         Command::Node(a) => node_cmd::run_node(a),
         Command::Status(a) => client_cmd::status(a),

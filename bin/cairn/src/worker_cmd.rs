@@ -91,16 +91,10 @@ fn wait_for_signal(flag: Arc<AtomicBool>) {
         .enable_all()
         .build()
     else {
+        eprintln!("worker: cannot watch for Ctrl-C; stop it with SIGKILL");
         return;
     };
-    rt.block_on(async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-        }
-    });
+    rt.block_on(cairn_node::termination());
     eprintln!("worker: stopping; running jobs are drained");
     flag.store(true, Ordering::SeqCst);
 }

@@ -9,11 +9,12 @@
 //!
 //! ```
 //! use cairn_ledger::Ledger;
-//! use cairn_primitives::{Amount, Block, Keypair, Tx, TxBody};
+//! use cairn_primitives::{Amount, Genesis, GenesisAccount, Keypair, Tx, TxBody};
 //!
 //! let alice = Keypair::from_seed([1; 32]);
 //! let bob = Keypair::from_seed([2; 32]);
-//! let genesis = cairn_ledger::testing::genesis(&[(alice.address(), 1_000_000_000_000)]);
+//! let mut genesis = Genesis::production("example", 60, 1_700_000_000_000);
+//! genesis.accounts.push(GenesisAccount { address: alice.address(), balance: "1000".into() });
 //! let mut ledger = Ledger::from_genesis(&genesis).unwrap();
 //! let tx = Tx {
 //!     sender: alice.public_key(),
@@ -37,6 +38,10 @@ mod events;
 mod matching;
 mod merkle;
 mod state;
+pub mod synthetic;
+/// Fixtures for tests: a test genesis and signed transactions. Only with the `test-utils`
+/// feature (which dev-dependencies turn on), so that release builds do not carry them.
+#[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 pub mod tokenomics;
 

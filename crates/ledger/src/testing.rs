@@ -1,4 +1,5 @@
-//! Builders for tests, benchmarks and examples: a genesis and signed transactions.
+//! Builders for tests: a genesis and signed transactions (and, re-exported, the synthetic
+//! state builders).
 
 use cairn_primitives::{
     Address, Amount, BoundedString, DeviceClass, DeviceSpec, Emission, Fees, Genesis,
@@ -100,88 +101,4 @@ pub fn register(
     })
 }
 
-/// An active, available, unleased device record with `stake` bonded, for states built from
-/// records (benchmarks and matching tests: registering a million devices through signed
-/// transactions would measure signing, not the ledger).
-pub fn device_record(
-    owner: Address,
-    class: cairn_primitives::ClassId,
-    spec: DeviceSpec,
-    region: &str,
-    price_per_hour: u64,
-    reputation_ppm: u32,
-    stake: u64,
-) -> cairn_primitives::Device {
-    cairn_primitives::Device {
-        owner,
-        class,
-        spec,
-        region: BoundedString::new(region).unwrap_or_default(),
-        price_per_hour,
-        status: cairn_primitives::DeviceStatus::Active,
-        available: true,
-        reputation_ppm,
-        pool: cairn_primitives::StakePool {
-            tokens: Amount::from_base(stake),
-            shares: stake,
-        },
-        required_stake: Amount::from_base(stake),
-        lease: None,
-        registered_ms: TEST_GENESIS_MS,
-        tally_epoch: 0,
-        attest_pass: 0,
-        attest_fail: 0,
-        uptime_ppm_sum: 0,
-        work: 0,
-        voters: Vec::new(),
-    }
-}
-
-/// The stored records of a state holding `devices` (each bonded by its owner alone: one
-/// delegation of `pool.shares`) and `accounts`, with a `Globals` record whose supply and stake
-/// add up, at [`TEST_GENESIS_MS`]. Feed them to [`crate::Ledger::from_records`].
-pub fn fleet_records(
-    devices: impl IntoIterator<Item = (Address, cairn_primitives::Device)>,
-    accounts: &[(Address, Amount)],
-) -> Vec<(Vec<u8>, Vec<u8>)> {
-    use cairn_primitives::{Account, Delegation, Globals, StateKey, StateValue};
-    let mut records = Vec::new();
-    let mut staked = 0u64;
-    for (addr, d) in devices {
-        staked = staked.saturating_add(d.pool.tokens.base());
-        records.push((
-            StateKey::Delegation(addr, d.owner).to_bytes(),
-            StateValue::Delegation(Delegation {
-                shares: d.pool.shares,
-            })
-            .encode_value(),
-        ));
-        records.push((
-            StateKey::Device(addr).to_bytes(),
-            StateValue::Device(d).encode_value(),
-        ));
-    }
-    let mut supply = staked;
-    for (a, balance) in accounts {
-        supply = supply.saturating_add(balance.base());
-        records.push((
-            StateKey::Account(*a).to_bytes(),
-            StateValue::Account(Account {
-                balance: *balance,
-                ..Account::default()
-            })
-            .encode_value(),
-        ));
-    }
-    let g = Globals {
-        supply: Amount::from_base(supply),
-        staked: Amount::from_base(staked),
-        last_timestamp_ms: TEST_GENESIS_MS,
-        ..Globals::default()
-    };
-    records.push((
-        StateKey::Globals.to_bytes(),
-        StateValue::Globals(g).encode_value(),
-    ));
-    records
-}
+pub use crate::synthetic::{device_record, fleet_records};

@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), cairn_store::Error> {
-//! let genesis = cairn_ledger::testing::genesis(&[]);
+//! let genesis = cairn_primitives::Genesis::production("example", 3600, 1_700_000_000_000);
 //! let mut chain = cairn_store::Chain::open("/tmp/cairn-data", Some(&genesis))?;
 //! let block = chain.ledger().build_block(genesis.genesis_time_ms + 1_000, vec![]);
 //! chain.commit(&block)?;

@@ -12,7 +12,10 @@ mod process;
 mod register;
 mod runtime;
 mod sandbox;
-#[doc(hidden)]
+/// Fixtures for tests: a collecting sink and a Podman service. Only with the `test-utils`
+/// feature (which dev-dependencies turn on): it installs packages, which a release build must
+/// never do.
+#[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 
 pub use agent::{Agent, AgentConfig, AgentError};

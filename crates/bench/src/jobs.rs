@@ -9,7 +9,7 @@
 //! the time the job printed. Both clocks are this machine's. Without `--node` the bench
 //! starts its own devnet (node and worker) in a temporary directory and stops it after.
 
-use crate::bench::percentile;
+use crate::percentile;
 use anyhow::{Context, Result, bail};
 use cairn_client::Client;
 use cairn_keystore::Keystore;
@@ -184,9 +184,7 @@ fn one_run(
         max_price_per_hour: 1_000_000,
         job: job_spec()?,
     };
-    let hash = crate::client_cmd::sign_and_submit(client, key, None, |_, _| {
-        Ok(TxBody::OpenDeployment(open))
-    })?;
+    let hash = client.sign_and_submit(key, None, TxBody::OpenDeployment(open))?;
     let status = client.wait_final(&hash, Duration::from_secs(30))?;
     if status["status"] != "final" {
         bail!("the deployment failed: {}", status["code"]);
@@ -244,6 +242,19 @@ fn one_run(
     Ok((printed as f64 - final_at as f64) / 1e6)
 }
 
+/// A sink that keeps what the job printed.
+#[derive(Default)]
+struct Collect {
+    out: Vec<u8>,
+}
+
+impl cairn_worker::Sink for Collect {
+    fn started(&mut self) {}
+    fn output(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+}
+
 /// The floor: the same sandboxed process started directly, ms from asking to running.
 fn sandbox_floor(runs: usize) -> Result<Vec<f64>> {
     let rt = ProcessRuntime::default();
@@ -261,7 +272,7 @@ fn sandbox_floor(runs: usize) -> Result<Vec<f64>> {
             hidden: Vec::new(),
             gpus: Vec::new(),
         };
-        let mut sink = cairn_worker::testing::Collect::default();
+        let mut sink = Collect::default();
         let asked = now_ns();
         rt.run(&job, &mut sink, &StopSignal::default())?;
         let printed: u128 = String::from_utf8_lossy(&sink.out)
@@ -278,7 +289,9 @@ pub(crate) fn run(a: JobsBenchArgs) -> Result<()> {
         Some(url) => (
             None,
             url.clone(),
-            crate::client_cmd::keys(a.keys_dir.clone())
+            a.keys_dir
+                .clone()
+                .map_or_else(Keystore::default_location, Keystore::at)
                 .dir()
                 .to_path_buf(),
         ),

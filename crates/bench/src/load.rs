@@ -3,7 +3,7 @@
 //! (docs/design.md §6: ≥ 20,000 tx/s, p99 < 1 s on one validator), and beside the rate this
 //! machine signs-and-verifies ed25519 on one core, measured in the same run.
 
-use crate::bench::{percentile, progress};
+use crate::{percentile, progress};
 use anyhow::{Context, Result, bail};
 use cairn_client::Client;
 use cairn_keystore::Keystore;

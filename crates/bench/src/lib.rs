@@ -1,21 +1,36 @@
 //! `cairn bench`: measured figures beside the bars of docs/design.md §6 and the limit
-//! measured in the same run.
+//! measured in the same run. Four benches: `ledger` (apply and commit, matching, epoch
+//! payout, settlement, on synthetic states), `load` (a running node over HTTP), `jobs` (job
+//! start latency through a devnet's worker) and `popw` (the solvers and the checker's audit).
+//! Timings are what these benches report, never what tests assert.
+//!
+//! ```
+//! // The percentile the benches report: nearest rank over sorted samples.
+//! assert_eq!(cairn_bench::percentile(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.5), 3.0);
+//! ```
+#![deny(missing_docs)]
+
+mod jobs;
+mod load;
+mod popw;
 
 use anyhow::{Result, bail};
-use cairn_ledger::{Ledger, testing};
+use cairn_ledger::Ledger;
+use cairn_ledger::synthetic::{SYNTHETIC_TIME_MS, device_record, fleet_records};
 use cairn_primitives::wire::Encode;
 use cairn_primitives::{
-    Address, Amount, BoundedString, ClassKind, Device, DeviceSpec, JobSpec, MAX_SETTLE_DEVICES,
-    OpenDeployment, Resources, SignedTx, StateKey, StateValue, TxBody, namespace, sha256,
-    verify_batch,
+    Address, Amount, BoundedString, ClassKind, Device, DeviceSpec, Genesis, GenesisAccount,
+    JobSpec, Keypair, MAX_SETTLE_DEVICES, OpenDeployment, Resources, SignedTx, StateKey,
+    StateValue, Tx, TxBody, namespace, sha256, verify_batch,
 };
 use cairn_store::Chain;
 use clap::{Args, Subcommand};
 use rand::{RngExt as _, SeedableRng};
 use std::time::Instant;
 
+/// `cairn bench …`.
 #[derive(Args)]
-pub(crate) struct BenchArgs {
+pub struct BenchArgs {
     #[command(subcommand)]
     command: BenchCommand,
 }
@@ -43,19 +58,20 @@ enum BenchCommand {
     },
     /// A running node: signed transfers streamed over HTTP at a set rate; sustained final tx/s
     /// and submit→final latency.
-    Load(crate::load::LoadArgs),
+    Load(load::LoadArgs),
     /// Job start latency (process runtime): lease final → the job's process running,
     /// p50/p99, beside the same sandbox started directly. Starts its own devnet unless
     /// --node is given.
-    Jobs(crate::jobs_bench::JobsBenchArgs),
+    Jobs(jobs::JobsBenchArgs),
     /// Proof of physical work: the CPU solver's int8 rate beside its kernel's ceiling, the
     /// checker's audit time for the CPU class's answer and a GPU class's (bar < 50 ms CPU),
     /// and with an NVIDIA GPU the cuBLAS int8 rate against its class's peak (bar ≥ 70 %) and
     /// its class's whole challenge.
-    Popw(crate::popw_bench::PopwBenchArgs),
+    Popw(popw::PopwBenchArgs),
 }
 
-pub(crate) fn run(a: BenchArgs) -> Result<()> {
+/// Runs the bench `a` names, printing its figures (a table, or JSON with `--json`).
+pub fn run(a: BenchArgs) -> Result<()> {
     match a.command {
         BenchCommand::Ledger {
             json,
@@ -64,19 +80,58 @@ pub(crate) fn run(a: BenchArgs) -> Result<()> {
             devices,
             matches,
         } => ledger(json, txs, block_txs.max(1), devices, matches),
-        BenchCommand::Load(a) => crate::load::run(a),
-        BenchCommand::Jobs(a) => crate::jobs_bench::run(a),
-        BenchCommand::Popw(a) => crate::popw_bench::run(a),
+        BenchCommand::Load(a) => load::run(a),
+        BenchCommand::Jobs(a) => jobs::run(a),
+        BenchCommand::Popw(a) => popw::run(a),
     }
 }
 
-pub(crate) fn progress(json: bool, msg: &str) {
+/// The deterministic demo key `i` (`cairn ledger generate`'s accounts, the ledger bench's).
+pub fn demo_key(i: usize) -> Keypair {
+    Keypair::from_seed(sha256(&[b"cairn/demo", &(i as u64).to_be_bytes()]).0)
+}
+
+/// The genesis the benches' synthetic states start from: the production defaults with
+/// 60-second epochs, starting at [`SYNTHETIC_TIME_MS`].
+fn bench_genesis() -> Genesis {
+    Genesis::production("cairn-bench", 60, SYNTHETIC_TIME_MS)
+}
+
+/// The genesis `cairn ledger generate` and the ledger bench use: [`bench_genesis`] with
+/// `accounts` demo keys holding ten thousand tokens each.
+pub fn demo_genesis(accounts: usize) -> Genesis {
+    let mut g = bench_genesis();
+    g.accounts = (0..accounts)
+        .map(|i| GenesisAccount {
+            address: demo_key(i).address(),
+            balance: "10000".into(),
+        })
+        .collect();
+    g
+}
+
+/// The minimum fee of [`bench_genesis`] (0.000001 tokens), in base units.
+const BENCH_FEE: u64 = 1_000;
+
+/// `body` signed by `key` with `nonce` and the bench genesis's minimum fee.
+pub fn sign_tx(key: &Keypair, nonce: u64, body: TxBody, chain_id: &str) -> SignedTx {
+    Tx {
+        sender: key.public_key(),
+        nonce,
+        fee: Amount::from_base(BENCH_FEE),
+        body,
+    }
+    .sign(key, chain_id)
+}
+
+fn progress(json: bool, msg: &str) {
     if !json {
         eprintln!("… {msg}");
     }
 }
 
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile (0–1) of `sorted` samples, by nearest rank; 0 when there are none.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -102,15 +157,15 @@ fn ledger(
         json,
         &format!("signing {n_txs} transfers from {n_accounts} accounts"),
     );
-    let genesis = crate::ledger_cmd::demo_genesis(n_accounts);
-    let keys: Vec<_> = (0..n_accounts).map(crate::ledger_cmd::demo_key).collect();
+    let genesis = demo_genesis(n_accounts);
+    let keys: Vec<_> = (0..n_accounts).map(demo_key).collect();
     let mut nonces = vec![0u64; n_accounts];
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let signed: Vec<SignedTx> = (0..n_txs)
         .map(|i| {
             let from = i % n_accounts;
             let to = rng.random_range(0..n_accounts);
-            let tx = testing::tx(
+            let tx = sign_tx(
                 &keys[from],
                 nonces[from],
                 TxBody::Transfer {
@@ -268,7 +323,7 @@ fn ledger(
             let body = TxBody::SettleRewards {
                 devices: chunk.to_vec(),
             };
-            testing::tx(&settler, i as u64, body, &ledger.params().chain_id)
+            sign_tx(&settler, i as u64, body, &ledger.params().chain_id)
         })
         .collect();
     let mut settle_secs = 0.0;
@@ -399,7 +454,7 @@ fn fleet_settler() -> cairn_primitives::Keypair {
 /// devices through signed transactions would measure signing, not matching).
 fn synthetic_fleet(n: usize) -> Result<Ledger> {
     let checker = Address([0xcc; 32]);
-    let mut genesis = testing::genesis(&[]);
+    let mut genesis = bench_genesis();
     genesis.checkers = vec![checker];
     let params = genesis.validate()?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
@@ -431,12 +486,12 @@ fn synthetic_fleet(n: usize) -> Result<Ledger> {
             attest_pass: 1,
             uptime_ppm_sum: 990_000,
             voters: vec![checker],
-            ..testing::device_record(owner, class as u16, spec, region, price, reputation, stake)
+            ..device_record(owner, class as u16, spec, region, price, reputation, stake)
         };
         devices.push((addr, d));
     }
     let fees = [(fleet_settler().address(), Amount::from_base(1_000_000_000))];
-    let mut records = testing::fleet_records(devices, &fees);
+    let mut records = fleet_records(devices, &fees);
     records.push((
         StateKey::Checker(checker).to_bytes(),
         StateValue::Checker(cairn_primitives::CheckerTally {

@@ -1,0 +1,95 @@
+//! States built from records rather than from signed transactions: what benchmarks and load
+//! tests start from (registering a million devices through signed transactions would measure
+//! signing, not the ledger). Feed [`fleet_records`] to [`crate::Ledger::from_records`] with a
+//! genesis that starts no later than [`SYNTHETIC_TIME_MS`].
+
+use cairn_primitives::{Address, Amount, BoundedString, DeviceSpec};
+
+/// When a synthetic state's devices registered and its last block was: 2023-11-14T22:13:20Z.
+pub const SYNTHETIC_TIME_MS: u64 = 1_700_000_000_000;
+
+/// An active, available, unleased device record with `stake` bonded, for states built from
+/// records (benchmarks and matching tests: registering a million devices through signed
+/// transactions would measure signing, not the ledger).
+pub fn device_record(
+    owner: Address,
+    class: cairn_primitives::ClassId,
+    spec: DeviceSpec,
+    region: &str,
+    price_per_hour: u64,
+    reputation_ppm: u32,
+    stake: u64,
+) -> cairn_primitives::Device {
+    cairn_primitives::Device {
+        owner,
+        class,
+        spec,
+        region: BoundedString::new(region).unwrap_or_default(),
+        price_per_hour,
+        status: cairn_primitives::DeviceStatus::Active,
+        available: true,
+        reputation_ppm,
+        pool: cairn_primitives::StakePool {
+            tokens: Amount::from_base(stake),
+            shares: stake,
+        },
+        required_stake: Amount::from_base(stake),
+        lease: None,
+        registered_ms: SYNTHETIC_TIME_MS,
+        tally_epoch: 0,
+        attest_pass: 0,
+        attest_fail: 0,
+        uptime_ppm_sum: 0,
+        work: 0,
+        voters: Vec::new(),
+    }
+}
+
+/// The stored records of a state holding `devices` (each bonded by its owner alone: one
+/// delegation of `pool.shares`) and `accounts`, with a `Globals` record whose supply and stake
+/// add up, at [`SYNTHETIC_TIME_MS`]. Feed them to [`crate::Ledger::from_records`].
+pub fn fleet_records(
+    devices: impl IntoIterator<Item = (Address, cairn_primitives::Device)>,
+    accounts: &[(Address, Amount)],
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use cairn_primitives::{Account, Delegation, Globals, StateKey, StateValue};
+    let mut records = Vec::new();
+    let mut staked = 0u64;
+    for (addr, d) in devices {
+        staked = staked.saturating_add(d.pool.tokens.base());
+        records.push((
+            StateKey::Delegation(addr, d.owner).to_bytes(),
+            StateValue::Delegation(Delegation {
+                shares: d.pool.shares,
+            })
+            .encode_value(),
+        ));
+        records.push((
+            StateKey::Device(addr).to_bytes(),
+            StateValue::Device(d).encode_value(),
+        ));
+    }
+    let mut supply = staked;
+    for (a, balance) in accounts {
+        supply = supply.saturating_add(balance.base());
+        records.push((
+            StateKey::Account(*a).to_bytes(),
+            StateValue::Account(Account {
+                balance: *balance,
+                ..Account::default()
+            })
+            .encode_value(),
+        ));
+    }
+    let g = Globals {
+        supply: Amount::from_base(supply),
+        staked: Amount::from_base(staked),
+        last_timestamp_ms: SYNTHETIC_TIME_MS,
+        ..Globals::default()
+    };
+    records.push((
+        StateKey::Globals.to_bytes(),
+        StateValue::Globals(g).encode_value(),
+    ));
+    records
+}
