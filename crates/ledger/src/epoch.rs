@@ -23,7 +23,7 @@
 use crate::events::Event;
 use crate::state::TallyWeight;
 use crate::tokenomics::{emission_between, floor_share};
-use crate::{Ledger, Result, TxError};
+use crate::{InvariantViolation, Ledger, Result, TxError};
 use cairn_primitives::{Address, Amount, Device, EpochRecord};
 
 /// Share of the gap to 100% a passing device gains each epoch, and share of its reputation a
@@ -70,7 +70,10 @@ pub struct Settlement {
 impl Ledger {
     /// The epoch a block time falls in.
     pub fn epoch_of(&self, ts: u64) -> u64 {
-        ts.saturating_sub(self.params.genesis_time_ms) / self.params.epoch_ms
+        // `epoch_ms` ≥ 1: the genesis refuses a zero epoch.
+        ts.saturating_sub(self.params.genesis_time_ms)
+            .checked_div(self.params.epoch_ms)
+            .unwrap_or(0)
     }
 
     pub(crate) fn maybe_close_epoch(&mut self, ts: u64) -> Result<()> {
@@ -121,7 +124,9 @@ impl Ledger {
         let mut paid_checkers = 0u64;
         for (c, weight) in &checkers {
             let pay = floor_share(check_pool, *weight, check_total);
-            paid_checkers += pay;
+            paid_checkers = paid_checkers
+                .checked_add(pay)
+                .ok_or(TxError::Overflow("checker rewards"))?;
             self.credit(c, Amount::from_base(pay))?;
             if pay > 0 {
                 self.emit(Event::Reward {
@@ -194,7 +199,8 @@ impl Ledger {
             return None;
         }
         let w = TallyWeight::of(d, &self.state.class_weights)?;
-        let votes = u64::from(d.attest_pass) + u64::from(d.attest_fail);
+        // Two u32 counts: their sum fits a u64.
+        let votes = u64::from(d.attest_pass).saturating_add(u64::from(d.attest_fail));
         let mut s = Settlement {
             epoch: d.tally_epoch,
             reputation_ppm: next_reputation(d.reputation_ppm, votes, d.attest_pass > d.attest_fail),
@@ -210,7 +216,7 @@ impl Ledger {
             let mut left = r.unpaid.base().saturating_sub(spent);
             let mut take = |pool: Amount, part: u128, whole: u128| {
                 let v = floor_share(pool.base(), part, whole).min(left);
-                left -= v;
+                left = left.saturating_sub(v); // v ≤ left
                 Amount::from_base(v)
             };
             s.capacity = take(r.capacity_pool, w.capacity, r.capacity_weight);
@@ -252,7 +258,7 @@ impl Ledger {
     /// `SettleRewards`: settles each named device that has a tally from a closed epoch; what
     /// they are paid is added up and written once per owner, stake total and epoch.
     pub(crate) fn settle_rewards(&mut self, devices: &[Address]) -> Result<()> {
-        let mut seen = std::collections::HashSet::with_capacity(devices.len());
+        let mut seen = std::collections::BTreeSet::new();
         let mut batch = Payouts::default();
         let current = self.state.globals.epoch;
         for a in devices {
@@ -308,7 +314,7 @@ impl Ledger {
             o.1 = o.1.checked_add(s.work).ok_or_else(overflow)?;
         }
         let e = batch.epochs.entry(s.epoch).or_default();
-        e.devices += 1;
+        e.devices = e.devices.checked_add(1).ok_or_else(overflow)?;
         e.owed = e.owed.checked_add(owed.base()).ok_or_else(overflow)?;
         e.capacity = e.capacity.checked_add(s.capacity).ok_or_else(overflow)?;
         e.work = e.work.checked_add(s.work).ok_or_else(overflow)?;
@@ -371,7 +377,7 @@ impl Ledger {
     /// over its devices; no tally counts for an epoch to come; each closed epoch's record adds
     /// up, counts exactly its devices not yet settled, and holds at least what they are owed;
     /// the market index equals one built from the devices.
-    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+    pub fn check_invariants(&self) -> std::result::Result<(), InvariantViolation> {
         use crate::state::EpochWeights;
         let built = crate::matching::Market::build(
             self.state
@@ -380,29 +386,38 @@ impl Ledger {
                 .filter(|(_, d)| crate::state::is_marketable(d)),
         );
         if built != self.state.market {
-            return Err("the market index differs from one built from the devices".into());
+            return Err(InvariantViolation(
+                "the market index differs from one built from the devices".into(),
+            ));
         }
         let current = self.state.globals.epoch;
         let mut open = EpochWeights::default();
         let mut owed: std::collections::BTreeMap<u64, (u64, u128)> = Default::default();
         for (a, d) in &self.state.devices {
             if d.tally_epoch > current {
-                return Err(format!(
+                return Err(InvariantViolation(format!(
                     "device {a} has a tally for epoch {} > {current}",
                     d.tally_epoch
-                ));
+                )));
             }
             let Some(w) = TallyWeight::of(d, &self.state.class_weights) else {
                 continue;
             };
             if d.tally_epoch == current {
-                open.add(&w);
+                if open.add(&w).is_none() {
+                    return Err(InvariantViolation(format!(
+                        "the open epoch's weights overflow at device {a}"
+                    )));
+                }
             } else if let Some(s) = self.settlement_of(d) {
                 let e = owed.entry(d.tally_epoch).or_default();
-                e.0 += 1;
-                e.1 += u128::from(s.capacity.base())
-                    + u128::from(s.work.base())
-                    + u128::from(s.stake.base());
+                // Sums of u64 amounts in a u128: they cannot reach its bound.
+                e.0 = e.0.saturating_add(1);
+                e.1 = e.1.saturating_add(
+                    u128::from(s.capacity.base())
+                        .saturating_add(u128::from(s.work.base()))
+                        .saturating_add(u128::from(s.stake.base())),
+                );
             }
         }
         let kept = self
@@ -412,7 +427,9 @@ impl Ledger {
             .copied()
             .unwrap_or_default();
         if kept != open {
-            return Err(format!("kept weights {kept:?} != summed {open:?}"));
+            return Err(InvariantViolation(format!(
+                "kept weights {kept:?} != summed {open:?}"
+            )));
         }
         for (e, r) in &self.state.epochs {
             let sum: u128 = [
@@ -422,20 +439,22 @@ impl Ledger {
             .map(|x| u128::from(x.base()))
             .sum();
             if sum != u128::from(r.minted.base()) {
-                return Err(format!("epoch {e} does not add up: {r:?}"));
+                return Err(InvariantViolation(format!(
+                    "epoch {e} does not add up: {r:?}"
+                )));
             }
             let (devices, due) = owed.get(e).copied().unwrap_or_default();
             if devices != r.unsettled {
-                return Err(format!(
+                return Err(InvariantViolation(format!(
                     "epoch {e}: {devices} devices to settle, record says {}",
                     r.unsettled
-                ));
+                )));
             }
             if due > u128::from(r.unpaid.base()) {
-                return Err(format!(
+                return Err(InvariantViolation(format!(
                     "epoch {e}: devices are owed {due}, record holds {}",
                     r.unpaid.base()
-                ));
+                )));
             }
         }
         Ok(())
@@ -455,10 +474,12 @@ fn next_reputation(rep: u32, votes: u64, passed: bool) -> u32 {
         return rep;
     }
     let rep = u64::from(rep).min(1_000_000);
+    // rep ≤ 10⁶ and the rates ≤ 10⁶: every product fits a u64, every difference is ≥ 0.
     let rep = if passed {
-        rep + (1_000_000 - rep) * REPUTATION_GAIN_PPM / 1_000_000
+        let gap = 1_000_000u64.saturating_sub(rep);
+        rep.saturating_add(gap.saturating_mul(REPUTATION_GAIN_PPM) / 1_000_000)
     } else {
-        rep - rep * REPUTATION_LOSS_PPM / 1_000_000
+        rep.saturating_sub(rep.saturating_mul(REPUTATION_LOSS_PPM) / 1_000_000)
     };
     u32::try_from(rep).unwrap_or(1_000_000)
 }

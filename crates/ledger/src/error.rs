@@ -199,8 +199,34 @@ pub enum BlockError {
     #[error("block has {0} transactions; the limit is {max}", max = cairn_primitives::MAX_BLOCK_TXS)]
     TooManyTxs(usize),
     #[error("ledger invariant broken while applying block: {0}")]
-    Invariant(String),
+    Invariant(TxError),
+    #[error("arithmetic overflow in {0}")]
+    Overflow(&'static str),
 }
+
+/// Why stored records could not be loaded into a ledger ([`crate::Ledger::from_records`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The genesis is invalid.
+    #[error(transparent)]
+    Genesis(#[from] cairn_primitives::GenesisError),
+    /// A key is not a state key.
+    #[error("bad state key {0:?}")]
+    Key(Vec<u8>),
+    /// A record does not decode as its key's kind.
+    #[error("bad record under {key}: {reason}")]
+    Value {
+        /// The key, for reading.
+        key: String,
+        /// Why it does not decode.
+        reason: String,
+    },
+}
+
+/// A broken ledger invariant ([`crate::Ledger::check_invariants`]): what does not add up.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("ledger invariant broken: {0}")]
+pub struct InvariantViolation(pub String);
 
 /// The result type of this crate.
 pub type Result<T, E = TxError> = std::result::Result<T, E>;

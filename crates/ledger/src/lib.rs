@@ -29,9 +29,20 @@
 //! assert_eq!(ledger.account(&bob.address()).balance, Amount::from_base(5));
 //! ```
 #![deny(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::panic))]
+// Consensus code: no panics and no unchecked arithmetic outside tests (lighthouse's lints). A
+// sum that could overflow is checked and fails the transaction or block with a typed error.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 
-mod apply;
+mod block;
 mod epoch;
 mod error;
 mod events;
@@ -44,11 +55,13 @@ pub mod synthetic;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 pub mod tokenomics;
+mod tx;
 
-pub use apply::{MAX_DURATION_SECS, MAX_MATCH_SCAN, MAX_REPLICAS, VerifiedBlock};
+pub use block::VerifiedBlock;
 pub use epoch::Settlement;
-pub use error::{BlockError, Result, TxError};
+pub use error::{BlockError, InvariantViolation, RecordError, Result, TxError};
 pub use events::{BlockOutcome, Event, TxResult};
+pub use tx::{MAX_DURATION_SECS, MAX_MATCH_SCAN, MAX_REPLICAS};
 
 use cairn_primitives::{
     Account, Address, Block, Deployment, Device, EpochRecord, Genesis, GenesisError, Globals, Hash,
@@ -63,7 +76,7 @@ pub struct Ledger {
     params: Arc<Params>,
     state: State,
     tree: BucketTree,
-    cx: apply::BlockCx,
+    cx: block::BlockCx,
 }
 
 impl Ledger {
@@ -90,7 +103,7 @@ impl Ledger {
             params,
             state,
             tree: BucketTree::new(),
-            cx: apply::BlockCx::default(),
+            cx: block::BlockCx::default(),
         };
         ledger.finish_block();
         Ok(ledger)
@@ -100,20 +113,22 @@ impl Ledger {
     pub fn from_records(
         genesis: &Genesis,
         records: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
-    ) -> std::result::Result<Self, String> {
-        let params = Arc::new(genesis.validate().map_err(|e| e.to_string())?);
+    ) -> std::result::Result<Self, RecordError> {
+        let params = Arc::new(genesis.validate()?);
         let mut state = State::new(&params);
         for (k, v) in records {
-            let key = StateKey::from_bytes(&k).ok_or_else(|| format!("bad state key {k:?}"))?;
-            let value = StateValue::decode_value(&key, &v)
-                .map_err(|e| format!("bad record under {key:?}: {e}"))?;
+            let key = StateKey::from_bytes(&k).ok_or_else(|| RecordError::Key(k.clone()))?;
+            let value = StateValue::decode_value(&key, &v).map_err(|e| RecordError::Value {
+                key: format!("{key:?}"),
+                reason: e.to_string(),
+            })?;
             state.raw_set(key, Some(value));
         }
         let mut ledger = Self {
             params,
             state,
             tree: BucketTree::new(),
-            cx: apply::BlockCx::default(),
+            cx: block::BlockCx::default(),
         };
         let all: Vec<(Vec<u8>, Option<Vec<u8>>)> = ledger
             .state
@@ -275,14 +290,19 @@ impl Ledger {
             cairn_primitives::PaymentModel::Direct => u128::from(s.globals.escrow),
             cairn_primitives::PaymentModel::Bme => 0,
         };
-        balances + pools + unbonding + unpaid + escrow
+        // Sums of u64 amounts in a u128: they cannot reach its bound.
+        balances
+            .saturating_add(pools)
+            .saturating_add(unbonding)
+            .saturating_add(unpaid)
+            .saturating_add(escrow)
     }
 
     /// Builds the next block on this state from `txs` (what a proposer does).
     pub fn build_block(&self, timestamp_ms: u64, txs: Vec<SignedTx>) -> Block {
         let g = &self.state.globals;
         Block::build(
-            g.height + 1,
+            g.height.saturating_add(1),
             g.last_block,
             g.height,
             self.state_root(),

@@ -21,7 +21,12 @@ pub(crate) struct Market {
 }
 
 fn slot(a: Address, d: &Device) -> Slot {
-    (d.price_per_hour, u32::MAX - d.reputation_ppm, a)
+    // Higher reputation first: u32::MAX − reputation (exact: reputation ≤ u32::MAX).
+    (
+        d.price_per_hour,
+        u32::MAX.saturating_sub(d.reputation_ppm),
+        a,
+    )
 }
 
 impl Market {
@@ -122,7 +127,7 @@ impl Market {
             if price > max_price {
                 break;
             }
-            scanned += 1;
+            scanned = scanned.saturating_add(1);
             if fits(&addr) {
                 found.push(addr);
             }

@@ -18,7 +18,7 @@ pub(crate) struct BucketTree {
 
 impl BucketTree {
     pub(crate) fn new() -> Self {
-        let mut levels = Vec::with_capacity(BUCKET_BITS as usize + 1);
+        let mut levels = Vec::with_capacity((BUCKET_BITS as usize).saturating_add(1));
         let mut n = BUCKETS;
         loop {
             levels.push(vec![Hash::ZERO; n]);
@@ -44,6 +44,12 @@ impl BucketTree {
     /// Applies `(key, Some(value))` inserts and `(key, None)` deletes, then rehashes what changed.
     /// Applies changed records (`None`: deleted) and rehashes what they touched. Leaves,
     /// buckets and bucket hashes are worked on every core, buckets in disjoint chunks.
+    #[expect(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "indices are bucket numbers below BUCKETS (bucket_of's range) and their \
+                  ancestors, in levels that halve from BUCKETS down to the root"
+    )]
     pub(crate) fn update(&mut self, changes: &[(Vec<u8>, Option<Vec<u8>>)]) {
         if changes.is_empty() {
             return;
@@ -114,6 +120,12 @@ impl BucketTree {
         }
     }
 
+    #[expect(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        reason = "indices are bucket numbers below BUCKETS (bucket_of's range) and their \
+                  ancestors, in levels that halve from BUCKETS down to the root"
+    )]
     pub(crate) fn prove(&self, key: &[u8], value: Option<Vec<u8>>) -> StateProof {
         let b = bucket_of(key);
         let bucket = self.buckets[b]

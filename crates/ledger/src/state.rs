@@ -8,14 +8,14 @@ use cairn_primitives::{
     EpochRecord, Globals, Lease, LeaseState, OraclePrice, StateKey, StateValue, Unbonding,
 };
 use rayon::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) globals: Globals,
-    pub(crate) accounts: HashMap<Address, Account>,
+    pub(crate) accounts: BTreeMap<Address, Account>,
     pub(crate) devices: BTreeMap<Address, Device>,
-    pub(crate) delegations: HashMap<(Address, Address), Delegation>,
+    pub(crate) delegations: BTreeMap<(Address, Address), Delegation>,
     pub(crate) unbondings: BTreeMap<u64, Unbonding>,
     pub(crate) deployments: BTreeMap<u64, Deployment>,
     pub(crate) leases: BTreeMap<u64, Lease>,
@@ -35,6 +35,9 @@ pub(crate) struct State {
     pub(crate) class_weights: Vec<(ClassKind, u32)>,
     /// (staker, device) for every delegation: what an account has staked, without a scan.
     pub(crate) stakes_by: BTreeSet<(Address, Address)>,
+    /// Set when an epoch's weights would have left u128's range (they cannot, by the bounds in
+    /// [`EpochWeights::add`]; the block that did it fails with an invariant error).
+    pub(crate) weights_overflow: bool,
 
     journal: Vec<(StateKey, Option<StateValue>)>,
 }
@@ -71,7 +74,8 @@ impl TallyWeight {
         if d.attest_pass == 0 && d.attest_fail == 0 && d.work == 0 {
             return None;
         }
-        let votes = u64::from(d.attest_pass) + u64::from(d.attest_fail);
+        // Two u32 counts: their sum fits a u64.
+        let votes = u64::from(d.attest_pass).saturating_add(u64::from(d.attest_fail));
         let verified = d.status == DeviceStatus::Active && d.attest_pass > d.attest_fail;
         let mut w = Self {
             work: u128::from(d.work),
@@ -83,8 +87,11 @@ impl TallyWeight {
                 Some((ClassKind::Cpu, weight)) => (*weight, u64::from(d.spec.cpu_cores)),
                 None => (0, 0),
             };
-            let uptime = d.uptime_ppm_sum / votes.max(1);
-            w.capacity = u128::from(weight) * u128::from(units) * u128::from(uptime);
+            let uptime = d.uptime_ppm_sum.checked_div(votes).unwrap_or(0);
+            // u32 · u32 · u64: below 2¹²⁸.
+            w.capacity = u128::from(weight)
+                .saturating_mul(u128::from(units))
+                .saturating_mul(u128::from(uptime));
             w.stake = u128::from(d.pool.tokens.base());
         }
         Some(w)
@@ -92,24 +99,33 @@ impl TallyWeight {
 }
 
 impl EpochWeights {
-    pub(crate) fn add(&mut self, w: &TallyWeight) {
-        // Sums of u64-sized figures times small factors, over at most a few million devices:
-        // far from u128's range.
-        self.capacity = self.capacity.saturating_add(w.capacity);
-        self.work = self.work.saturating_add(w.work);
-        self.stake = self.stake.saturating_add(w.stake);
-        self.devices += 1;
-        self.rewarded += u64::from(w.capacity > 0 || w.work > 0);
+    /// Adds a device's weight; `None` (and nothing changed) if a sum would leave its range.
+    /// It cannot: a device's capacity weight is below 2⁸⁴ (u32 weight · u32 units · 10⁶
+    /// uptime) and its work and stake below 2⁶⁴, and there are fewer than 2⁴⁰ devices (each
+    /// bonds at least the minimum stake out of a capped supply).
+    pub(crate) fn add(&mut self, w: &TallyWeight) -> Option<()> {
+        let rewarded = u64::from(w.capacity > 0 || w.work > 0);
+        *self = Self {
+            capacity: self.capacity.checked_add(w.capacity)?,
+            work: self.work.checked_add(w.work)?,
+            stake: self.stake.checked_add(w.stake)?,
+            devices: self.devices.checked_add(1)?,
+            rewarded: self.rewarded.checked_add(rewarded)?,
+        };
+        Some(())
     }
 
-    fn sub(&mut self, w: &TallyWeight) {
-        self.capacity = self.capacity.saturating_sub(w.capacity);
-        self.work = self.work.saturating_sub(w.work);
-        self.stake = self.stake.saturating_sub(w.stake);
-        self.devices = self.devices.saturating_sub(1);
-        self.rewarded = self
-            .rewarded
-            .saturating_sub(u64::from(w.capacity > 0 || w.work > 0));
+    /// Removes a device's weight added before; `None` (and nothing changed) if it was not.
+    fn sub(&mut self, w: &TallyWeight) -> Option<()> {
+        let rewarded = u64::from(w.capacity > 0 || w.work > 0);
+        *self = Self {
+            capacity: self.capacity.checked_sub(w.capacity)?,
+            work: self.work.checked_sub(w.work)?,
+            stake: self.stake.checked_sub(w.stake)?,
+            devices: self.devices.checked_sub(1)?,
+            rewarded: self.rewarded.checked_sub(rewarded)?,
+        };
+        Some(())
     }
 }
 
@@ -150,7 +166,7 @@ impl State {
     /// no longer reverted).
     pub(crate) fn take_changes(&mut self, epoch: u64) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let journal = std::mem::take(&mut self.journal);
-        let mut first: HashMap<StateKey, Option<StateValue>> = HashMap::new();
+        let mut first: BTreeMap<StateKey, Option<StateValue>> = BTreeMap::new();
         for (k, old) in journal {
             first.entry(k).or_insert(old);
         }
@@ -265,8 +281,18 @@ impl State {
                     if is_marketable(d) {
                         self.market.insert(a, d);
                     }
-                    if let Some(w) = TallyWeight::of(d, &self.class_weights) {
-                        self.weights.entry(d.tally_epoch).or_default().add(&w);
+                    // Only the open epoch's weights are kept (a closed epoch's were read when it
+                    // closed, and dropped at the end of that block).
+                    if d.tally_epoch >= self.globals.epoch
+                        && let Some(w) = TallyWeight::of(d, &self.class_weights)
+                        && self
+                            .weights
+                            .entry(d.tally_epoch)
+                            .or_default()
+                            .add(&w)
+                            .is_none()
+                    {
+                        self.weights_overflow = true;
                     }
                 }
                 // One walk down the map when the record is replaced. The market entry stays
@@ -288,8 +314,16 @@ impl State {
                     if !same_slot {
                         self.market.remove(&a, o);
                     }
-                    if let Some(w) = TallyWeight::of(o, &self.class_weights) {
-                        self.weights.entry(o.tally_epoch).or_default().sub(&w);
+                    if o.tally_epoch >= self.globals.epoch
+                        && let Some(w) = TallyWeight::of(o, &self.class_weights)
+                        && self
+                            .weights
+                            .entry(o.tally_epoch)
+                            .or_default()
+                            .sub(&w)
+                            .is_none()
+                    {
+                        self.weights_overflow = true;
                     }
                 }
                 old.map(V::Device)

@@ -29,16 +29,23 @@ pub fn cumulative_emission(budget: Amount, r: u128, epochs: u64, h: u64) -> Amou
     let b = u128::from(budget.base());
     let v = if r >= DECAY_SCALE {
         // No decay: a straight line.
-        b.saturating_mul(u128::from(h)) / u128::from(epochs)
+        straight(b, h, epochs)
     } else {
         let num = DECAY_SCALE.saturating_sub(pow_fixed(r, h));
         let den = DECAY_SCALE.saturating_sub(pow_fixed(r, epochs));
         // b < 2^64 and num < 2^60, so the product fits in 128 bits.
         b.saturating_mul(num)
             .checked_div(den)
-            .unwrap_or_else(|| b.saturating_mul(u128::from(h)) / u128::from(epochs))
+            .unwrap_or_else(|| straight(b, h, epochs))
     };
     Amount::from_base(u64::try_from(v.min(b)).unwrap_or(budget.base()))
+}
+
+/// `b · h / epochs` (h < epochs, so epochs ≥ 1).
+fn straight(b: u128, h: u64, epochs: u64) -> u128 {
+    b.saturating_mul(u128::from(h))
+        .checked_div(u128::from(epochs))
+        .unwrap_or(b)
 }
 
 /// Scheduled emission for the epochs `[from, to)`.
@@ -60,7 +67,10 @@ pub fn floor_share(total: u64, part: u128, whole: u128) -> u64 {
     if whole == 0 {
         return 0;
     }
-    let v = u128::from(total).saturating_mul(part) / whole;
+    let v = u128::from(total)
+        .saturating_mul(part)
+        .checked_div(whole)
+        .unwrap_or(0);
     u64::try_from(v.min(u128::from(total))).unwrap_or(total)
 }
 
@@ -79,7 +89,9 @@ pub fn floor_mul_div(a: u64, b: u64, c: u64) -> Option<u64> {
     if c == 0 {
         return None;
     }
-    let v = u128::from(a).checked_mul(u128::from(b))? / u128::from(c);
+    let v = u128::from(a)
+        .checked_mul(u128::from(b))?
+        .checked_div(u128::from(c))?;
     u64::try_from(v).ok()
 }
 

@@ -165,6 +165,9 @@ pub enum Error {
     /// Stored data does not check out.
     #[error("data directory is corrupt: {0}")]
     Corrupt(String),
+    /// The stored state records do not load into a ledger.
+    #[error("data directory is corrupt: {0}")]
+    Records(#[from] cairn_ledger::RecordError),
     /// A commit failed after the ledger applied the block: the in-memory state is ahead of
     /// disk; reopen the chain.
     #[error("commit failed; reopen the data directory: {0}")]
@@ -254,7 +257,7 @@ impl Chain {
             let (k, v) = item.map_err(dberr)?;
             records.push((k.value().to_vec(), v.value().to_vec()));
         }
-        let ledger = Ledger::from_records(&genesis, records).map_err(Error::Corrupt)?;
+        let ledger = Ledger::from_records(&genesis, records)?;
         let (root, _) = read_root(&r, height)?
             .ok_or_else(|| Error::Corrupt(format!("no state root recorded for height {height}")))?;
         if ledger.state_root() != root || ledger.globals().height != height {

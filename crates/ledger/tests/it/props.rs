@@ -210,7 +210,7 @@ fn to_tx(w: &World, op: &Op, ts: u64) -> SignedTx {
 /// of the nonces.
 fn block_txs(w: &World, ops: &[Op], ts: u64) -> Vec<SignedTx> {
     let mut out = Vec::new();
-    let mut bumps: std::collections::HashMap<cairn_primitives::Address, u64> = Default::default();
+    let mut bumps: std::collections::BTreeMap<cairn_primitives::Address, u64> = Default::default();
     for op in ops {
         let t = to_tx(w, op, ts);
         let sender = t.tx.sender_address();
