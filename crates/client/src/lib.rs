@@ -1,5 +1,17 @@
-//! A blocking HTTP client for a Cairn node's `/v1` API: what the CLI (and later the worker and
-//! tools) use. Errors carry the node's stable error code.
+//! A blocking HTTP client for a Cairn node's `/v1` API: what the CLI, the worker, devnet and
+//! the benches use. Errors carry the node's stable error code.
+//!
+//! ```no_run
+//! use cairn_primitives::{Amount, Keypair, TxBody};
+//! let client = cairn_client::Client::new("http://127.0.0.1:7650");
+//! println!("height {}", client.status()?["height"]);
+//! let alice = Keypair::from_seed([1; 32]);
+//! let to = Keypair::from_seed([2; 32]).address();
+//! let body = TxBody::Transfer { to, amount: Amount::from_base(5) };
+//! let hash = client.sign_and_submit(&alice, None, body)?;
+//! client.wait_final(&hash, std::time::Duration::from_secs(30))?;
+//! # Ok::<(), cairn_client::Error>(())
+//! ```
 
 use cairn_primitives::request::sign_request;
 use cairn_primitives::wire::Encode;

@@ -5,110 +5,211 @@ use cairn_primitives::{Address, Hash};
 /// Why a transaction was rejected. A rejected transaction changes nothing (not even its fee or
 /// nonce) and is recorded in the block's results with this error.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[allow(missing_docs)]
 pub enum TxError {
+    /// The signature is not the sender's over this transaction on this chain.
     #[error("signature does not verify for this chain")]
     BadSignature,
+    /// The nonce is not the sender's next one (too low: already used; too high: a gap).
     #[error("nonce {got} is not the account's next nonce {expected}")]
-    BadNonce { expected: u64, got: u64 },
+    BadNonce {
+        /// What it had to be.
+        expected: u64,
+        /// What it was.
+        got: u64,
+    },
+    /// The fee is below the genesis minimum.
     #[error("fee {got} base units is below the minimum of {min}")]
-    FeeTooLow { min: u64, got: u64 },
+    FeeTooLow {
+        /// The minimum.
+        min: u64,
+        /// What it was.
+        got: u64,
+    },
+    /// An account lacks the tokens a debit needs.
     #[error("account {account} has {have} base units; {need} are needed")]
     InsufficientBalance {
+        /// The account.
         account: Address,
+        /// How much is needed.
         need: u64,
+        /// How much it has.
         have: u64,
     },
+    /// An account lacks the compute credits a deployment needs.
     #[error(
         "account {account} has {have} credits; {need} are needed; buy some with `cairn credits buy`"
     )]
     InsufficientCredits {
+        /// The account.
         account: Address,
+        /// How much is needed.
         need: u64,
+        /// How much it has.
         have: u64,
     },
+    /// A transfer, purchase or stake of nothing.
     #[error("amount must be greater than zero")]
     ZeroAmount,
+    /// A sum or product left its type's range; names what overflowed.
     #[error("arithmetic overflow in {0}")]
     Overflow(&'static str),
+    /// No oracle price is fresh enough to buy credits at.
     #[error("no fresh oracle price (prices older than {max_age_secs}s are refused)")]
-    StalePrice { max_age_secs: u64 },
+    StalePrice {
+        /// The oldest price accepted, in seconds.
+        max_age_secs: u64,
+    },
+    /// The amount buys less than one credit or one stake share.
     #[error("amount is too small to buy one credit or share")]
     AmountTooSmall,
+    /// A price from a key that is not one of the genesis oracles.
     #[error("{0} is not an oracle key in the genesis file")]
     NotOracle(Address),
+    /// A price of zero (an oracle's, or a device's per hour).
     #[error("price must be greater than zero")]
     ZeroPrice,
+    /// The device key is already registered.
     #[error("device {0} is already registered")]
     DeviceExists(Address),
+    /// The class is not in the genesis catalog.
     #[error("class '{0}' is not in the catalog")]
     UnknownClass(String),
+    /// The registered spec does not fit the class claimed.
     #[error("device spec does not fit class {class}: {why}")]
-    SpecMismatch { class: String, why: String },
+    SpecMismatch {
+        /// The class.
+        class: String,
+        /// What does not fit.
+        why: String,
+    },
+    /// The region is empty, too long or has other characters.
     #[error("region must be 1-32 characters of letters, digits, '-' or '_'")]
     BadRegion,
+    /// The device key did not sign the owner's address.
     #[error("the device key did not sign the owner's address (proof of possession)")]
     BadProofOfPossession,
+    /// No device is registered under this key.
     #[error("device {0} is not registered; run `cairn worker register` first")]
     UnknownDevice(Address),
+    /// The sender does not own the device.
     #[error("{sender} does not own device {device}")]
-    NotDeviceOwner { device: Address, sender: Address },
+    NotDeviceOwner {
+        /// The device.
+        device: Address,
+        /// The sender.
+        sender: Address,
+    },
+    /// The device was retired or slashed.
     #[error("device {0} is not active")]
     DeviceNotActive(Address),
+    /// The device is serving a lease.
     #[error("device {0} is serving a lease; wait for it to end")]
     DeviceBusy(Address),
+    /// An update that changes nothing.
     #[error("nothing to update")]
     NothingToUpdate,
+    /// The account has no stake in this device.
     #[error("{0} holds no stake in this device")]
     NoDelegation(Address),
+    /// More shares asked back than the account holds.
     #[error("asked to redeem {asked} shares; {held} are held")]
-    NotEnoughShares { asked: u64, held: u64 },
+    NotEnoughShares {
+        /// Shares asked for.
+        asked: u64,
+        /// Shares held.
+        held: u64,
+    },
+    /// The owner's bond would fall below the class minimum.
     #[error("the owner's bond cannot go below the class minimum; retire the device instead")]
     StakeBelowMinimum,
+    /// The device's stake pool was slashed to nothing.
     #[error("device {0} was slashed to nothing; it cannot take stake")]
     PoolEmpty(Address),
+    /// Replicas out of range.
     #[error("replicas must be 1-{max}")]
-    BadReplicas { max: u16 },
+    BadReplicas {
+        /// The most allowed.
+        max: u16,
+    },
+    /// Duration out of range.
     #[error("duration must be 1 second to {max_secs} seconds")]
-    BadDuration { max_secs: u64 },
+    BadDuration {
+        /// The longest allowed, in seconds.
+        max_secs: u64,
+    },
+    /// A job with neither an image nor a command.
     #[error("the job needs an image or a command")]
     EmptyJob,
+    /// Fewer matching devices than replicas asked for.
     #[error(
         "not enough capacity: {wanted} devices wanted, {found} available at up to {max_price} per hour"
     )]
     NotEnoughCapacity {
+        /// Devices wanted.
         wanted: u16,
+        /// Devices found.
         found: u16,
+        /// The highest price per hour accepted.
         max_price: u64,
     },
+    /// Matching scanned its limit of devices without filling the request.
     #[error("matching scanned {0} devices without filling the request; narrow the resources")]
     MatchScanLimit(usize),
+    /// No deployment has this id.
     #[error("deployment {0} does not exist")]
     UnknownDeployment(u64),
+    /// The sender does not own the deployment.
     #[error("{sender} does not own deployment {deployment}")]
-    NotDeploymentOwner { deployment: u64, sender: Address },
+    NotDeploymentOwner {
+        /// The deployment.
+        deployment: u64,
+        /// The sender.
+        sender: Address,
+    },
+    /// The deployment was closed or has ended.
     #[error("deployment {0} is not open")]
     DeploymentNotOpen(u64),
+    /// No lease has this id.
     #[error("lease {0} does not exist")]
     UnknownLease(u64),
+    /// A lease report from a device other than the lease's.
     #[error("lease {lease} belongs to device {device}, not the sender")]
-    NotLeaseDevice { lease: u64, device: Address },
+    NotLeaseDevice {
+        /// The lease.
+        lease: u64,
+        /// The device.
+        device: Address,
+    },
+    /// The lease has already ended.
     #[error("lease {0} has already ended")]
     LeaseNotActive(u64),
+    /// An attestation from a key that is not one of the genesis checkers.
     #[error("{0} is not a checker in the genesis file")]
     NotChecker(Address),
+    /// An attestation for another epoch than the current one.
     #[error("attestation is for epoch {got}; the current epoch is {expected}")]
-    WrongEpoch { expected: u64, got: u64 },
+    WrongEpoch {
+        /// What it had to be.
+        expected: u64,
+        /// What it was.
+        got: u64,
+    },
+    /// An attestation with no entries.
     #[error("attestation has no entries")]
     EmptyAttestation,
+    /// An uptime above 100 % (1,000,000 ppm).
     #[error("uptime {0} ppm is above 1,000,000")]
     BadUptime(u32),
+    /// The checker already attested this device this epoch.
     #[error("this checker already attested device {0} this epoch")]
     DuplicateAttestation(Address),
+    /// The fraud proof does not prove a wrong answer; says why.
     #[error("fraud proof rejected: {0}")]
     BadFraudProof(String),
+    /// None of the devices is owed rewards from a closed epoch.
     #[error("none of the devices has rewards from a closed epoch to settle")]
     NothingToSettle,
+    /// A device named twice in one settlement.
     #[error("device {0} is named twice")]
     DuplicateDevice(Address),
 }
@@ -182,24 +283,57 @@ impl TxError {
 
 /// Why a whole block was refused. A refused block changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[allow(missing_docs)]
 pub enum BlockError {
+    /// The block's height does not follow the last block's.
     #[error("block height {got} does not follow {expected}")]
-    WrongHeight { expected: u64, got: u64 },
+    WrongHeight {
+        /// What it had to be.
+        expected: u64,
+        /// What it was.
+        got: u64,
+    },
+    /// The block's parent is not the last block.
     #[error("block parent {got} is not the last block {expected}")]
-    WrongParent { expected: Hash, got: Hash },
+    WrongParent {
+        /// What it had to be.
+        expected: Hash,
+        /// What it was.
+        got: Hash,
+    },
+    /// The block anchors a state root this ledger does not have at that height.
     #[error("block claims state root {got}, but the state root there is {expected}")]
-    WrongStateRoot { expected: Hash, got: Hash },
+    WrongStateRoot {
+        /// What it had to be.
+        expected: Hash,
+        /// What it was.
+        got: Hash,
+    },
+    /// The block anchors the state of a height not before its own.
     #[error("block {height} anchors the state of height {state_height}, which is not before it")]
-    StateAheadOfBlock { height: u64, state_height: u64 },
+    StateAheadOfBlock {
+        /// The block height.
+        height: u64,
+        /// The height whose state it anchors.
+        state_height: u64,
+    },
+    /// The block's time is before its parent's.
     #[error("block timestamp {got} is before the parent's {parent}")]
-    TimeWentBackwards { parent: u64, got: u64 },
+    TimeWentBackwards {
+        /// The parent's time, ms.
+        parent: u64,
+        /// What it was.
+        got: u64,
+    },
+    /// The header's transaction root does not match the transactions (or the verdicts were computed for other transactions).
     #[error("block transaction root does not match its transactions")]
     WrongTxRoot,
+    /// More transactions than a block may hold.
     #[error("block has {0} transactions; the limit is {max}", max = cairn_primitives::MAX_BLOCK_TXS)]
     TooManyTxs(usize),
+    /// Work at the start of the block (unbonding, lease expiry, epoch close) failed: a broken ledger invariant, not a bad block.
     #[error("ledger invariant broken while applying block: {0}")]
     Invariant(TxError),
+    /// A sum or product left its type's range; names what overflowed.
     #[error("arithmetic overflow in {0}")]
     Overflow(&'static str),
 }

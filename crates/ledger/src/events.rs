@@ -16,107 +16,187 @@ pub struct TxResult {
 /// Something that happened, for explorers, event streams and wallets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-#[allow(missing_docs)]
 pub enum Event {
+    /// Tokens moved between accounts.
     Transfer {
+        /// Whose tokens.
         from: Address,
+        /// The receiver.
         to: Address,
+        /// How many tokens.
         amount: Amount,
     },
+    /// Tokens destroyed (fees, credit purchases, the direct model's protocol fee).
     Burn {
+        /// Whose tokens.
         from: Address,
+        /// How many tokens.
         amount: Amount,
+        /// Why.
         reason: &'static str,
     },
+    /// An account burned tokens for compute credits.
     CreditsBought {
+        /// The account.
         account: Address,
+        /// Tokens burned.
         tokens: Amount,
+        /// Credits bought.
         credits: u64,
     },
+    /// An oracle submitted the token's price.
     PriceSubmitted {
+        /// The oracle.
         oracle: Address,
+        /// Millionths of a USD per token.
         micro_usd_per_token: u64,
     },
+    /// A device joined with its owner's bond.
     DeviceRegistered {
+        /// The device.
         device: Address,
+        /// The owner.
         owner: Address,
+        /// The class.
         class: String,
+        /// The bond.
         stake: Amount,
     },
+    /// A device's price or availability changed.
     DeviceUpdated {
+        /// The device.
         device: Address,
     },
+    /// A device left; its owner's bond unbonds.
     DeviceRetired {
+        /// The device.
         device: Address,
+        /// Stake now unbonding.
         unbonding: Amount,
     },
+    /// Stake added behind a device.
     Delegated {
+        /// The device.
         device: Address,
+        /// The staker.
         staker: Address,
+        /// How many tokens.
         amount: Amount,
+        /// Pool shares.
         shares: u64,
     },
+    /// Stake withdrawn from a device; it unbonds.
     Undelegated {
+        /// The device.
         device: Address,
+        /// The staker.
         staker: Address,
+        /// How many tokens.
         amount: Amount,
+        /// Pool shares.
         shares: u64,
     },
+    /// Unbonded stake came back to its owner.
     UnbondingReleased {
+        /// The owner.
         owner: Address,
+        /// How many tokens.
         amount: Amount,
     },
+    /// A deployment was matched and its deposit escrowed.
     DeploymentOpened {
+        /// The deployment.
         deployment: u64,
+        /// The owner.
         owner: Address,
+        /// Payment units escrowed.
         deposit: u64,
+        /// Each lease and its device.
         leases: Vec<(u64, Address)>,
     },
+    /// The owner closed a deployment.
     DeploymentClosed {
+        /// The deployment.
         deployment: u64,
     },
+    /// A deployment's end moved later, with more deposit.
     DeploymentExtended {
+        /// The deployment.
         deployment: u64,
+        /// Payment units added.
         extra_deposit: u64,
+        /// The new end, ms.
         end_ms: u64,
     },
+    /// A device reported on its lease.
     LeaseReported {
+        /// The lease.
         lease: u64,
+        /// The deployment.
         deployment: u64,
+        /// The device.
         device: Address,
+        /// What was reported.
         kind: &'static str,
     },
+    /// A lease ended, with what it paid and refunded.
     LeaseEnded {
+        /// The lease.
         lease: u64,
+        /// The deployment.
         deployment: u64,
+        /// The device.
         device: Address,
+        /// How it ended.
         state: LeaseState,
+        /// Payment units paid to the provider.
         paid: u64,
+        /// Payment units returned.
         refunded: u64,
     },
+    /// A checker's verdicts for an epoch.
     Attested {
+        /// The checker.
         checker: Address,
+        /// The epoch.
         epoch: u64,
+        /// Verdicts counted.
         results: u64,
     },
+    /// A device's stake was slashed on a fraud proof.
     Slashed {
+        /// The device.
         device: Address,
+        /// How many tokens.
         amount: Amount,
+        /// Who proved the fraud.
         reporter: Address,
     },
+    /// An epoch closed: emission minted and split.
     EpochClosed {
+        /// The epoch's record.
         record: EpochRecord,
     },
+    /// Rewards paid to an account for a closed epoch.
     Reward {
+        /// The account.
         account: Address,
+        /// The epoch.
         epoch: u64,
+        /// For capacity.
         capacity: Amount,
+        /// For work served.
         work: Amount,
+        /// For checking.
         checkers: Amount,
     },
+    /// Stakers' rewards added to a device's pool for a closed epoch.
     StakingReward {
+        /// The device.
         device: Address,
+        /// The epoch.
         epoch: u64,
+        /// How many tokens.
         amount: Amount,
     },
 }

@@ -1,5 +1,14 @@
 //! The Cairn node: simplex consensus over authenticated p2p, a mempool, the execution of
-//! finalized blocks over the ledger and its store, and the HTTP API.
+//! finalized blocks over the ledger and its store, and the HTTP API. [`serve`] runs a
+//! validator from [`NodeSettings`] (what `cairn node` and `cairn devnet` do).
+//!
+//! ```
+//! // Settings as an operator writes them; durations as text.
+//! let text = "listen = \"127.0.0.1:7650\"\nidle_block = \"200ms\"\nleader_timeout = \"2s\"\n";
+//! let settings: cairn_node::NodeSettings = toml::from_str(text).unwrap();
+//! settings.check().unwrap();
+//! assert_eq!(settings.idle_block, std::time::Duration::from_millis(200));
+//! ```
 
 pub mod api;
 pub mod consensus;

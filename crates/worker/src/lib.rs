@@ -1,6 +1,16 @@
 //! The provider's agent (`cairn worker`): runs the jobs its devices' leases name, in a
 //! sandbox with enforced limits, reports on each lease from the device key, and uploads the
-//! job's output to the node for the customer to read.
+//! job's output to the node for the customer to read. It also discovers what this machine
+//! offers (its CPU and the GPUs the catalog knows), registers it, and probes it with the
+//! proof-of-physical-work challenge.
+//!
+//! ```
+//! use cairn_primitives::DeviceClass;
+//! let hw = cairn_worker::Hardware::discover(&DeviceClass::default_catalog());
+//! assert!(hw.cores >= 1);
+//! // Each GPU found is matched to a catalog class, or the reason it is not offered is given.
+//! let _why_no_gpu: Option<String> = hw.gpu_note();
+//! ```
 #![deny(missing_docs)]
 
 mod agent;
