@@ -1,11 +1,8 @@
 //! `cairn ledger`: replay and inspect a data directory, and a block generator for tests.
 
 use anyhow::{Context, Result};
-use cairn_bench::{demo_genesis, demo_key, sign_tx};
-use cairn_primitives::{Amount, Keypair, SignedTx, TxBody};
 use cairn_store::Chain;
 use clap::{Args, Subcommand};
-use rand::{RngExt as _, SeedableRng};
 use std::io::Write as _;
 use std::path::PathBuf;
 
@@ -122,35 +119,12 @@ pub(crate) fn run(a: LedgerArgs) -> Result<()> {
             accounts,
             seed,
         } => {
-            let genesis = demo_genesis(accounts.max(2));
-            let mut chain = Chain::open(&data_dir, Some(&genesis))
-                .with_context(|| format!("opening {}", data_dir.display()))?;
-            let keys: Vec<Keypair> = (0..accounts.max(2)).map(demo_key).collect();
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ chain.height());
             let stdout = std::io::stdout();
-            for _ in 0..blocks {
-                let mut nonces: Vec<u64> = keys
-                    .iter()
-                    .map(|k| chain.ledger().account(&k.address()).nonce)
-                    .collect();
-                let mut batch: Vec<SignedTx> = Vec::with_capacity(txs);
-                for _ in 0..txs {
-                    let from = rng.random_range(0..keys.len());
-                    let to = rng.random_range(0..keys.len());
-                    let body = TxBody::Transfer {
-                        to: keys[to].address(),
-                        amount: Amount::from_base(rng.random_range(1..1_000_000)),
-                    };
-                    batch.push(sign_tx(&keys[from], nonces[from], body, &genesis.chain_id));
-                    nonces[from] += 1;
-                }
-                let ts = chain.ledger().globals().last_timestamp_ms + 1_000;
-                let block = chain.ledger().build_block(ts, batch);
-                let o = chain.commit(&block)?;
+            cairn_bench::generate(&data_dir, blocks, txs, accounts, seed, |height, root| {
                 let mut out = stdout.lock();
-                writeln!(out, "committed {} {}", o.height, o.state_root)?;
-                out.flush()?;
-            }
+                writeln!(out, "committed {height} {root}")?;
+                out.flush()
+            })?;
         }
     }
     Ok(())

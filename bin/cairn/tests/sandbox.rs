@@ -4,8 +4,8 @@
 //! 0700 home, and hostile jobs stopped by their limits. The tests run as root, as CI does;
 //! one drives the helper as an unprivileged user too.
 
-use cairn_primitives::{BoundedString, JobSpec};
-use cairn_worker::testing::Collect;
+use cairn_primitives::BoundedString;
+use cairn_worker::testing::{Collect, run_collect, sh_job};
 use cairn_worker::{Job, Limits, Outcome, ProcessRuntime, Runtime, RuntimeError, StopSignal};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -18,33 +18,14 @@ fn runtime() -> ProcessRuntime {
 
 fn job(dir: &Path, script: &str, limits: Limits, hidden: Vec<std::path::PathBuf>) -> Job {
     Job {
-        lease: 1,
-        spec: JobSpec {
-            image: None,
-            command: ["sh", "-c", script]
-                .iter()
-                .map(|s| BoundedString::new(*s).unwrap())
-                .collect(),
-            env: vec![(
-                BoundedString::new("GREETING").unwrap(),
-                BoundedString::new("hello").unwrap(),
-            )],
-            network: false,
-        },
-        limits,
-        work_dir: dir.join("work"),
         hidden,
-        gpus: Vec::new(),
+        ..sh_job(1, dir, None, script, limits)
     }
 }
 
 fn run(j: &Job) -> (Outcome, String) {
-    let mut sink = Collect::default();
-    let r = runtime()
-        .run(j, &mut sink, &StopSignal::default())
-        .expect("runs");
-    assert!(sink.started);
-    (r.outcome, String::from_utf8_lossy(&sink.out).into_owned())
+    let (report, out) = run_collect(&runtime(), j);
+    (report.outcome, out)
 }
 
 fn short() -> Limits {

@@ -14,7 +14,7 @@ mod jobs;
 mod load;
 mod popw;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use cairn_ledger::Ledger;
 use cairn_ledger::synthetic::{SYNTHETIC_TIME_MS, device_record, fleet_records};
 use cairn_primitives::wire::Encode;
@@ -122,6 +122,46 @@ pub fn sign_tx(key: &Keypair, nonce: u64, body: TxBody, chain_id: &str) -> Signe
         body,
     }
     .sign(key, chain_id)
+}
+
+/// Commits `blocks` blocks of `txs` random signed transfers among `accounts` demo keys to the
+/// chain in `data_dir` (created with [`demo_genesis`], or resumed where it left off), calling
+/// `committed(height, state_root)` after each commit (`cairn ledger generate`).
+pub fn generate(
+    data_dir: &std::path::Path,
+    blocks: u64,
+    txs: usize,
+    accounts: usize,
+    seed: u64,
+    mut committed: impl FnMut(u64, cairn_primitives::Hash) -> std::io::Result<()>,
+) -> Result<()> {
+    let genesis = demo_genesis(accounts.max(2));
+    let mut chain = Chain::open(data_dir, Some(&genesis))
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    let keys: Vec<Keypair> = (0..accounts.max(2)).map(demo_key).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ chain.height());
+    for _ in 0..blocks {
+        let mut nonces: Vec<u64> = keys
+            .iter()
+            .map(|k| chain.ledger().account(&k.address()).nonce)
+            .collect();
+        let mut batch: Vec<SignedTx> = Vec::with_capacity(txs);
+        for _ in 0..txs {
+            let from = rng.random_range(0..keys.len());
+            let to = rng.random_range(0..keys.len());
+            let body = TxBody::Transfer {
+                to: keys[to].address(),
+                amount: Amount::from_base(rng.random_range(1..1_000_000)),
+            };
+            batch.push(sign_tx(&keys[from], nonces[from], body, &genesis.chain_id));
+            nonces[from] += 1;
+        }
+        let ts = chain.ledger().globals().last_timestamp_ms + 1_000;
+        let block = chain.ledger().build_block(ts, batch);
+        let o = chain.commit(&block)?;
+        committed(o.height, o.state_root)?;
+    }
+    Ok(())
 }
 
 fn progress(json: bool, msg: &str) {

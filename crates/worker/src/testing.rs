@@ -21,6 +21,44 @@ pub const FAKE_GPU_NODE: &str = "/dev/cairn-gpu0";
 
 const PACKAGES: [&str; 3] = ["podman", "runc", "busybox-static"];
 
+/// A job for lease `lease` that runs `sh -c script` (in `image`, or bare when `None`) with
+/// `GREETING=hello` in its environment, `work_dir/work` as its directory, and `limits`.
+pub fn sh_job(
+    lease: u64,
+    work_dir: &Path,
+    image: Option<&str>,
+    script: &str,
+    limits: crate::Limits,
+) -> crate::Job {
+    fn text<const MAX: usize>(s: &str) -> cairn_primitives::BoundedString<MAX> {
+        cairn_primitives::BoundedString::new(s).expect("a short test string")
+    }
+    crate::Job {
+        lease,
+        spec: cairn_primitives::JobSpec {
+            image: image.map(text),
+            command: ["sh", "-c", script].into_iter().map(text).collect(),
+            env: vec![(text("GREETING"), text("hello"))],
+            network: false,
+        },
+        limits,
+        work_dir: work_dir.join("work"),
+        hidden: Vec::new(),
+        gpus: Vec::new(),
+    }
+}
+
+/// Runs `job` on `runtime` to its end; asserts that it started; returns the report and what
+/// it printed.
+pub fn run_collect(runtime: &dyn crate::Runtime, job: &crate::Job) -> (crate::RunReport, String) {
+    let mut sink = Collect::default();
+    let report = runtime
+        .run(job, &mut sink, &crate::StopSignal::default())
+        .expect("the job runs");
+    assert!(sink.started, "the runtime never said the job started");
+    (report, String::from_utf8_lossy(&sink.out).into_owned())
+}
+
 /// A sink that keeps everything a job printed and whether it started (tests, benchmarks).
 #[derive(Debug, Default)]
 pub struct Collect {

@@ -3,8 +3,9 @@
 //! from busybox-static). One test, so one service serves every case and is stopped on
 //! every path, panics included.
 
-use cairn_primitives::{BoundedString, JobSpec};
-use cairn_worker::testing::{Collect, FAKE_GPU, FAKE_GPU_ENV, FAKE_GPU_NODE, IMAGE, Podman};
+use cairn_worker::testing::{
+    Collect, FAKE_GPU, FAKE_GPU_ENV, FAKE_GPU_NODE, IMAGE, Podman, run_collect, sh_job,
+};
 use cairn_worker::{
     DockerRuntime, GpuAccess, Job, Limits, Outcome, RunReport, Runtime, StopSignal,
 };
@@ -12,34 +13,11 @@ use std::path::Path;
 use std::time::Duration;
 
 fn job(lease: u64, dir: &Path, image: &str, script: &str, limits: Limits) -> Job {
-    Job {
-        lease,
-        spec: JobSpec {
-            image: Some(BoundedString::new(image).unwrap()),
-            command: ["sh", "-c", script]
-                .iter()
-                .map(|s| BoundedString::new(*s).unwrap())
-                .collect(),
-            env: vec![(
-                BoundedString::new("GREETING").unwrap(),
-                BoundedString::new("hello").unwrap(),
-            )],
-            network: false,
-        },
-        limits,
-        work_dir: dir.join("work"),
-        hidden: Vec::new(),
-        gpus: Vec::new(),
-    }
+    sh_job(lease, dir, Some(image), script, limits)
 }
 
 fn run(rt: &DockerRuntime, j: &Job) -> (RunReport, String) {
-    let mut sink = Collect::default();
-    let r = rt
-        .run(j, &mut sink, &StopSignal::default())
-        .expect("the job runs");
-    assert!(sink.started);
-    (r, String::from_utf8_lossy(&sink.out).into_owned())
+    run_collect(rt, j)
 }
 
 fn limits(memory_mib: u64, secs: u64) -> Limits {
