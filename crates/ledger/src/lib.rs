@@ -46,6 +46,7 @@ mod block;
 mod epoch;
 mod error;
 mod events;
+mod lookup;
 mod matching;
 mod merkle;
 mod state;
@@ -270,9 +271,10 @@ impl Ledger {
     /// for devices not yet settled and (under `direct`) token escrow. Always equals `globals().supply`; property tests check that it does.
     pub fn holdings(&self) -> u128 {
         let s = &self.state;
+        // A sum: the order of the accounts does not matter.
         let balances: u128 = s
             .accounts
-            .values()
+            .values_in_any_order()
             .map(|a| u128::from(a.balance.base()))
             .sum();
         let pools: u128 = s

@@ -2,6 +2,7 @@
 //! leaves nothing behind), the set of records changed in the current block (for the state root
 //! and the store), and the derived indexes (market, lease ends, unbonding queue).
 
+use crate::lookup::LookupMap;
 use crate::matching::Market;
 use cairn_primitives::{
     Account, Address, CheckerTally, ClassKind, Delegation, Deployment, Device, DeviceStatus,
@@ -13,9 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) globals: Globals,
-    pub(crate) accounts: BTreeMap<Address, Account>,
+    pub(crate) accounts: LookupMap<Address, Account>,
     pub(crate) devices: BTreeMap<Address, Device>,
-    pub(crate) delegations: BTreeMap<(Address, Address), Delegation>,
+    pub(crate) delegations: LookupMap<(Address, Address), Delegation>,
     pub(crate) unbondings: BTreeMap<u64, Unbonding>,
     pub(crate) deployments: BTreeMap<u64, Deployment>,
     pub(crate) leases: BTreeMap<u64, Lease>,
@@ -421,11 +422,16 @@ impl State {
     /// Every record, for a full rebuild of the root.
     pub(crate) fn all_keys(&self) -> Vec<StateKey> {
         let mut keys = vec![StateKey::Globals];
-        keys.extend(self.accounts.keys().map(|a| StateKey::Account(*a)));
+        // The root's rebuild sorts what it hashes: the maps' order does not matter here.
+        keys.extend(
+            self.accounts
+                .keys_in_any_order()
+                .map(|a| StateKey::Account(*a)),
+        );
         keys.extend(self.devices.keys().map(|a| StateKey::Device(*a)));
         keys.extend(
             self.delegations
-                .keys()
+                .keys_in_any_order()
                 .map(|(d, s)| StateKey::Delegation(*d, *s)),
         );
         keys.extend(self.unbondings.keys().map(|i| StateKey::Unbonding(*i)));
