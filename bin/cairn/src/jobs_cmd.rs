@@ -134,7 +134,7 @@ pub(crate) fn deploy(a: DeployArgs) -> Result<()> {
             .map(|r| bounded(r, "--region"))
             .transpose()?,
         duration_secs,
-        max_price_per_hour: a.max_price,
+        max_price_per_hour: cairn_primitives::PayUnits(a.max_price),
         job: JobSpec {
             image: a
                 .image

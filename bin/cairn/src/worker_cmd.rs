@@ -4,6 +4,7 @@
 
 use crate::client_cmd::{NodeOpt, Signer};
 use anyhow::{Result, bail};
+use cairn_primitives::PayUnits;
 use cairn_worker::{
     default_socket, offer, probe, probe_failure, probe_lines, register_offer, serve, worker_dir,
 };
@@ -114,6 +115,7 @@ pub(crate) fn run(a: WorkerArgs) -> Result<()> {
             let offer = offer(&dir)?;
             let owner_key = crate::client_cmd::keys(owner.keys_dir.clone()).load(&owner.key)?;
             let client = node.client();
+            let (price, gpu_price) = (PayUnits(price), PayUnits(gpu_price));
             for line in register_offer(&client, &owner_key, &offer, price, gpu_price, &region)? {
                 println!("{line}");
             }

@@ -933,7 +933,7 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
         replicas: 1,
         region: None,
         duration_secs: 3_600,
-        max_price_per_hour: 5_000,
+        max_price_per_hour: cairn_primitives::PayUnits(5_000),
         job: cairn_primitives::JobSpec {
             image: None,
             command: vec![cairn_primitives::BoundedString::new("true").unwrap()],

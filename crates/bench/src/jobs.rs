@@ -181,7 +181,7 @@ fn one_run(
         replicas: 1,
         region: None,
         duration_secs: 120,
-        max_price_per_hour: 1_000_000,
+        max_price_per_hour: cairn_primitives::PayUnits(1_000_000),
         job: job_spec()?,
     };
     let hash = client.sign_and_submit(key, None, TxBody::OpenDeployment(open))?;

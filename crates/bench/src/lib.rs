@@ -312,7 +312,7 @@ fn ledger(
                 BoundedString::new(REGIONS[rng.random_range(0..REGIONS.len())]).unwrap_or_default()
             }),
             duration_secs: 3600,
-            max_price_per_hour: rng.random_range(100..2_000),
+            max_price_per_hour: cairn_primitives::PayUnits(rng.random_range(100..2_000)),
             job: JobSpec::default(),
         };
         let seed = Address(sha256(&[&rng.random::<u64>().to_be_bytes()]).0);

@@ -2,7 +2,7 @@
 //! one shutdown path.
 
 use cairn_client::Client;
-use cairn_primitives::{Amount, Keypair, TxBody};
+use cairn_primitives::{Amount, Keypair, PayUnits, TxBody};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -36,6 +36,11 @@ impl Stop {
         *stopped
     }
 }
+
+/// What devnet's CPU device asks per hour, in payment units (credits: $0.36 an hour).
+const CPU_PRICE: u64 = 36_000;
+/// What each of devnet's GPU devices asks per hour ($7.20 an hour).
+const GPU_PRICE: u64 = 720_000;
 
 /// How often devnet's demo oracle resubmits its price (the genesis default refuses prices
 /// older than ten minutes).
@@ -129,7 +134,14 @@ pub(crate) fn spawn_worker(
         };
         let start = Instant::now();
         loop {
-            match cairn_worker::register_offer(&client, &owner, &offer, 36_000, 720_000, "local") {
+            match cairn_worker::register_offer(
+                &client,
+                &owner,
+                &offer,
+                PayUnits(CPU_PRICE),
+                PayUnits(GPU_PRICE),
+                "local",
+            ) {
                 Ok(lines) => {
                     eprintln!("worker: this machine's devices, owned by carol:");
                     for line in lines {

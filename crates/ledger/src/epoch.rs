@@ -542,7 +542,7 @@ mod tests {
         let tx = |nonce, body| testing::tx(&operator(), nonce, body, &genesis.chain_id);
         let reprice = cairn_primitives::TxBody::UpdateDevice {
             device: dev0,
-            price_per_hour: Some(777),
+            price_per_hour: Some(cairn_primitives::PayUnits(777)),
             available: None,
         };
         let block = ledger.build_block(ts, vec![tx(0, reprice)]);
@@ -560,7 +560,7 @@ mod tests {
             .count();
         assert_eq!(devices_written, 1);
         let d0 = ledger.device(&dev0).expect("device 0");
-        assert_eq!((d0.price_per_hour, d0.reputation_ppm), (777, 550_000));
+        assert_eq!((d0.price_per_hour.0, d0.reputation_ppm), (777, 550_000));
         let untouched = ledger.state.devices.iter().filter(|(a, _)| **a != dev0);
         assert!(untouched.clone().all(|(a, d)| before.get(a) == Some(d)));
         assert_eq!(untouched.count(), 99);

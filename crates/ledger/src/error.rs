@@ -1,6 +1,6 @@
 //! What can go wrong applying a block or a transaction.
 
-use cairn_primitives::{Address, Hash};
+use cairn_primitives::{Address, Hash, PayUnits};
 
 /// Why a transaction was rejected. A rejected transaction changes nothing (not even its fee or
 /// nonce) and is recorded in the block's results with this error.
@@ -150,7 +150,7 @@ pub enum TxError {
         /// Devices found.
         found: u16,
         /// The highest price per hour accepted.
-        max_price: u64,
+        max_price: PayUnits,
     },
     /// Matching scanned its limit of devices without filling the request.
     #[error("matching scanned {0} devices without filling the request; narrow the resources")]

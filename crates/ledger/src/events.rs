@@ -1,7 +1,7 @@
 //! What applying a block reports: per-transaction results and events.
 
 use crate::TxError;
-use cairn_primitives::{Address, Amount, EpochRecord, Hash, LeaseState};
+use cairn_primitives::{Address, Amount, EpochRecord, Hash, LeaseState, PayUnits};
 use serde::Serialize;
 
 /// The result of one transaction in a block.
@@ -110,7 +110,7 @@ pub enum Event {
         /// The owner.
         owner: Address,
         /// Payment units escrowed.
-        deposit: u64,
+        deposit: PayUnits,
         /// Each lease and its device.
         leases: Vec<(u64, Address)>,
     },
@@ -124,7 +124,7 @@ pub enum Event {
         /// The deployment.
         deployment: u64,
         /// Payment units added.
-        extra_deposit: u64,
+        extra_deposit: PayUnits,
         /// The new end, ms.
         end_ms: u64,
     },
@@ -150,9 +150,9 @@ pub enum Event {
         /// How it ended.
         state: LeaseState,
         /// Payment units paid to the provider.
-        paid: u64,
+        paid: PayUnits,
         /// Payment units returned.
-        refunded: u64,
+        refunded: PayUnits,
     },
     /// A checker's verdicts for an epoch.
     Attested {

@@ -289,7 +289,9 @@ impl Ledger {
             .sum();
         let unpaid: u128 = s.epochs.values().map(|e| u128::from(e.unpaid.base())).sum();
         let escrow = match self.params.payment_model {
-            cairn_primitives::PaymentModel::Direct => u128::from(s.globals.escrow),
+            cairn_primitives::PaymentModel::Direct => {
+                u128::from(s.globals.escrow.as_tokens().base())
+            }
             cairn_primitives::PaymentModel::Bme => 0,
         };
         // Sums of u64 amounts in a u128: they cannot reach its bound.

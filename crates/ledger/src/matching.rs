@@ -6,13 +6,13 @@
 //! address drawn from the block hash and wraps around, so ties are broken by the block, not by
 //! whoever built the index. Cost: O(sets · log n) per device taken or skipped.
 
-use cairn_primitives::{Address, BoundedString, ClassId, Device};
+use cairn_primitives::{Address, BoundedString, ClassId, Device, PayUnits};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::ops::Bound;
 
 /// Order within a set: price, then reputation (higher first), then address.
-pub(crate) type Slot = (u64, u32, Address);
+pub(crate) type Slot = (PayUnits, u32, Address);
 
 /// The index of available devices.
 #[derive(Default, Debug, PartialEq)]
@@ -103,7 +103,7 @@ impl Market {
         &self,
         classes: &[ClassId],
         region: Option<&BoundedString<32>>,
-        max_price: u64,
+        max_price: PayUnits,
         wanted: usize,
         seed: Address,
         scan_limit: usize,
@@ -141,7 +141,7 @@ impl Market {
 
 /// The total order of candidates: price, reputation, then addresses at or after the seed
 /// before those below it (a rotation of the address space chosen by the block).
-pub(crate) fn order_key(s: &Slot, seed: &Address) -> (u64, u32, bool, Address) {
+pub(crate) fn order_key(s: &Slot, seed: &Address) -> (PayUnits, u32, bool, Address) {
     (s.0, s.1, s.2 < *seed, s.2)
 }
 
@@ -149,7 +149,7 @@ pub(crate) fn order_key(s: &Slot, seed: &Address) -> (u64, u32, bool, Address) {
 struct Cursor<'a> {
     set: &'a BTreeSet<Slot>,
     seed: Address,
-    level: Option<(u64, u32)>,
+    level: Option<(PayUnits, u32)>,
     /// false: addresses >= seed; true: addresses < seed.
     wrapped: bool,
     last: Option<Address>,

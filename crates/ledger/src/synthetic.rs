@@ -3,7 +3,7 @@
 //! signing, not the ledger). Feed [`fleet_records`] to [`crate::Ledger::from_records`] with a
 //! genesis that starts no later than [`SYNTHETIC_TIME_MS`].
 
-use cairn_primitives::{Address, Amount, BoundedString, DeviceSpec};
+use cairn_primitives::{Address, Amount, BoundedString, DeviceSpec, PayUnits};
 
 /// When a synthetic state's devices registered and its last block was: 2023-11-14T22:13:20Z.
 pub const SYNTHETIC_TIME_MS: u64 = 1_700_000_000_000;
@@ -25,7 +25,7 @@ pub fn device_record(
         class,
         spec,
         region: BoundedString::new(region).unwrap_or_default(),
-        price_per_hour,
+        price_per_hour: PayUnits(price_per_hour),
         status: cairn_primitives::DeviceStatus::Active,
         available: true,
         reputation_ppm,

@@ -96,7 +96,7 @@ pub fn register(
         class: BoundedString::new(class).unwrap_or_default(),
         spec,
         region: BoundedString::new(region).unwrap_or_default(),
-        price_per_hour,
+        price_per_hour: cairn_primitives::PayUnits(price_per_hour),
         pop,
     })
 }

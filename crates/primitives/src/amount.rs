@@ -161,6 +161,70 @@ impl Read for Amount {
     }
 }
 
+/// Payment units: what prices per hour, deposits and lease payments count in. One unit is
+/// one compute credit under the `bme` payment model and one token base unit under `direct`;
+/// the ledger converts them to [`Credits`] or an [`Amount`] only where credits or tokens
+/// change hands (a deposit taken, a provider paid, a customer refunded).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Debug)]
+pub struct PayUnits(pub u64);
+
+impl PayUnits {
+    /// Zero.
+    pub const ZERO: PayUnits = PayUnits(0);
+
+    /// `self + other`, or `None` on overflow.
+    pub fn checked_add(self, other: PayUnits) -> Option<PayUnits> {
+        self.0.checked_add(other.0).map(PayUnits)
+    }
+
+    /// `self - other`, or `None` when it would go below zero.
+    pub fn checked_sub(self, other: PayUnits) -> Option<PayUnits> {
+        self.0.checked_sub(other.0).map(PayUnits)
+    }
+
+    /// `self - other`, or zero when it would go below zero.
+    pub fn saturating_sub(self, other: PayUnits) -> PayUnits {
+        PayUnits(self.0.saturating_sub(other.0))
+    }
+
+    /// The same number of credits (the `bme` model's conversion).
+    pub fn as_credits(self) -> Credits {
+        Credits(self.0)
+    }
+
+    /// The same number of token base units (the `direct` model's conversion).
+    pub fn as_tokens(self) -> Amount {
+        Amount::from_base(self.0)
+    }
+}
+
+impl fmt::Display for PayUnits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl serde::Serialize for PayUnits {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl Write for PayUnits {
+    fn write(&self, buf: &mut impl BufMut) {
+        self.0.write(buf);
+    }
+}
+impl FixedSize for PayUnits {
+    const SIZE: usize = 8;
+}
+impl Read for PayUnits {
+    type Cfg = ();
+    fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, Error> {
+        Ok(Self(u64::read(buf)?))
+    }
+}
+
 impl Credits {
     /// `self + other`, or `None` on overflow.
     pub fn checked_add(self, other: Credits) -> Option<Credits> {

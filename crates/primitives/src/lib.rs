@@ -37,7 +37,7 @@ pub mod request;
 mod state;
 mod tx;
 
-pub use amount::{Amount, Credits, ParseAmountError};
+pub use amount::{Amount, Credits, ParseAmountError, PayUnits};
 pub use block::{Block, Header, MAX_BLOCK_TXS};
 pub use class::{ClassId, ClassKind, DeviceClass, gpu_class};
 pub use codec::{BoundedString, read_string};

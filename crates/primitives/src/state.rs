@@ -2,7 +2,7 @@
 
 use crate::codec::{BoundedString, vec_cfg};
 use crate::tx::OpenDeployment;
-use crate::{Address, Amount, ClassId, Credits, Hash};
+use crate::{Address, Amount, ClassId, Credits, Hash, PayUnits};
 use bytes::BufMut;
 use commonware_codec::{Buf, Encode, EncodeSize, Error, Read, ReadExt, Write};
 use serde::Serialize;
@@ -176,7 +176,7 @@ pub struct Device {
     /// Region label.
     pub region: BoundedString<32>,
     /// Price per hour in payment units.
-    pub price_per_hour: u64,
+    pub price_per_hour: PayUnits,
     /// Life-cycle status.
     pub status: DeviceStatus,
     /// Whether the owner offers it for leases.
@@ -297,11 +297,11 @@ pub struct Deployment {
     /// Its leases, one per replica.
     pub leases: Vec<u64>,
     /// Deposit escrowed, in payment units.
-    pub deposit: u64,
+    pub deposit: PayUnits,
     /// Paid out to providers so far (consumed credits under `bme`).
-    pub paid: u64,
+    pub paid: PayUnits,
     /// Refunded to the customer so far.
-    pub refunded: u64,
+    pub refunded: PayUnits,
 }
 codec_struct!(Deployment {
     owner: (),
@@ -364,7 +364,7 @@ pub struct Lease {
     /// The device serving it.
     pub device: Address,
     /// The device's price when matched, per hour.
-    pub price_per_hour: u64,
+    pub price_per_hour: PayUnits,
     /// Block time it was booked.
     pub start_ms: u64,
     /// Block time it runs out.
@@ -372,9 +372,9 @@ pub struct Lease {
     /// Served time has been paid up to this block time.
     pub settled_ms: u64,
     /// Paid so far, in payment units.
-    pub paid: u64,
+    pub paid: PayUnits,
     /// Its share of the deployment's deposit.
-    pub deposit: u64,
+    pub deposit: PayUnits,
     /// State.
     pub state: LeaseState,
     /// Whether the device reported the job started.
@@ -516,7 +516,7 @@ pub struct Globals {
     /// Credits held by accounts.
     pub credits_outstanding: u64,
     /// Payment units held in deployment escrow (tokens under `direct`, credits under `bme`).
-    pub escrow: u64,
+    pub escrow: PayUnits,
     /// Tokens unbonding.
     pub unbonding: Amount,
     /// Tokens bonded to devices.

@@ -3,11 +3,11 @@
 //! A transaction is signed by its sender under the namespace `cairn/tx/<chain id>`: the chain id
 //! is part of every signed message, so a transaction for one network is invalid on another.
 
-use crate::Amount;
 use crate::codec::{BoundedString, vec_cfg};
 use crate::crypto::{self, Address, Keypair, PublicKey, Signature};
 use crate::hash::{Hash, sha256};
 use crate::state::{DeviceSpec, JobSpec, Resources, Usage};
+use crate::{Amount, PayUnits};
 use bytes::BufMut;
 use commonware_codec::{Buf, Encode, EncodeSize, Error, Read, ReadExt, Write};
 
@@ -123,7 +123,7 @@ pub enum TxBody {
         /// The device.
         device: Address,
         /// New price per hour, if changing.
-        price_per_hour: Option<u64>,
+        price_per_hour: Option<PayUnits>,
         /// New availability, if changing.
         available: Option<bool>,
     },
@@ -198,7 +198,7 @@ pub struct RegisterDevice {
     /// Free-form region label, such as `eu-west`.
     pub region: BoundedString<32>,
     /// Price floor per hour, in payment units (credits under `bme`, base tokens under `direct`).
-    pub price_per_hour: u64,
+    pub price_per_hour: PayUnits,
     /// The device key's signature over the owner's address (namespace `device-pop`).
     pub pop: Signature,
 }
@@ -223,7 +223,7 @@ pub struct OpenDeployment {
     /// How long the deployment runs.
     pub duration_secs: u64,
     /// The most the customer pays per device-hour, in payment units.
-    pub max_price_per_hour: u64,
+    pub max_price_per_hour: PayUnits,
     /// What to run.
     pub job: JobSpec,
 }
@@ -496,7 +496,7 @@ impl Read for TxBody {
             3 => Self::RegisterDevice(RegisterDevice::read(buf)?),
             4 => Self::UpdateDevice {
                 device: Address::read(buf)?,
-                price_per_hour: Option::<u64>::read(buf)?,
+                price_per_hour: Option::<PayUnits>::read(buf)?,
                 available: Option::<bool>::read(buf)?,
             },
             5 => Self::RetireDevice {

@@ -9,8 +9,8 @@ use crate::{
 use cairn_client::Client;
 use cairn_keystore::Keystore;
 use cairn_primitives::{
-    BoundedString, DeviceClass, DeviceSpec, Keypair, RegisterDevice, TxBody, device_pop_message,
-    namespace,
+    BoundedString, DeviceClass, DeviceSpec, Keypair, PayUnits, RegisterDevice, TxBody,
+    device_pop_message, namespace,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -152,7 +152,7 @@ fn register_device(
     client: &Client,
     owner: &Keypair,
     device: &Offered,
-    price: u64,
+    price: PayUnits,
     region: &str,
 ) -> Result<bool, RegisterError> {
     if client
@@ -189,13 +189,13 @@ fn register_device(
 }
 
 /// Registers every device of `offer` not yet on chain (the CPU at `price`, GPUs at
-/// `gpu_price`, per hour in credit units); one line per device says what happened.
+/// `gpu_price`, per hour in payment units); one line per device says what happened.
 pub fn register_offer(
     client: &Client,
     owner: &Keypair,
     offer: &Offer,
-    price: u64,
-    gpu_price: u64,
+    price: PayUnits,
+    gpu_price: PayUnits,
     region: &str,
 ) -> Result<Vec<String>, RegisterError> {
     let mut lines = Vec::new();

@@ -3,7 +3,7 @@
 
 use crate::events::Event;
 use crate::{Ledger, Result, TxError};
-use cairn_primitives::{Address, Amount, Credits, OraclePrice, PaymentModel};
+use cairn_primitives::{Address, Amount, Credits, OraclePrice, PayUnits, PaymentModel};
 
 /// One credit is $0.00001: ten micro-dollars.
 pub(crate) const MICRO_USD_PER_CREDIT: u128 = 10;
@@ -99,24 +99,24 @@ impl Ledger {
     }
 
     /// Takes a deposit in the payment model's unit: credits under `bme`, tokens under `direct`.
-    pub(crate) fn take_payment(&mut self, who: &Address, units: u64) -> Result<()> {
+    /// Takes `units` from `who`: credits under `bme`, tokens under `direct`.
+    pub(crate) fn take_payment(&mut self, who: &Address, units: PayUnits) -> Result<()> {
         match self.params.payment_model {
-            PaymentModel::Direct => self.debit(who, Amount::from_base(units)),
+            PaymentModel::Direct => self.debit(who, units.as_tokens()),
             PaymentModel::Bme => {
                 let mut a = self.state.account(who);
-                a.credits =
-                    a.credits
-                        .checked_sub(Credits(units))
-                        .ok_or(TxError::InsufficientCredits {
-                            account: *who,
-                            need: units,
-                            have: a.credits.0,
-                        })?;
+                a.credits = a.credits.checked_sub(units.as_credits()).ok_or(
+                    TxError::InsufficientCredits {
+                        account: *who,
+                        need: units.0,
+                        have: a.credits.0,
+                    },
+                )?;
                 self.state.set_account(*who, a);
                 let mut g = self.state.globals.clone();
                 g.credits_outstanding = g
                     .credits_outstanding
-                    .checked_sub(units)
+                    .checked_sub(units.as_credits().0)
                     .ok_or(TxError::Overflow("credits"))?;
                 self.state.set_globals(g);
                 Ok(())
@@ -125,8 +125,9 @@ impl Ledger {
     }
 
     /// Gives back escrowed units to the customer.
-    pub(crate) fn refund(&mut self, who: &Address, units: u64) -> Result<()> {
-        if units == 0 {
+    /// Returns `units` to `who` out of escrow: credits under `bme`, tokens under `direct`.
+    pub(crate) fn refund(&mut self, who: &Address, units: PayUnits) -> Result<()> {
+        if units == PayUnits::ZERO {
             return Ok(());
         }
         let mut g = self.state.globals.clone();
@@ -137,17 +138,17 @@ impl Ledger {
         if self.params.payment_model == PaymentModel::Bme {
             g.credits_outstanding = g
                 .credits_outstanding
-                .checked_add(units)
+                .checked_add(units.as_credits().0)
                 .ok_or(TxError::Overflow("credits"))?;
         }
         self.state.set_globals(g);
         match self.params.payment_model {
-            PaymentModel::Direct => self.credit(who, Amount::from_base(units)),
+            PaymentModel::Direct => self.credit(who, units.as_tokens()),
             PaymentModel::Bme => {
                 let mut a = self.state.account(who);
                 a.credits = a
                     .credits
-                    .checked_add(Credits(units))
+                    .checked_add(units.as_credits())
                     .ok_or(TxError::Overflow("credits"))?;
                 self.state.set_account(*who, a);
                 Ok(())

@@ -5,7 +5,7 @@ use crate::tokenomics::ceil_mul_div;
 use crate::{Ledger, Result, TxError};
 use cairn_primitives::{
     Address, ClassId, ClassKind, Deployment, DeploymentStatus, Lease, LeaseState, OpenDeployment,
-    Usage, sha256,
+    PayUnits, Usage, sha256,
 };
 
 /// Most candidate devices one deployment may scan before matching gives up.
@@ -63,7 +63,7 @@ impl Ledger {
         let deposits = self.quote(o, seed)?;
         let total = deposits
             .iter()
-            .try_fold(0u64, |t, (_, _, d)| t.checked_add(*d))
+            .try_fold(PayUnits::ZERO, |t, (_, _, d)| t.checked_add(*d))
             .ok_or(TxError::Overflow("deposit"))?;
         self.take_payment(&sender, total)?;
         let mut g = self.state.globals.clone();
@@ -103,7 +103,7 @@ impl Ledger {
                     start_ms: self.cx.ts,
                     end_ms,
                     settled_ms: self.cx.ts,
-                    paid: 0,
+                    paid: PayUnits::ZERO,
                     deposit,
                     state: LeaseState::Active,
                     started: false,
@@ -124,8 +124,8 @@ impl Ledger {
                 status: DeploymentStatus::Open,
                 leases: leases.iter().map(|(l, _)| *l).collect(),
                 deposit: total,
-                paid: 0,
-                refunded: 0,
+                paid: PayUnits::ZERO,
+                refunded: PayUnits::ZERO,
             },
         );
         self.emit(Event::DeploymentOpened {
@@ -166,7 +166,7 @@ impl Ledger {
         }
         let extra_ms = extra_secs.saturating_mul(1000);
         let mut extended = Vec::new();
-        let mut total: u64 = 0;
+        let mut total = PayUnits::ZERO;
         for lid in &dep.leases {
             let Some(l) = self.state.leases.get(lid) else {
                 continue;
@@ -174,8 +174,10 @@ impl Ledger {
             if l.state != LeaseState::Active {
                 continue;
             }
-            let add = ceil_mul_div(l.price_per_hour, extra_secs, 3600)
-                .ok_or(TxError::Overflow("deposit"))?;
+            let add = PayUnits(
+                ceil_mul_div(l.price_per_hour.0, extra_secs, 3600)
+                    .ok_or(TxError::Overflow("deposit"))?,
+            );
             let mut l = l.clone();
             l.end_ms = l
                 .end_ms
@@ -217,7 +219,11 @@ impl Ledger {
     /// What `o` would book now (its job aside): each device with its price per hour and the
     /// deposit its lease holds, or the error opening it would get. `OpenDeployment` and the
     /// API's quote both go through here.
-    pub fn quote(&self, o: &OpenDeployment, seed: Address) -> Result<Vec<(Address, u64, u64)>> {
+    pub fn quote(
+        &self,
+        o: &OpenDeployment,
+        seed: Address,
+    ) -> Result<Vec<(Address, PayUnits, PayUnits)>> {
         if o.replicas == 0 || o.replicas > MAX_REPLICAS {
             return Err(TxError::BadReplicas { max: MAX_REPLICAS });
         }
@@ -226,7 +232,7 @@ impl Ledger {
                 max_secs: MAX_DURATION_SECS,
             });
         }
-        if o.max_price_per_hour == 0 {
+        if o.max_price_per_hour == PayUnits::ZERO {
             return Err(TxError::ZeroPrice);
         }
         let picked = self.match_deployment(o, seed)?;
@@ -234,9 +240,15 @@ impl Ledger {
         picked
             .into_iter()
             .map(|a| {
-                let price = self.state.devices.get(&a).map_or(0, |d| d.price_per_hour);
-                let dep = ceil_mul_div(price, o.duration_secs, 3600)
-                    .ok_or(TxError::Overflow("deposit"))?;
+                let price = self
+                    .state
+                    .devices
+                    .get(&a)
+                    .map_or(PayUnits::ZERO, |d| d.price_per_hour);
+                let dep = PayUnits(
+                    ceil_mul_div(price.0, o.duration_secs, 3600)
+                        .ok_or(TxError::Overflow("deposit"))?,
+                );
                 Ok((a, price, dep))
             })
             .collect()

@@ -4,8 +4,8 @@ use crate::events::Event;
 use crate::state::is_marketable;
 use crate::{Ledger, Result, TxError};
 use cairn_primitives::{
-    Address, Amount, ClassId, ClassKind, Delegation, Device, DeviceStatus, RegisterDevice,
-    StakePool, device_pop_message, namespace, verify_signature,
+    Address, Amount, ClassId, ClassKind, Delegation, Device, DeviceStatus, PayUnits,
+    RegisterDevice, StakePool, device_pop_message, namespace, verify_signature,
 };
 
 /// Reputation a new device starts with (ppm).
@@ -17,7 +17,7 @@ impl Ledger {
         &mut self,
         sender: Address,
         device: &Address,
-        price_per_hour: Option<u64>,
+        price_per_hour: Option<PayUnits>,
         available: Option<bool>,
     ) -> Result<()> {
         let mut d = self.owned_device(&sender, device)?;
@@ -28,7 +28,7 @@ impl Ledger {
             return Err(TxError::NothingToUpdate);
         }
         if let Some(p) = price_per_hour {
-            if p == 0 {
+            if p == PayUnits::ZERO {
                 return Err(TxError::ZeroPrice);
             }
             d.price_per_hour = p;
@@ -114,7 +114,7 @@ impl Ledger {
         {
             return Err(TxError::BadRegion);
         }
-        if r.price_per_hour == 0 {
+        if r.price_per_hour == PayUnits::ZERO {
             return Err(TxError::ZeroPrice);
         }
         if !verify_signature(

@@ -5,7 +5,7 @@ use crate::events::Event;
 use crate::tokenomics::{ceil_mul_div, floor_mul_div};
 use crate::{Ledger, Result, TxError};
 use cairn_primitives::{
-    Address, Amount, DeploymentStatus, LeaseReportKind, LeaseState, PaymentModel, Usage,
+    Address, Amount, DeploymentStatus, LeaseReportKind, LeaseState, PayUnits, PaymentModel, Usage,
 };
 
 pub(crate) const HOUR_MS: u64 = 3_600_000;
@@ -24,9 +24,11 @@ impl Ledger {
             .ok_or(TxError::UnknownLease(id))?;
         let until = until.min(l.end_ms).max(l.settled_ms);
         let served = until.saturating_sub(l.start_ms);
-        let due = floor_mul_div(l.price_per_hour, served, HOUR_MS)
-            .ok_or(TxError::Overflow("lease pay"))?
-            .min(l.deposit);
+        let due = PayUnits(
+            floor_mul_div(l.price_per_hour.0, served, HOUR_MS)
+                .ok_or(TxError::Overflow("lease pay"))?,
+        )
+        .min(l.deposit);
         let delta = due.saturating_sub(l.paid);
         l.settled_ms = until;
         l.paid = l
@@ -36,7 +38,7 @@ impl Ledger {
         let device = l.device;
         let deployment = l.deployment;
         self.state.set_lease(id, l);
-        if delta == 0 {
+        if delta == PayUnits::ZERO {
             return Ok(());
         }
         let mut g = self.state.globals.clone();
@@ -46,7 +48,11 @@ impl Ledger {
             .ok_or(TxError::Overflow("escrow"))?;
         self.state.set_globals(g);
         let mut d = self.settled_device(&device)?;
-        d.work = d.work.checked_add(delta).ok_or(TxError::Overflow("work"))?;
+        // Work served, in payment units: the device's weight in the epoch's work pool.
+        d.work = d
+            .work
+            .checked_add(delta.0)
+            .ok_or(TxError::Overflow("work"))?;
         let owner = d.owner;
         self.state.set_device(device, d);
         if let Some(mut dep) = self.state.deployments.get(&deployment).cloned() {
@@ -57,10 +63,12 @@ impl Ledger {
             self.state.set_deployment(deployment, dep);
         }
         if self.params.payment_model == PaymentModel::Direct {
-            let fee = ceil_mul_div(delta, u64::from(self.params.protocol_fee_bps), 10_000)
+            // The provider is paid in tokens; the protocol fee comes out of them, burned.
+            let pay = delta.as_tokens().base();
+            let fee = ceil_mul_div(pay, u64::from(self.params.protocol_fee_bps), 10_000)
                 .ok_or(TxError::Overflow("protocol fee"))?
-                .min(delta);
-            self.credit(&owner, Amount::from_base(delta.saturating_sub(fee)))?; // fee ≤ delta
+                .min(pay);
+            self.credit(&owner, Amount::from_base(pay.saturating_sub(fee)))?; // fee ≤ pay
             self.burn_supply(Amount::from_base(fee))?;
         }
         Ok(())

@@ -14,7 +14,7 @@ fn open(replicas: u16, secs: u64, max: u64) -> TxBody {
         replicas,
         region: None,
         duration_secs: secs,
-        max_price_per_hour: max,
+        max_price_per_hour: cairn_primitives::PayUnits(max),
         job: JobSpec {
             image: None,
             command: vec![
@@ -98,15 +98,15 @@ fn bme_deployment_is_escrowed_consumed_and_refunded_pro_rata() {
     assert_eq!(o.results[0].error, None);
     let l = w.ledger.lease(lease).unwrap();
     assert_eq!(l.state, LeaseState::Closed);
-    assert_eq!(l.paid, 1800);
+    assert_eq!(l.paid, cairn_primitives::PayUnits(1800));
     let dep = w.ledger.deployment(0).unwrap();
     assert_eq!(dep.status, DeploymentStatus::Closed);
-    assert_eq!(dep.paid + dep.refunded, dep.deposit);
+    assert_eq!(dep.paid.0 + dep.refunded.0, dep.deposit.0);
     assert_eq!(
         w.ledger.account(&customer.address()).credits.0,
         2_000_000 - 1800
     );
-    assert_eq!(w.ledger.globals().escrow, 0);
+    assert_eq!(w.ledger.globals().escrow, cairn_primitives::PayUnits(0));
     assert!(w.ledger.is_marketable(&device));
     // Closing again is refused.
     assert!(matches!(
@@ -160,8 +160,8 @@ fn direct_payment_pays_the_provider_and_burns_the_fee() {
     );
     assert_eq!(w.ledger.pending_settlement(&device), None);
     let dep = w.ledger.deployment(0).unwrap();
-    assert_eq!(dep.paid, paid);
-    assert_eq!(dep.paid + dep.refunded, dep.deposit);
+    assert_eq!(dep.paid, cairn_primitives::PayUnits(paid));
+    assert_eq!(dep.paid.0 + dep.refunded.0, dep.deposit.0);
     w.check_supply();
 }
 
@@ -336,13 +336,13 @@ fn epoch_pays_attested_devices_stakers_checkers_and_treasury_exactly() {
     let owner1 = w.users[1].clone();
     let reprice = TxBody::UpdateDevice {
         device: dev1,
-        price_per_hour: Some(150),
+        price_per_hour: Some(cairn_primitives::PayUnits(150)),
         available: None,
     };
     assert_eq!(w.run(&owner1, reprice), None);
     let d1 = w.ledger.device(&dev1).unwrap();
     assert_eq!(d1.reputation_ppm, p1.reputation_ppm);
-    assert_eq!(d1.price_per_hour, 150);
+    assert_eq!(d1.price_per_hour, cairn_primitives::PayUnits(150));
     // Every device settled: what the floors left went to the treasury.
     let done = w.ledger.epoch(0).unwrap();
     assert_eq!((done.unsettled, done.unpaid), (0, Amount::ZERO));
@@ -541,11 +541,11 @@ fn a_silent_device_s_lease_times_out_paid_up_to_its_last_report() {
     let l = w.ledger.lease(lease).unwrap();
     assert_eq!(l.state, LeaseState::TimedOut);
     // Paid for the minute it showed it served (3,600,000 per hour → 60,000), not the silence.
-    assert_eq!(l.paid, 60_000);
+    assert_eq!(l.paid, cairn_primitives::PayUnits(60_000));
     let dep = w.ledger.deployment(0).unwrap();
     assert_eq!(dep.status, DeploymentStatus::Finished);
-    assert_eq!(dep.paid + dep.refunded, dep.deposit);
-    assert_eq!(w.ledger.globals().escrow, 0);
+    assert_eq!(dep.paid.0 + dep.refunded.0, dep.deposit.0);
+    assert_eq!(w.ledger.globals().escrow, cairn_primitives::PayUnits(0));
     assert!(w.ledger.is_marketable(&device.address()));
     let fees = w.ledger.account(&customer.address()).nonce * w.ledger.params().min_fee.base();
     assert_eq!(
@@ -587,9 +587,9 @@ fn a_lease_that_failed_before_its_job_started_costs_nothing() {
     let t = w.tx(&device, failed(lease));
     w.block(30_000, vec![t]);
     let l = w.ledger.lease(lease).unwrap();
-    assert_eq!((l.state, l.paid), (LeaseState::Failed, 0));
+    assert_eq!((l.state, l.paid.0), (LeaseState::Failed, 0));
     let dep = w.ledger.deployment(0).unwrap();
-    assert_eq!((dep.paid, dep.refunded), (0, dep.deposit));
+    assert_eq!((dep.paid.0, dep.refunded), (0, dep.deposit));
     // Started, then failed 30 s later: those 30 s are paid (3,600,000 per hour → 30,000).
     assert_eq!(w.run(&customer, open(1, 3600, 3_600_000)), None);
     let second = w.ledger.deployment(1).unwrap().leases[0];
@@ -599,7 +599,7 @@ fn a_lease_that_failed_before_its_job_started_costs_nothing() {
     w.block(30_000, vec![t]);
     let l = w.ledger.lease(second).unwrap();
     assert_eq!(l.state, LeaseState::Failed);
-    assert!(l.paid >= 30_000, "{}", l.paid);
+    assert!(l.paid >= cairn_primitives::PayUnits(30_000), "{}", l.paid);
     w.check_supply();
 }
 
@@ -631,10 +631,10 @@ fn extending_a_deployment_escrows_more_and_moves_its_end() {
     let escrow = w.ledger.globals().escrow;
     assert_eq!(w.run(&customer, extend(120)), None);
     // 120 s more at 3,600,000 per hour: 120,000 escrowed.
-    assert_eq!(w.ledger.globals().escrow, escrow + 120_000);
+    assert_eq!(w.ledger.globals().escrow.0, escrow.0 + 120_000);
     let l = w.ledger.lease(lease).unwrap();
     assert_eq!(l.end_ms, end + 120_000);
-    assert_eq!(l.deposit, 60_000 + 120_000);
+    assert_eq!(l.deposit, cairn_primitives::PayUnits(60_000 + 120_000));
     assert_eq!(w.ledger.deployment(0).unwrap().request.duration_secs, 180);
     // It runs to the new end, not the old one.
     w.block(end + 1_000 - w.now(), vec![]);
@@ -642,10 +642,10 @@ fn extending_a_deployment_escrows_more_and_moves_its_end() {
     w.block(120_000, vec![]);
     let l = w.ledger.lease(lease).unwrap();
     assert_eq!(l.state, LeaseState::Expired);
-    assert_eq!(l.paid, 180_000);
+    assert_eq!(l.paid, cairn_primitives::PayUnits(180_000));
     let dep = w.ledger.deployment(0).unwrap();
-    assert_eq!(dep.paid + dep.refunded, dep.deposit);
-    assert_eq!(w.ledger.globals().escrow, 0);
+    assert_eq!(dep.paid.0 + dep.refunded.0, dep.deposit.0);
+    assert_eq!(w.ledger.globals().escrow, cairn_primitives::PayUnits(0));
     assert!(matches!(
         w.run(&customer, extend(60)),
         Some(TxError::DeploymentNotOpen(0))

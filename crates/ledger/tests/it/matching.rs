@@ -81,7 +81,7 @@ fn request(
         replicas,
         region: region.map(|r| BoundedString::new(REGIONS[r]).unwrap()),
         duration_secs: 60,
-        max_price_per_hour: max,
+        max_price_per_hour: cairn_primitives::PayUnits(max),
         job: JobSpec::default(),
     }
 }
@@ -103,7 +103,14 @@ fn brute_force(l: &Ledger, o: &OpenDeployment, seed: Address) -> Result<Vec<Addr
                 && d.spec.cpu_cores >= o.resources.cpu_cores
                 && d.price_per_hour <= o.max_price_per_hour
         })
-        .map(|(a, d)| (d.price_per_hour, u32::MAX - d.reputation_ppm, *a < seed, *a))
+        .map(|(a, d)| {
+            (
+                d.price_per_hour.0,
+                u32::MAX - d.reputation_ppm,
+                *a < seed,
+                *a,
+            )
+        })
         .collect();
     cands.sort();
     if cands.len() < usize::from(o.replicas) {

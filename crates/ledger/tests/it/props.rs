@@ -125,7 +125,7 @@ fn to_tx(w: &World, op: &Op, ts: u64) -> SignedTx {
                 replicas: *replicas,
                 region: None,
                 duration_secs: *secs,
-                max_price_per_hour: 400,
+                max_price_per_hour: cairn_primitives::PayUnits(400),
                 job: JobSpec {
                     image: None,
                     command: vec![BoundedString::new("true").unwrap()],

@@ -206,8 +206,8 @@ mod tests {
                         deployment: 2,
                         device: dev,
                         state: cairn_primitives::LeaseState::Expired,
-                        paid: 10,
-                        refunded: 0,
+                        paid: cairn_primitives::PayUnits(10),
+                        refunded: cairn_primitives::PayUnits(0),
                     },
                 ),
                 (

@@ -623,7 +623,7 @@ pub(super) async fn quote(
         replicas: q.replicas,
         region: q.region.as_deref().map(|r| text(r, "region")).transpose()?,
         duration_secs: q.duration_secs,
-        max_price_per_hour: q.max_price_per_hour,
+        max_price_per_hour: cairn_primitives::PayUnits(q.max_price_per_hour),
         job: JobSpec::default(),
     };
     s.node.with_ledger(|l| {
@@ -631,8 +631,9 @@ pub(super) async fn quote(
         let picked = l
             .quote(&o, seed)
             .map_err(|e| ApiError::bad(e.code(), e.to_string()))?;
-        let per_hour = picked.iter().fold(0u64, |t, p| t.saturating_add(p.1));
-        let deposit = picked.iter().fold(0u64, |t, p| t.saturating_add(p.2));
+        // Display sums for the quote (at most 64 replicas); the ledger's own are checked.
+        let per_hour = picked.iter().fold(0u64, |t, p| t.saturating_add(p.1.0));
+        let deposit = picked.iter().fold(0u64, |t, p| t.saturating_add(p.2.0));
         let devices: Vec<Value> = picked
             .iter()
             .map(|(a, price, dep)| {
