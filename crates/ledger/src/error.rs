@@ -205,7 +205,7 @@ pub enum TxError {
     DuplicateAttestation(Address),
     /// The fraud proof does not prove a wrong answer; says why.
     #[error("fraud proof rejected: {0}")]
-    BadFraudProof(String),
+    BadFraudProof(cairn_popw::FraudError),
     /// None of the devices is owed rewards from a closed epoch.
     #[error("none of the devices has rewards from a closed epoch to settle")]
     NothingToSettle,

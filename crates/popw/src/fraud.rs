@@ -7,7 +7,7 @@ use cairn_primitives::{
 };
 
 /// Why a fraud proof does not prove fraud.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FraudError {
     /// The challenge is malformed.
     #[error("{0}")]

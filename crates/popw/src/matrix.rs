@@ -8,7 +8,7 @@ use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 pub const MAX_N: u32 = 16_384;
 
 /// Why a challenge cannot be built.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChallengeError {
     /// `n` is not a power of two in range.
     #[error("dimension {0} is not a power of two between 2 and {MAX_N}")]

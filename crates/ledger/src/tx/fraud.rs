@@ -14,12 +14,14 @@ impl Ledger {
         if d.status == DeviceStatus::Slashed {
             return Err(TxError::DeviceNotActive(p.device));
         }
+        // A key that is not a curve point signed nothing (registration checked a signature by
+        // it, so this does not happen).
         let key = p
             .device
             .public_key()
-            .ok_or_else(|| TxError::BadFraudProof("device key is not a curve point".into()))?;
+            .ok_or(TxError::BadFraudProof(cairn_popw::FraudError::BadSignature))?;
         cairn_popw::verify_fraud_proof(&self.params.chain_id, &key, p)
-            .map_err(|e| TxError::BadFraudProof(e.to_string()))?;
+            .map_err(TxError::BadFraudProof)?;
         // Slash: burn a share of the whole pool (owner and delegators alike); the reporter gets
         // nothing from the burn, so a provider cannot profit from reporting itself.
         let slash = d
