@@ -80,7 +80,7 @@ pub enum TxError {
         /// The class.
         class: String,
         /// What does not fit.
-        why: String,
+        why: &'static str,
     },
     /// The region is empty, too long or has other characters.
     #[error("region must be 1-32 characters of letters, digits, '-' or '_'")]

@@ -78,9 +78,9 @@ impl Ledger {
             .class_by_name(r.class.as_str())
             .ok_or_else(|| TxError::UnknownClass(r.class.to_string()))?;
         let class = class.clone();
-        let mismatch = |why: &str| TxError::SpecMismatch {
+        let mismatch = |why: &'static str| TxError::SpecMismatch {
             class: class.name.clone(),
-            why: why.to_string(),
+            why,
         };
         let units = match class.kind {
             ClassKind::Gpu => {
