@@ -26,6 +26,9 @@ enum Op {
     Settle(usize, Vec<usize>),
     WrongNonce(usize),
     Overflow(usize),
+    /// User `.0` proves device `.1` signed a wrong answer (a real lie when `.2`, else a
+    /// proof of a right entry, which must fail).
+    Slash(usize, usize, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,6 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0..4usize, prop::collection::vec(0..4usize, 0..4)).prop_map(|(a, d)| Op::Settle(a, d)),
         (0..4usize).prop_map(Op::WrongNonce),
         (0..4usize).prop_map(Op::Overflow),
+        (0..4usize, 0..4usize, any::<bool>()).prop_map(|(a, d, lie)| Op::Slash(a, d, lie)),
     ]
 }
 
@@ -194,6 +198,21 @@ fn to_tx(w: &World, op: &Op, ts: u64) -> SignedTx {
                     amount: Amount::from_base(1),
                 },
                 &chain,
+            )
+        }
+        Op::Slash(a, d, lie) => {
+            use cairn_popw::{Challenge, fraud_proof, rows_root, sign_answer};
+            let dev = &w.devices[*d];
+            let nonce = [0x51; 32];
+            let c = Challenge::new(nonce, 8).expect("an 8×8 challenge");
+            let mut rows: Vec<Vec<i32>> = (0..8).map(|r| c.result_row(r)).collect();
+            if *lie {
+                rows[3][5] = rows[3][5].wrapping_add(1);
+            }
+            let sig = sign_answer(dev, &chain, &nonce, 8, &rows_root(&rows));
+            w.tx(
+                &u(*a),
+                TxBody::SubmitFraudProof(fraud_proof(dev.address(), nonce, &rows, sig, 3, 5)),
             )
         }
         Op::Overflow(a) => w.tx(
