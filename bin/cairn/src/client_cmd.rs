@@ -207,8 +207,12 @@ pub(crate) fn account(a: AccountArgs) -> Result<()> {
                 (None, Some(k)) => keys(keys_dir).load(&k)?.address(),
                 _ => bail!("give an address or --key NAME (one of them)"),
             };
-            let v = client.account(&addr, prove)?;
-            let verified = if prove { Some(verify_proof(&v)?) } else { None };
+            let (v, verified) = if prove {
+                let (v, root) = client.proven_account(&addr)?;
+                (v, Some(root))
+            } else {
+                (client.account(&addr, false)?, None)
+            };
             if a.node.json {
                 println!("{v}");
                 return Ok(());
@@ -233,19 +237,6 @@ pub(crate) fn account(a: AccountArgs) -> Result<()> {
             Ok(())
         }
     }
-}
-
-fn verify_proof(v: &Value) -> Result<String> {
-    let proof: cairn_primitives::StateProof =
-        serde_json::from_value(v["proof"].clone()).context("node sent no proof")?;
-    let root_hex = v["state_root"]
-        .as_str()
-        .context("node sent no state root")?;
-    let root = parse_hash(root_hex)?;
-    proof
-        .verify(&root)
-        .map_err(|e| anyhow::anyhow!("the node's proof does not verify: {e}"))?;
-    Ok(root_hex.to_string())
 }
 
 fn parse_hash(s: &str) -> Result<Hash> {
@@ -408,7 +399,7 @@ pub(crate) fn settle(a: SettleArgs) -> Result<()> {
         let me = keys(a.signer.keys_dir.clone())
             .load(&a.signer.key)?
             .address();
-        pending_devices(&client, &me)?
+        client.devices_with_pending_rewards(&me)?
     } else {
         a.devices
     };
@@ -430,32 +421,6 @@ pub(crate) fn settle(a: SettleArgs) -> Result<()> {
         })?;
     }
     Ok(())
-}
-
-/// `owner`'s devices with rewards from a closed epoch not yet paid.
-fn pending_devices(client: &Client, owner: &Address) -> Result<Vec<Address>> {
-    let mut out = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut path = format!("/v1/devices?owner={owner}&limit=1000");
-        if let Some(x) = &after {
-            path.push_str(&format!("&after={x}"));
-        }
-        let page = client.get(&path)?;
-        for d in page["devices"].as_array().into_iter().flatten() {
-            if !d["pending_rewards"].is_null() {
-                let addr = d["address"].as_str().unwrap_or_default();
-                out.push(
-                    addr.parse()
-                        .context("the node listed a bad device address")?,
-                );
-            }
-        }
-        match page["next"].as_str() {
-            Some(n) => after = Some(n.to_string()),
-            None => return Ok(out),
-        }
-    }
 }
 
 /// `cairn undelegate`: redeem pool shares; the tokens unbond for the genesis's unbonding

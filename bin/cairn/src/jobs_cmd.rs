@@ -341,24 +341,16 @@ pub(crate) fn jobs(a: JobsArgs) -> Result<()> {
             let mut out = std::io::stdout().lock();
             loop {
                 let mut all_ended = true;
-                for (i, lease) in leases.iter().enumerate() {
+                for (lease, offset) in leases.iter().zip(offsets.iter_mut()) {
                     loop {
-                        let (bytes, h) = client.get_signed_bytes(
-                            &format!("/v1/leases/{lease}/logs?offset={}", offsets[i]),
-                            &k,
-                            &chain.chain_id,
-                            &["x-cairn-log-length", "x-cairn-lease-state"],
-                        )?;
-                        if leases.len() > 1 && !bytes.is_empty() {
+                        let chunk = client.lease_logs(*lease, *offset, &k, &chain.chain_id)?;
+                        if leases.len() > 1 && !chunk.bytes.is_empty() {
                             write!(out, "[lease {lease}] ")?;
                         }
-                        out.write_all(&bytes)?;
-                        offsets[i] += bytes.len() as u64;
-                        let len: u64 = h[0].parse().unwrap_or(0);
-                        if h[1] == "active" {
-                            all_ended = false;
-                        }
-                        if bytes.is_empty() || offsets[i] >= len {
+                        out.write_all(&chunk.bytes)?;
+                        *offset += chunk.bytes.len() as u64;
+                        all_ended &= !chunk.active;
+                        if chunk.bytes.is_empty() || *offset >= chunk.total {
                             break;
                         }
                     }

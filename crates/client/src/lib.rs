@@ -55,6 +55,17 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A piece of a lease's output ([`Client::lease_logs`]).
+#[derive(Debug)]
+pub struct LogChunk {
+    /// The bytes from the offset asked.
+    pub bytes: Vec<u8>,
+    /// The output's length so far.
+    pub total: u64,
+    /// Whether the lease is still running (more output may come).
+    pub active: bool,
+}
+
 /// A node's API.
 #[derive(Clone)]
 pub struct Client {
@@ -274,6 +285,74 @@ impl Client {
             .read_to_vec()
             .map_err(|e| Error::Protocol(e.to_string()))?;
         Ok((bytes, headers))
+    }
+
+    /// `/v1/accounts/{address}?prove=true`, with the state proof checked here against the
+    /// state root the node sent: the account and the verified root.
+    pub fn proven_account(&self, a: &Address) -> Result<(Value, Hash), Error> {
+        let v = self.account(a, true)?;
+        let proof: cairn_primitives::StateProof = serde_json::from_value(v["proof"].clone())
+            .map_err(|e| Error::Protocol(format!("the node sent no usable proof: {e}")))?;
+        let root: Hash = v["state_root"]
+            .as_str()
+            .ok_or_else(|| Error::Protocol("the node sent no state root".into()))?
+            .parse()
+            .map_err(|e| Error::Protocol(format!("the node's state root: {e}")))?;
+        proof
+            .verify(&root)
+            .map_err(|e| Error::Protocol(format!("the node's proof does not verify: {e}")))?;
+        Ok((v, root))
+    }
+
+    /// `owner`'s devices with rewards from a closed epoch not yet paid, page after page.
+    pub fn devices_with_pending_rewards(&self, owner: &Address) -> Result<Vec<Address>, Error> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = format!("/v1/devices?owner={owner}&limit=1000");
+            if let Some(x) = &after {
+                path.push_str(&format!("&after={x}"));
+            }
+            let page = self.get(&path)?;
+            for d in page["devices"].as_array().into_iter().flatten() {
+                if !d["pending_rewards"].is_null() {
+                    let addr = d["address"].as_str().unwrap_or_default();
+                    out.push(addr.parse().map_err(|_| {
+                        Error::Protocol(format!("the node listed a bad device address '{addr}'"))
+                    })?);
+                }
+            }
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_string()),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Lease `lease`'s output from byte `offset` on, read as the deployment's owner `key`:
+    /// as much as the node sends at once, with the output's whole length so far and whether
+    /// the lease is still active. Read again from `offset + bytes.len()` until that length.
+    pub fn lease_logs(
+        &self,
+        lease: u64,
+        offset: u64,
+        key: &Keypair,
+        chain_id: &str,
+    ) -> Result<LogChunk, Error> {
+        let (bytes, h) = self.get_signed_bytes(
+            &format!("/v1/leases/{lease}/logs?offset={offset}"),
+            key,
+            chain_id,
+            &["x-cairn-log-length", "x-cairn-lease-state"],
+        )?;
+        let [length, state] = h.as_slice() else {
+            return Err(Error::Protocol("log headers missing".into()));
+        };
+        Ok(LogChunk {
+            total: length.parse().unwrap_or(0),
+            active: state == "active",
+            bytes,
+        })
     }
 
     /// Follows a server-sent event stream at `path` (e.g. `/v1/events?device=…`), calling
