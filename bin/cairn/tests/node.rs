@@ -688,7 +688,16 @@ fn node_refuses_an_idle_wait_longer_than_the_leader_timeout() {
     assert!(
         err.contains("idle_block (5s)") && err.contains("leader_timeout (2s)"),
         "{err}"
-    );
+    ); // A duration that is not one is refused, naming the variable and its value.
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["node", "--data-dir"])
+        .arg(dir.path())
+        .env("CAIRN_IDLE_BLOCK", "soon")
+        .output()
+        .expect("run node");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CAIRN_IDLE_BLOCK=soon"), "{err}");
 }
 
 /// One GET over a fresh connection: status and body.

@@ -2,6 +2,7 @@
 //! leaves nothing behind), the set of records changed in the current block (for the state root
 //! and the store), and the derived indexes (market, lease ends, unbonding queue).
 
+use crate::TxError;
 use crate::lookup::LookupMap;
 use crate::matching::Market;
 use cairn_primitives::{
@@ -141,6 +142,22 @@ impl State {
                 .collect(),
             ..Self::default()
         }
+    }
+
+    /// A copy of lease `id`'s record, to change and write back.
+    pub(crate) fn lease_of(&self, id: u64) -> Result<Lease, TxError> {
+        self.leases
+            .get(&id)
+            .cloned()
+            .ok_or(TxError::UnknownLease(id))
+    }
+
+    /// A copy of deployment `id`'s record, to change and write back.
+    pub(crate) fn deployment_of(&self, id: u64) -> Result<Deployment, TxError> {
+        self.deployments
+            .get(&id)
+            .cloned()
+            .ok_or(TxError::UnknownDeployment(id))
     }
 
     pub(crate) fn account(&self, a: &Address) -> Account {

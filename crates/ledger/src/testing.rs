@@ -2,9 +2,8 @@
 //! state builders).
 
 use cairn_primitives::{
-    Address, Amount, BoundedString, DeviceClass, DeviceSpec, Emission, Fees, Genesis,
-    GenesisAccount, Keypair, Oracle, PaymentModel, RegisterDevice, RewardSplit, SignedTx, Staking,
-    Token, Tx, TxBody, device_pop_message, namespace,
+    Address, Amount, BoundedString, DeviceSpec, Genesis, GenesisAccount, Keypair, RegisterDevice,
+    SignedTx, Tx, TxBody, device_pop_message, namespace,
 };
 
 /// Genesis time used by tests: 2023-11-14T22:13:20Z.
@@ -15,55 +14,18 @@ pub const TEST_FEE: u64 = 1_000;
 /// A test genesis: chain `cairn-test`, `bme` payments, 60-second epochs, the built-in catalog,
 /// accounts funded with the given base units; the treasury is address `[0xee; 32]`.
 pub fn genesis(accounts: &[(Address, u64)]) -> Genesis {
-    Genesis {
-        chain_id: "cairn-test".into(),
-        genesis_time_ms: TEST_GENESIS_MS,
-        payment_model: PaymentModel::Bme,
-        epoch_secs: 60,
-        lease_timeout_secs: 120,
-        token: Token {
-            symbol: "CAIRN".into(),
-            decimals: 9,
-            supply_cap: "800000000".into(),
-        },
-        emission: Emission {
-            budget: "300000000".into(),
-            epochs: 20 * 365 * 24 * 60,
-            decay_per_epoch: "0.999999767639771000".into(),
-            net_emission: false,
-        },
-        fees: Fees {
-            min_fee: "0.000001".into(),
-            protocol_fee_bps: 500,
-        },
-        rewards: RewardSplit {
-            capacity_bps: 4000,
-            work_bps: 3000,
-            stakers_bps: 1500,
-            checkers_bps: 500,
-            treasury_bps: 1000,
-        },
-        treasury: Address([0xee; 32]),
-        staking: Staking {
-            min_stake: "100".into(),
-            unbonding_secs: 120,
-            slash_bps: 5000,
-        },
-        oracle: Oracle {
-            keys: vec![],
-            max_age_secs: 600,
-        },
-        validators: vec![],
-        checkers: vec![],
-        accounts: accounts
-            .iter()
-            .map(|(a, b)| GenesisAccount {
-                address: *a,
-                balance: Amount::from_base(*b).display(9),
-            })
-            .collect(),
-        classes: DeviceClass::default_catalog(),
-    }
+    let mut g = Genesis::production("cairn-test", 60, TEST_GENESIS_MS);
+    // Pinned rather than computed, so that the emission figures tests expect never move.
+    g.emission.decay_per_epoch = "0.999999767639771000".into();
+    g.treasury = Address([0xee; 32]);
+    g.accounts = accounts
+        .iter()
+        .map(|(a, b)| GenesisAccount {
+            address: *a,
+            balance: Amount::from_base(*b).display(9),
+        })
+        .collect();
+    g
 }
 
 /// A signed transaction with the test fee.

@@ -18,12 +18,7 @@ pub const MAX_DURATION_SECS: u64 = 366 * 24 * 3600;
 impl Ledger {
     /// The owner closes a deployment: its active leases end, paid to their last report.
     pub(crate) fn close_deployment(&mut self, sender: Address, deployment: u64) -> Result<()> {
-        let dep = self
-            .state
-            .deployments
-            .get(&deployment)
-            .cloned()
-            .ok_or(TxError::UnknownDeployment(deployment))?;
+        let dep = self.state.deployment_of(deployment)?;
         if dep.owner != sender {
             return Err(TxError::NotDeploymentOwner { deployment, sender });
         }
@@ -40,12 +35,7 @@ impl Ledger {
                 self.end_lease(*id, LeaseState::Closed, None)?;
             }
         }
-        let mut dep = self
-            .state
-            .deployments
-            .get(&deployment)
-            .cloned()
-            .ok_or(TxError::UnknownDeployment(deployment))?;
+        let mut dep = self.state.deployment_of(deployment)?;
         dep.status = DeploymentStatus::Closed;
         self.state.set_deployment(deployment, dep);
         self.emit(Event::DeploymentClosed { deployment });
@@ -143,12 +133,7 @@ impl Ledger {
         id: u64,
         extra_secs: u64,
     ) -> Result<()> {
-        let mut dep = self
-            .state
-            .deployments
-            .get(&id)
-            .cloned()
-            .ok_or(TxError::UnknownDeployment(id))?;
+        let mut dep = self.state.deployment_of(id)?;
         if dep.owner != sender {
             return Err(TxError::NotDeploymentOwner {
                 deployment: id,

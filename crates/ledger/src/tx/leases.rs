@@ -16,12 +16,7 @@ impl Ledger {
     /// amount due is computed from the start each time, so rounding never drifts, and never
     /// exceeds the deposit, so nothing is paid twice.
     pub(crate) fn settle_lease(&mut self, id: u64, until: u64) -> Result<()> {
-        let mut l = self
-            .state
-            .leases
-            .get(&id)
-            .cloned()
-            .ok_or(TxError::UnknownLease(id))?;
+        let mut l = self.state.lease_of(id)?;
         let until = until.min(l.end_ms).max(l.settled_ms);
         let served = until.saturating_sub(l.start_ms);
         let due = PayUnits(
@@ -94,12 +89,7 @@ impl Ledger {
         served_until: u64,
     ) -> Result<()> {
         self.settle_lease(id, served_until)?;
-        let mut l = self
-            .state
-            .leases
-            .get(&id)
-            .cloned()
-            .ok_or(TxError::UnknownLease(id))?;
+        let mut l = self.state.lease_of(id)?;
         if l.state != LeaseState::Active {
             return Err(TxError::LeaseNotActive(id));
         }
@@ -109,12 +99,7 @@ impl Ledger {
         l.deposit = l.paid;
         let (device, deployment, paid) = (l.device, l.deployment, l.paid);
         self.state.set_lease(id, l);
-        let mut dep = self
-            .state
-            .deployments
-            .get(&deployment)
-            .cloned()
-            .ok_or(TxError::UnknownDeployment(deployment))?;
+        let mut dep = self.state.deployment_of(deployment)?;
         self.refund(&dep.owner, refund)?;
         dep.refunded = dep
             .refunded
@@ -186,12 +171,7 @@ impl Ledger {
         kind: &LeaseReportKind,
         usage: &Usage,
     ) -> Result<()> {
-        let mut l = self
-            .state
-            .leases
-            .get(&lease)
-            .cloned()
-            .ok_or(TxError::UnknownLease(lease))?;
+        let mut l = self.state.lease_of(lease)?;
         if l.device != sender {
             return Err(TxError::NotLeaseDevice {
                 lease,
