@@ -39,9 +39,10 @@ pub(crate) struct GenesisArgs {
     /// Add a validator: KEY@HOST:PORT (repeatable).
     #[arg(long = "validator", value_name = "KEY@HOST:PORT")]
     validators: Vec<String>,
-    /// Add a checker key (repeatable).
-    #[arg(long = "checker", value_name = "ADDRESS")]
-    checkers: Vec<Address>,
+    /// Add a checker staked at genesis: ADDRESS@HOST:PORT=TOKENS, its key's address, the
+    /// endpoint workers dial, and its stake, minted into its bond (repeatable).
+    #[arg(long = "checker", value_name = "ADDRESS@HOST:PORT=TOKENS")]
+    checkers: Vec<String>,
     /// Add a price-oracle key (repeatable).
     #[arg(long = "oracle", value_name = "ADDRESS")]
     oracles: Vec<Address>,
@@ -103,7 +104,16 @@ pub(crate) fn run(a: GenesisArgs) -> Result<()> {
             p2p: p2p.to_string(),
         });
     }
-    g.checkers = a.checkers;
+    for c in &a.checkers {
+        let bad = || format!("--checker '{c}' is not ADDRESS@HOST:PORT=TOKENS");
+        let (addr, rest) = c.split_once('@').with_context(bad)?;
+        let (endpoint, stake) = rest.rsplit_once('=').with_context(bad)?;
+        g.checkers.push(cairn_primitives::GenesisChecker {
+            address: addr.parse().with_context(bad)?,
+            endpoint: endpoint.to_string(),
+            stake: stake.to_string(),
+        });
+    }
     g.oracle.keys = a.oracles;
     if let Some(t) = a.treasury {
         g.treasury = t;

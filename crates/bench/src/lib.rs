@@ -20,8 +20,8 @@ use cairn_ledger::synthetic::{SYNTHETIC_TIME_MS, device_record, fleet_records};
 use cairn_primitives::wire::Encode;
 use cairn_primitives::{
     Address, Amount, BoundedString, ClassKind, Device, DeviceSpec, Genesis, GenesisAccount,
-    JobSpec, Keypair, MAX_SETTLE_DEVICES, OpenDeployment, Resources, SignedTx, StateKey,
-    StateValue, Tx, TxBody, namespace, sha256, verify_batch,
+    JobSpec, Keypair, MAX_SETTLE_DEVICES, OpenDeployment, Resources, SignedTx, Tx, TxBody,
+    namespace, sha256, verify_batch,
 };
 use cairn_store::Chain;
 use clap::{Args, Subcommand};
@@ -490,12 +490,10 @@ fn fleet_settler() -> cairn_primitives::Keypair {
     cairn_primitives::Keypair::from_seed([0x5e; 32])
 }
 
-/// A state with `n` active, attested devices (built from records: registering a million
+/// A state with `n` active, verified devices that passed this epoch (built from records: registering a million
 /// devices through signed transactions would measure signing, not matching).
 fn synthetic_fleet(n: usize) -> Result<Ledger> {
-    let checker = Address([0xcc; 32]);
-    let mut genesis = bench_genesis();
-    genesis.checkers = vec![checker];
+    let genesis = bench_genesis();
     let params = genesis.validate()?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut devices = Vec::with_capacity(n);
@@ -523,22 +521,13 @@ fn synthetic_fleet(n: usize) -> Result<Ledger> {
         let price = rng.random_range(50..2_000);
         let reputation = rng.random_range(0..1_000_000);
         let d = Device {
-            attest_pass: 1,
-            uptime_ppm_sum: 990_000,
-            voters: vec![checker],
+            tally_verdict: cairn_primitives::Verdict::Pass,
+            tally_uptime: 198,
             ..device_record(owner, class as u16, spec, region, price, reputation, stake)
         };
         devices.push((addr, d));
     }
     let fees = [(fleet_settler().address(), Amount::from_base(1_000_000_000))];
-    let mut records = fleet_records(devices, &fees);
-    records.push((
-        StateKey::Checker(checker).to_bytes(),
-        StateValue::Checker(cairn_primitives::CheckerTally {
-            epoch: 0,
-            results: n as u64,
-        })
-        .encode_value(),
-    ));
+    let records = fleet_records(devices, &fees);
     Ledger::from_records(&genesis, records).map_err(anyhow::Error::msg)
 }

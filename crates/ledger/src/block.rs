@@ -21,6 +21,8 @@ pub(crate) struct BlockCx {
     pub(crate) block_hash: Hash,
     pub(crate) tx_index: Option<u32>,
     pub(crate) events: Vec<(Option<u32>, Event)>,
+    /// Checkers whose results agreed with a verdict in the transaction being applied.
+    pub(crate) agreed: Vec<Address>,
 }
 
 /// Verifies every transaction's signature, in parallel batches; a failed batch is re-checked
@@ -140,6 +142,7 @@ impl Ledger {
             block_hash,
             tx_index: None,
             events: Vec::new(),
+            agreed: Vec::new(),
         };
         let mark = self.state.mark();
         let results = match self.apply_body(block, &sig_ok) {
@@ -181,6 +184,8 @@ impl Ledger {
         self.expire_leases(ts).map_err(invariant)?;
         self.time_out_leases(ts).map_err(invariant)?;
         self.maybe_close_epoch(ts).map_err(invariant)?;
+        self.expire_disputes(ts).map_err(invariant)?;
+        self.maybe_start_round(ts).map_err(invariant)?;
         let mut results = Vec::with_capacity(block.txs.len());
         for (i, tx) in block.txs.iter().enumerate() {
             // Bounded by MAX_BLOCK_TXS, checked before. A transaction that fails is rolled back
@@ -290,7 +295,21 @@ impl Ledger {
             TxBody::LeaseReport { lease, kind, usage } => {
                 self.lease_report(sender, *lease, kind, usage)
             }
-            TxBody::Attest { epoch, entries } => self.attest(sender, *epoch, entries),
+            TxBody::PostResults(p) => self.post_results(sender, p),
+            TxBody::RegisterChecker { endpoint, stake } => {
+                self.register_checker(sender, endpoint, *stake)
+            }
+            TxBody::RetireChecker => self.retire_checker(sender),
+            TxBody::DisputeResult {
+                checker,
+                device,
+                round,
+            } => self.dispute_result(sender, *checker, *device, *round),
+            TxBody::BackResult {
+                device,
+                round,
+                receipt,
+            } => self.back_result(sender, *device, *round, receipt),
             TxBody::SubmitFraudProof(p) => self.fraud_proof(sender, p),
             TxBody::SettleRewards { devices } => self.settle_rewards(devices),
         }

@@ -113,12 +113,13 @@ impl Ledger {
         let work = held(share(p.rewards.work_bps), w.work);
         let stakers = held(share(p.rewards.stakers_bps), w.stake);
         let check_pool = share(p.rewards.checkers_bps);
+        // Checkers are paid per result that agreed with its device's verdict.
         let checkers: Vec<(Address, u128)> = self
             .state
             .checkers
             .iter()
-            .filter(|(_, t)| t.epoch == old && t.results > 0)
-            .map(|(a, t)| (*a, u128::from(t.results)))
+            .filter(|(_, t)| t.tally_epoch == old && t.agreed > 0)
+            .map(|(a, t)| (*a, u128::from(t.agreed)))
             .collect();
         let check_total: u128 = checkers.iter().map(|x| x.1).sum();
         let mut paid_checkers = 0u64;
@@ -183,6 +184,11 @@ impl Ledger {
         };
         self.state.set_epoch(old, record.clone());
         self.emit(Event::EpochClosed { record });
+        // The new epoch's committee, drawn from this block's seed; rounds of the epoch before
+        // the one closing are no longer needed.
+        let seed = crate::assign::round_seed(&self.cx.block_hash);
+        self.fix_committee(new, seed, self.cx.height);
+        self.prune_rounds(old);
         Ok(())
     }
 
@@ -199,11 +205,9 @@ impl Ledger {
             return None;
         }
         let w = TallyWeight::of(d, &self.state.class_weights)?;
-        // Two u32 counts: their sum fits a u64.
-        let votes = u64::from(d.attest_pass).saturating_add(u64::from(d.attest_fail));
         let mut s = Settlement {
             epoch: d.tally_epoch,
-            reputation_ppm: next_reputation(d.reputation_ppm, votes, d.attest_pass > d.attest_fail),
+            reputation_ppm: next_reputation(d.reputation_ppm, d.tally_verdict),
             ..Settlement::default()
         };
         // A tally whose epoch has no record (cannot happen: a tally counts for the epoch that
@@ -320,11 +324,9 @@ impl Ledger {
         e.work = e.work.checked_add(s.work).ok_or_else(overflow)?;
         e.stake = e.stake.checked_add(s.stake).ok_or_else(overflow)?;
         d.reputation_ppm = s.reputation_ppm;
-        d.attest_pass = 0;
-        d.attest_fail = 0;
-        d.uptime_ppm_sum = 0;
+        d.tally_verdict = cairn_primitives::Verdict::Pending;
+        d.tally_uptime = 0;
         d.work = 0;
-        d.voters.clear();
         Ok(())
     }
 
@@ -468,11 +470,14 @@ impl Ledger {
 }
 
 /// Reputation after an epoch's verdict: a passing device gains a share of its gap to 100%, a
-/// failing one loses a share of what it has; no votes, no change.
-fn next_reputation(rep: u32, votes: u64, passed: bool) -> u32 {
-    if votes == 0 {
-        return rep;
-    }
+/// failing one loses a share of what it has; no verdict, no change.
+fn next_reputation(rep: u32, verdict: cairn_primitives::Verdict) -> u32 {
+    use cairn_primitives::Verdict;
+    let passed = match verdict {
+        Verdict::Pending => return rep,
+        Verdict::Pass => true,
+        Verdict::Fail | Verdict::Missed => false,
+    };
     let rep = u64::from(rep).min(1_000_000);
     // rep ≤ 10⁶ and the rates ≤ 10⁶: every product fits a u64, every difference is ≥ 0.
     let rep = if passed {
@@ -494,9 +499,7 @@ mod tests {
     /// `n` attested, passing devices; the first `moving` start at half reputation (so an epoch
     /// close moves their rank), the rest at the top (a pass leaves them where they are).
     fn fleet(n: u64, moving: u64) -> (cairn_primitives::Genesis, Ledger) {
-        let checker = Address([0xcc; 32]);
-        let mut genesis = testing::genesis(&[]);
-        genesis.checkers = vec![checker];
+        let genesis = testing::genesis(&[]);
         let stake = 1_000_000u64;
         let devices = (0..n).map(|i| {
             let addr = Address(sha256(&[b"dev", &i.to_be_bytes()]).0);
@@ -514,9 +517,8 @@ mod tests {
             let rep = if i < moving { 500_000 } else { 1_000_000 };
             let region = ["eu", "us"][usize::from(i % 2 == 0)];
             let d = Device {
-                attest_pass: 1,
-                uptime_ppm_sum: 990_000,
-                voters: vec![checker],
+                tally_verdict: cairn_primitives::Verdict::Pass,
+                tally_uptime: 198,
                 ..testing::device_record(owner, 11, spec, region, 100 + i % 5, rep, stake)
             };
             (addr, d)
@@ -584,11 +586,9 @@ mod tests {
             .count();
         assert_eq!(moved, 90);
         assert!(
-            ledger
-                .state
-                .devices
-                .values()
-                .all(|d| d.voters.is_empty() && d.tally_epoch == 1)
+            ledger.state.devices.values().all(|d| d.tally_verdict
+                == cairn_primitives::Verdict::Pending
+                && d.tally_epoch == 1)
         );
         let rebuilt = Market::build(
             ledger

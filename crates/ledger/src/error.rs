@@ -140,9 +140,9 @@ pub enum TxError {
     /// A job with neither an image nor a command.
     #[error("the job needs an image or a command")]
     EmptyJob,
-    /// Fewer matching devices than replicas asked for.
+    /// Fewer matching verified devices than replicas asked for.
     #[error(
-        "not enough capacity: {wanted} devices wanted, {found} available at up to {max_price} per hour"
+        "no verified capacity for this request: {wanted} devices wanted, {found} verified and free at up to {max_price} per hour (devices are matched only once their checkers verify them)"
     )]
     NotEnoughCapacity {
         /// Devices wanted.
@@ -183,26 +183,93 @@ pub enum TxError {
     /// The lease has already ended.
     #[error("lease {0} has already ended")]
     LeaseNotActive(u64),
-    /// An attestation from a key that is not one of the genesis checkers.
-    #[error("{0} is not a checker in the genesis file")]
+    /// The sender is not a registered checker.
+    #[error("{0} is not a registered checker")]
     NotChecker(Address),
-    /// An attestation for another epoch than the current one.
-    #[error("attestation is for epoch {got}; the current epoch is {expected}")]
+    /// Results for a round of another epoch than the current one.
+    #[error("the round is in epoch {got}; results are taken only for the current epoch {expected}")]
     WrongEpoch {
         /// What it had to be.
         expected: u64,
         /// What it was.
         got: u64,
     },
-    /// An attestation with no entries.
-    #[error("attestation has no entries")]
-    EmptyAttestation,
-    /// An uptime above 100 % (1,000,000 ppm).
-    #[error("uptime {0} ppm is above 1,000,000")]
-    BadUptime(u32),
-    /// The checker already attested this device this epoch.
-    #[error("this checker already attested device {0} this epoch")]
-    DuplicateAttestation(Address),
+    /// An uptime past 200 steps (100 %).
+    #[error("uptime {0} is past 200 (100 %)")]
+    BadUptime(u8),
+    /// The checker already posted a result for this device in this round.
+    #[error("this checker already posted a result for device {0} in this round")]
+    DuplicateResult(Address),
+    /// The account is already a checker (a retired one cannot come back under the same key).
+    #[error("{0} is already a checker")]
+    CheckerExists(Address),
+    /// The checker is retired.
+    #[error("checker {0} is retired")]
+    CheckerRetired(Address),
+    /// An endpoint that is not `host:port`.
+    #[error("the endpoint must be host:port (1-128 bytes, a port 1-65535)")]
+    BadEndpoint,
+    /// Registration past the committee's bound.
+    #[error("{0} checkers are registered, the most a committee holds")]
+    TooManyCheckers(usize),
+    /// No round started at this height (or it is too old to be kept).
+    #[error("no round started at height {0}")]
+    UnknownRound(u64),
+    /// The checker is not in the current epoch's committee.
+    #[error("checker {0} is not in this epoch's committee (it joins at the next epoch)")]
+    NotInCommittee(Address),
+    /// A `PostResults` whose parts do not agree.
+    #[error("malformed results: {0}")]
+    BadResults(&'static str),
+    /// A `PostResults` past the end of the checker's list.
+    #[error("results for positions {first}..{end} but the checker has {len} devices")]
+    ResultsOutOfRange {
+        /// First position.
+        first: u64,
+        /// One past the last.
+        end: u64,
+        /// The list's length.
+        len: u64,
+    },
+    /// A result for a device that was not due in the round.
+    #[error("device {device} was not due in this round: {why}")]
+    NotDue {
+        /// The device.
+        device: Address,
+        /// Why.
+        why: &'static str,
+    },
+    /// A result for a round older than the device's latest.
+    #[error("device {device} already has results for round {latest}, after round {round}")]
+    StaleResult {
+        /// The device.
+        device: Address,
+        /// The round posted.
+        round: u64,
+        /// Its latest round.
+        latest: u64,
+    },
+    /// A dispute of a result the checker did not post (or one that cannot be backed).
+    #[error(
+        "checker {checker} has no pass or fail for device {device} in round {round} to dispute"
+    )]
+    NoSuchResult {
+        /// The checker.
+        checker: Address,
+        /// The device.
+        device: Address,
+        /// The round.
+        round: u64,
+    },
+    /// The result is already disputed.
+    #[error("that result is already disputed")]
+    DisputeExists,
+    /// No open dispute for this result.
+    #[error("no open dispute of this checker's result for device {0} in that round")]
+    UnknownDispute(Address),
+    /// A receipt the device did not sign for this checker, round and nonce.
+    #[error("the receipt is not the device's signature for this checker, round and nonce")]
+    BadReceipt,
     /// The fraud proof does not prove a wrong answer; says why.
     #[error("fraud proof rejected: {0}")]
     BadFraudProof(cairn_popw::FraudError),
@@ -257,9 +324,22 @@ impl TxError {
             Self::LeaseNotActive(_) => "lease_not_active",
             Self::NotChecker(_) => "not_checker",
             Self::WrongEpoch { .. } => "wrong_epoch",
-            Self::EmptyAttestation => "empty_attestation",
             Self::BadUptime(_) => "bad_uptime",
-            Self::DuplicateAttestation(_) => "duplicate_attestation",
+            Self::DuplicateResult(_) => "duplicate_result",
+            Self::CheckerExists(_) => "checker_exists",
+            Self::CheckerRetired(_) => "checker_retired",
+            Self::BadEndpoint => "bad_endpoint",
+            Self::TooManyCheckers(_) => "too_many_checkers",
+            Self::UnknownRound(_) => "unknown_round",
+            Self::NotInCommittee(_) => "not_in_committee",
+            Self::BadResults(_) => "bad_results",
+            Self::ResultsOutOfRange { .. } => "results_out_of_range",
+            Self::NotDue { .. } => "not_due",
+            Self::StaleResult { .. } => "stale_result",
+            Self::NoSuchResult { .. } => "no_such_result",
+            Self::DisputeExists => "dispute_exists",
+            Self::UnknownDispute(_) => "unknown_dispute",
+            Self::BadReceipt => "bad_receipt",
             Self::BadFraudProof(_) => "bad_fraud_proof",
             Self::NothingToSettle => "nothing_to_settle",
             Self::DuplicateDevice(_) => "duplicate_device",

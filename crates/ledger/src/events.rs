@@ -154,14 +154,88 @@ pub enum Event {
         /// Payment units returned.
         refunded: PayUnits,
     },
-    /// A checker's verdicts for an epoch.
-    Attested {
+    /// A checker's results for a round.
+    ResultsPosted {
         /// The checker.
         checker: Address,
-        /// The epoch.
-        epoch: u64,
-        /// Verdicts counted.
+        /// The round's height.
+        round: u64,
+        /// Results other than `not checked`.
         results: u64,
+    },
+    /// A checker staked.
+    CheckerRegistered {
+        /// The checker.
+        checker: Address,
+        /// Its bond.
+        stake: Amount,
+        /// The first epoch it checks in.
+        since_epoch: u64,
+    },
+    /// A checker retired; its stake is unbonding.
+    CheckerRetired {
+        /// The checker.
+        checker: Address,
+        /// Tokens unbonding.
+        unbonding: Amount,
+    },
+    /// A round started at this block.
+    RoundStarted {
+        /// The block's height.
+        height: u64,
+        /// Whether only newly registered devices are due.
+        join: bool,
+    },
+    /// A device's round was decided.
+    Verdict {
+        /// The device.
+        device: Address,
+        /// The round's height.
+        round: u64,
+        /// The verdict.
+        verdict: cairn_primitives::Verdict,
+        /// The device's standing after it.
+        status: cairn_primitives::CheckStatus,
+    },
+    /// A device was slashed for failing rounds again and again.
+    SlashedForRounds {
+        /// The device.
+        device: Address,
+        /// Tokens burned from its pool.
+        amount: Amount,
+        /// Consecutive failed rounds.
+        fails: u32,
+    },
+    /// A result was disputed.
+    DisputeOpened {
+        /// The checker.
+        checker: Address,
+        /// The device.
+        device: Address,
+        /// The round.
+        round: u64,
+        /// Who disputed it.
+        by: Address,
+    },
+    /// A checker backed a disputed result with the device's receipt.
+    ResultBacked {
+        /// The checker.
+        checker: Address,
+        /// The device.
+        device: Address,
+        /// The round.
+        round: u64,
+    },
+    /// A checker was penalized on evidence (a result it did not back in time).
+    CheckerPenalized {
+        /// The checker.
+        checker: Address,
+        /// Its strikes now.
+        strikes: u32,
+        /// Whether it is now jailed.
+        jailed: bool,
+        /// Stake burned.
+        slashed: Amount,
     },
     /// A device's stake was slashed on a fraud proof.
     Slashed {
@@ -224,7 +298,21 @@ impl Event {
             | Self::DeploymentExtended { .. }
             | Self::EpochClosed { .. } => vec![],
             Self::LeaseReported { device, .. } | Self::LeaseEnded { device, .. } => vec![*device],
-            Self::Attested { checker, .. } => vec![*checker],
+            Self::ResultsPosted { checker, .. }
+            | Self::CheckerRegistered { checker, .. }
+            | Self::CheckerRetired { checker, .. }
+            | Self::CheckerPenalized { checker, .. } => vec![*checker],
+            Self::RoundStarted { .. } => vec![],
+            Self::Verdict { device, .. } | Self::SlashedForRounds { device, .. } => vec![*device],
+            Self::DisputeOpened {
+                checker,
+                device,
+                by,
+                ..
+            } => vec![*checker, *device, *by],
+            Self::ResultBacked {
+                checker, device, ..
+            } => vec![*checker, *device],
             Self::Slashed {
                 device, reporter, ..
             } => vec![*device, *reporter],

@@ -42,6 +42,7 @@
     )
 )]
 
+pub mod assign;
 mod block;
 mod epoch;
 mod error;
@@ -62,7 +63,7 @@ pub use block::VerifiedBlock;
 pub use epoch::Settlement;
 pub use error::{BlockError, InvariantViolation, RecordError, Result, TxError};
 pub use events::{BlockOutcome, Event, TxResult};
-pub use tx::{MAX_DURATION_SECS, MAX_MATCH_SCAN, MAX_REPLICAS};
+pub use tx::{MAX_DURATION_SECS, MAX_MATCH_SCAN, MAX_REPLICAS, NO_UPTIME, decide};
 
 use cairn_primitives::{
     Account, Address, Block, Deployment, Device, EpochRecord, Genesis, GenesisError, Globals, Hash,
@@ -106,6 +107,10 @@ impl Ledger {
             tree: BucketTree::new(),
             cx: block::BlockCx::default(),
         };
+        ledger.genesis_checkers().map_err(|e| GenesisError::Field {
+            field: "checkers".into(),
+            message: e.to_string(),
+        })?;
         ledger.finish_block();
         Ok(ledger)
     }
@@ -210,6 +215,37 @@ impl Ledger {
             .map(|(_, r)| r)
     }
 
+    /// The round started at `height`, if it is still kept (this epoch's and the last).
+    pub fn round(&self, height: u64) -> Option<&cairn_primitives::Round> {
+        self.state.rounds.get(&height)
+    }
+
+    /// A checker's record.
+    pub fn checker(&self, a: &Address) -> Option<&cairn_primitives::Checker> {
+        self.state.checkers.get(a)
+    }
+
+    /// Checkers by address, after `after`, at most `limit`.
+    pub fn checkers_after(
+        &self,
+        after: Option<Address>,
+        limit: usize,
+    ) -> Vec<(Address, cairn_primitives::Checker)> {
+        use std::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.state
+            .checkers
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(a, c)| (*a, c.clone()))
+            .collect()
+    }
+
+    /// The open epoch's committee.
+    pub fn committee(&self) -> Option<&cairn_primitives::Committee> {
+        self.state.committee()
+    }
+
     /// A lease.
     pub fn lease(&self, id: u64) -> Option<&Lease> {
         self.state.leases.get(&id)
@@ -267,7 +303,7 @@ impl Ledger {
             .collect()
     }
 
-    /// The sum of every holding: balances, stake pools, unbonding stake, epoch rewards held
+    /// The sum of every holding: balances, stake pools, checkers' bonds, unbonding stake, epoch rewards held
     /// for devices not yet settled and (under `direct`) token escrow. Always equals `globals().supply`; property tests check that it does.
     pub fn holdings(&self) -> u128 {
         let s = &self.state;
@@ -281,6 +317,11 @@ impl Ledger {
             .devices
             .values()
             .map(|d| u128::from(d.pool.tokens.base()))
+            .sum();
+        let checkers: u128 = s
+            .checkers
+            .values()
+            .map(|c| u128::from(c.stake.base()))
             .sum();
         let unbonding: u128 = s
             .unbondings
@@ -297,6 +338,7 @@ impl Ledger {
         // Sums of u64 amounts in a u128: they cannot reach its bound.
         balances
             .saturating_add(pools)
+            .saturating_add(checkers)
             .saturating_add(unbonding)
             .saturating_add(unpaid)
             .saturating_add(escrow)

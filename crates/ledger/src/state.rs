@@ -6,8 +6,9 @@ use crate::TxError;
 use crate::lookup::LookupMap;
 use crate::matching::Market;
 use cairn_primitives::{
-    Account, Address, CheckerTally, ClassKind, Delegation, Deployment, Device, DeviceStatus,
-    EpochRecord, Globals, Lease, LeaseState, OraclePrice, StateKey, StateValue, Unbonding,
+    Account, Address, CheckStatus, Checker, ClassKind, Committee, Delegation, Deployment, Device,
+    DeviceStatus, Dispute, EpochRecord, Globals, Lease, LeaseState, OraclePrice, Round, StateKey,
+    StateValue, Unbonding, Verdict,
 };
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,8 +23,14 @@ pub(crate) struct State {
     pub(crate) deployments: BTreeMap<u64, Deployment>,
     pub(crate) leases: BTreeMap<u64, Lease>,
     pub(crate) oracles: BTreeMap<Address, OraclePrice>,
-    pub(crate) checkers: BTreeMap<Address, CheckerTally>,
+    pub(crate) checkers: BTreeMap<Address, Checker>,
     pub(crate) epochs: BTreeMap<u64, EpochRecord>,
+    /// Committees by epoch (the open epoch's, and none older).
+    pub(crate) committees: BTreeMap<u64, Committee>,
+    /// Rounds by starting height (the open epoch's and the one before).
+    pub(crate) rounds: BTreeMap<u64, Round>,
+    /// Open disputes by (checker, device, round).
+    pub(crate) disputes: BTreeMap<(Address, Address, u64), Dispute>,
 
     // Derived indexes, rebuilt on load.
     pub(crate) market: Market,
@@ -40,6 +47,11 @@ pub(crate) struct State {
     /// Set when an epoch's weights would have left u128's range (they cannot, by the bounds in
     /// [`EpochWeights::add`]; the block that did it fails with an invariant error).
     pub(crate) weights_overflow: bool,
+    /// (opened, checker, device, round) of every open dispute: which ran out of time.
+    pub(crate) dispute_opened: BTreeSet<(u64, Address, Address, u64)>,
+    /// Each committee member's devices in assignment order, for the open epoch's committee;
+    /// built when first needed (see [`crate::assign`]), then kept as devices are added.
+    pub(crate) assignment: std::sync::OnceLock<crate::assign::Assignment>,
 
     journal: Vec<(StateKey, Option<StateValue>)>,
 }
@@ -70,30 +82,32 @@ pub(crate) struct TallyWeight {
 
 impl TallyWeight {
     /// A device's tally weighed with the class catalog's `(kind, reward weight)`; `None` when it
-    /// has no tally. Verified (active, more passing than failing votes): capacity and stake
-    /// count; work counts either way.
+    /// has no tally (no verdict and no work). Capacity and stake count only for a tally whose
+    /// verdict is a pass on an active device still verified; work counts for a device not
+    /// jailed (it was verified when its lease was matched).
     pub(crate) fn of(d: &Device, class_weights: &[(ClassKind, u32)]) -> Option<Self> {
-        if d.attest_pass == 0 && d.attest_fail == 0 && d.work == 0 {
+        if d.tally_verdict == Verdict::Pending && d.work == 0 {
             return None;
         }
-        // Two u32 counts: their sum fits a u64.
-        let votes = u64::from(d.attest_pass).saturating_add(u64::from(d.attest_fail));
-        let verified = d.status == DeviceStatus::Active && d.attest_pass > d.attest_fail;
-        let mut w = Self {
-            work: u128::from(d.work),
-            ..Self::default()
-        };
-        if verified {
+        let standing = d.standing.status;
+        let mut w = Self::default();
+        if standing != CheckStatus::Jailed {
+            w.work = u128::from(d.work);
+        }
+        if d.status == DeviceStatus::Active
+            && d.tally_verdict == Verdict::Pass
+            && standing == CheckStatus::Verified
+        {
             let (weight, units) = match class_weights.get(usize::from(d.class)) {
                 Some((ClassKind::Gpu, weight)) => (*weight, u64::from(d.spec.gpu_count)),
                 Some((ClassKind::Cpu, weight)) => (*weight, u64::from(d.spec.cpu_cores)),
                 None => (0, 0),
             };
-            let uptime = d.uptime_ppm_sum.checked_div(votes).unwrap_or(0);
+            let uptime_ppm = crate::assign::uptime_ppm(d.tally_uptime);
             // u32 · u32 · u64: below 2¹²⁸.
             w.capacity = u128::from(weight)
                 .saturating_mul(u128::from(units))
-                .saturating_mul(u128::from(uptime));
+                .saturating_mul(u128::from(uptime_ppm));
             w.stake = u128::from(d.pool.tokens.base());
         }
         Some(w)
@@ -142,6 +156,11 @@ impl State {
                 .collect(),
             ..Self::default()
         }
+    }
+
+    /// The open epoch's committee.
+    pub(crate) fn committee(&self) -> Option<&Committee> {
+        self.committees.get(&self.globals.epoch)
     }
 
     /// A copy of lease `id`'s record, to change and write back.
@@ -228,6 +247,14 @@ impl State {
             (StateKey::Checker(a), None) => !self.checkers.contains_key(a),
             (StateKey::Epoch(e), Some(V::Epoch(o))) => self.epochs.get(e) == Some(o),
             (StateKey::Epoch(e), None) => !self.epochs.contains_key(e),
+            (StateKey::Committee(e), Some(V::Committee(o))) => self.committees.get(e) == Some(o),
+            (StateKey::Committee(e), None) => !self.committees.contains_key(e),
+            (StateKey::Round(h), Some(V::Round(o))) => self.rounds.get(h) == Some(o),
+            (StateKey::Round(h), None) => !self.rounds.contains_key(h),
+            (StateKey::Dispute(c, d, r), Some(V::Dispute(o))) => {
+                self.disputes.get(&(*c, *d, *r)) == Some(o)
+            }
+            (StateKey::Dispute(c, d, r), None) => !self.disputes.contains_key(&(*c, *d, *r)),
             // A value of another kind than its key (never journaled): not equal.
             _ => false,
         }
@@ -264,8 +291,20 @@ impl State {
     pub(crate) fn set_oracle(&mut self, a: Address, v: OraclePrice) {
         self.put(StateKey::Oracle(a), Some(StateValue::Oracle(v)));
     }
-    pub(crate) fn set_checker(&mut self, a: Address, v: CheckerTally) {
+    pub(crate) fn set_checker(&mut self, a: Address, v: Checker) {
         self.put(StateKey::Checker(a), Some(StateValue::Checker(v)));
+    }
+    pub(crate) fn set_committee(&mut self, e: u64, v: Option<Committee>) {
+        self.put(StateKey::Committee(e), v.map(StateValue::Committee));
+    }
+    pub(crate) fn set_round(&mut self, h: u64, v: Option<Round>) {
+        self.put(StateKey::Round(h), v.map(StateValue::Round));
+    }
+    pub(crate) fn set_dispute(&mut self, key: (Address, Address, u64), v: Option<Dispute>) {
+        self.put(
+            StateKey::Dispute(key.0, key.1, key.2),
+            v.map(StateValue::Dispute),
+        );
     }
     pub(crate) fn set_epoch(&mut self, e: u64, v: EpochRecord) {
         self.put(StateKey::Epoch(e), Some(StateValue::Epoch(v)));
@@ -325,8 +364,19 @@ impl State {
                             && d.region == slot.region;
                         Some(std::mem::replace(slot, d))
                     }
-                    (Some(d), None) => self.devices.insert(a, d),
-                    (None, _) => self.devices.remove(&a),
+                    (Some(d), None) => {
+                        if let Some(asg) = self.assignment.get_mut() {
+                            asg.add(a, &d);
+                        }
+                        self.devices.insert(a, d)
+                    }
+                    (None, _) => {
+                        let old = self.devices.remove(&a);
+                        if let (Some(asg), Some(o)) = (self.assignment.get_mut(), &old) {
+                            asg.remove(a, o);
+                        }
+                        old
+                    }
                 };
                 if let Some(o) = &old {
                     if !same_slot {
@@ -413,6 +463,33 @@ impl State {
                 };
                 old.map(V::Epoch)
             }
+            (StateKey::Committee(e), v) => {
+                // The assignment follows the open epoch's committee: rebuilt when next needed.
+                self.assignment = std::sync::OnceLock::new();
+                let old = match v {
+                    Some(V::Committee(x)) => self.committees.insert(e, x),
+                    _ => self.committees.remove(&e),
+                };
+                old.map(V::Committee)
+            }
+            (StateKey::Round(h), v) => {
+                let old = match v {
+                    Some(V::Round(x)) => self.rounds.insert(h, x),
+                    _ => self.rounds.remove(&h),
+                };
+                old.map(V::Round)
+            }
+            (StateKey::Dispute(c, d, r), v) => {
+                let old = self.disputes.remove(&(c, d, r));
+                if let Some(o) = &old {
+                    self.dispute_opened.remove(&(o.opened_ms, c, d, r));
+                }
+                if let Some(V::Dispute(x)) = v {
+                    self.dispute_opened.insert((x.opened_ms, c, d, r));
+                    self.disputes.insert((c, d, r), x);
+                }
+                old.map(V::Dispute)
+            }
             // A key paired with a value of another kind: ignored (cannot be built by callers,
             // which go through the typed setters).
             (_, Some(_)) => None,
@@ -433,6 +510,9 @@ impl State {
             StateKey::Oracle(a) => self.oracles.get(a)?.encode_mut().into(),
             StateKey::Checker(a) => self.checkers.get(a)?.encode_mut().into(),
             StateKey::Epoch(e) => self.epochs.get(e)?.encode_mut().into(),
+            StateKey::Committee(e) => self.committees.get(e)?.encode_mut().into(),
+            StateKey::Round(h) => self.rounds.get(h)?.encode_mut().into(),
+            StateKey::Dispute(c, d, r) => self.disputes.get(&(*c, *d, *r))?.encode_mut().into(),
         })
     }
 
@@ -457,11 +537,22 @@ impl State {
         keys.extend(self.oracles.keys().map(|a| StateKey::Oracle(*a)));
         keys.extend(self.checkers.keys().map(|a| StateKey::Checker(*a)));
         keys.extend(self.epochs.keys().map(|e| StateKey::Epoch(*e)));
+        keys.extend(self.committees.keys().map(|e| StateKey::Committee(*e)));
+        keys.extend(self.rounds.keys().map(|h| StateKey::Round(*h)));
+        keys.extend(
+            self.disputes
+                .keys()
+                .map(|(c, d, r)| StateKey::Dispute(*c, *d, *r)),
+        );
         keys
     }
 }
 
-/// Whether a device can be matched to a new lease.
+/// Whether a device can be matched to a new lease: active, offered, free, and verified by
+/// its checkers (matching also skips a verification that has lapsed).
 pub(crate) fn is_marketable(d: &Device) -> bool {
-    d.status == DeviceStatus::Active && d.available && d.lease.is_none()
+    d.status == DeviceStatus::Active
+        && d.available
+        && d.lease.is_none()
+        && d.standing.status == CheckStatus::Verified
 }

@@ -8,7 +8,8 @@ use cairn_primitives::{Address, Amount, BoundedString, DeviceSpec, PayUnits};
 /// When a synthetic state's devices registered and its last block was: 2023-11-14T22:13:20Z.
 pub const SYNTHETIC_TIME_MS: u64 = 1_700_000_000_000;
 
-/// An active, available, unleased device record with `stake` bonded, for states built from
+/// An active, available, unleased device record with `stake` bonded, verified in epoch 0
+/// (registered at height 0, before any round), for states built from
 /// records (benchmarks and matching tests: registering a million devices through signed
 /// transactions would measure signing, not the ledger).
 pub fn device_record(
@@ -37,11 +38,14 @@ pub fn device_record(
         lease: None,
         registered_ms: SYNTHETIC_TIME_MS,
         tally_epoch: 0,
-        attest_pass: 0,
-        attest_fail: 0,
-        uptime_ppm_sum: 0,
+        tally_verdict: cairn_primitives::Verdict::Pending,
+        tally_uptime: 0,
         work: 0,
-        voters: Vec::new(),
+        standing: cairn_primitives::Standing {
+            status: cairn_primitives::CheckStatus::Verified,
+            last_pass_epoch: Some(0),
+            ..cairn_primitives::Standing::new(0)
+        },
     }
 }
 

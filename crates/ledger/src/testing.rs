@@ -28,6 +28,43 @@ pub fn genesis(accounts: &[(Address, u64)]) -> Genesis {
     g
 }
 
+/// A checker staked at genesis with the least stake the production genesis allows.
+pub fn genesis_checker(address: Address) -> cairn_primitives::GenesisChecker {
+    cairn_primitives::GenesisChecker {
+        address,
+        endpoint: "127.0.0.1:7100".into(),
+        stake: "1000".into(),
+    }
+}
+
+/// A `PostResults` from `checker` for the round started at `round`: `codes` for the devices
+/// named, at their positions in its list this epoch, `not checked` for the rest; uptime 100 %
+/// for each.
+pub fn results(
+    ledger: &crate::Ledger,
+    checker: &Address,
+    round: u64,
+    codes: &[(Address, cairn_primitives::ResultCode)],
+) -> TxBody {
+    use cairn_primitives::ResultCode;
+    let list = ledger.devices_of(checker, 0, usize::MAX);
+    let mut all = vec![ResultCode::NotChecked; list.len().max(1)];
+    for (d, c) in codes {
+        if let Some(i) = list.iter().position(|x| x == d)
+            && let Some(slot) = all.get_mut(i)
+        {
+            *slot = *c;
+        }
+    }
+    TxBody::PostResults(cairn_primitives::PostResults {
+        round,
+        first: 0,
+        count: u32::try_from(all.len()).unwrap_or(u32::MAX),
+        codes: cairn_primitives::pack_codes(&all),
+        uptime: vec![200; all.len()],
+    })
+}
+
 /// A signed transaction with the test fee.
 pub fn tx(key: &Keypair, nonce: u64, body: TxBody, chain_id: &str) -> SignedTx {
     Tx {

@@ -98,6 +98,100 @@ pub struct Oracle {
     pub max_age_secs: u64,
 }
 
+/// Checkers, rounds and verdicts (docs/checkers.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Checking {
+    /// Checkers assigned to each device per epoch (all of them when fewer are eligible).
+    pub committee: u8,
+    /// Rounds started per epoch on average, at moments only a finalized block's seed tells.
+    pub rounds_per_epoch: u32,
+    /// The least a checker bonds (decimal string).
+    pub min_stake: String,
+    /// A verification lapses when a device goes this many epochs without passing a round.
+    pub verified_epochs: u64,
+    /// Epochs a failed device stays jailed before a passing round frees it.
+    pub jail_epochs: u64,
+    /// Consecutive failed rounds after which each further one slashes.
+    pub slash_after_fails: u32,
+    /// Share of the device's stake a slash for missed rounds takes, basis points.
+    pub slash_missed_bps: u32,
+    /// Share a slash for wrong answers takes, basis points (a fraud proof takes
+    /// `staking.slash_bps`).
+    pub slash_wrong_bps: u32,
+    /// How long a checker has to back a disputed result.
+    pub dispute_secs: u64,
+    /// Strikes (penalties on evidence) that jail a checker; each one after that slashes it.
+    pub checker_jail_strikes: u32,
+    /// Epochs a jailed checker sits out.
+    pub checker_jail_epochs: u64,
+    /// Share of a checker's stake a slash takes, basis points.
+    pub checker_slash_bps: u32,
+}
+
+impl Default for Checking {
+    fn default() -> Self {
+        Self {
+            committee: 3,
+            rounds_per_epoch: 4,
+            min_stake: "1000".into(),
+            verified_epochs: 24,
+            jail_epochs: 1,
+            slash_after_fails: 3,
+            slash_missed_bps: 200,
+            slash_wrong_bps: 1000,
+            dispute_secs: 600,
+            checker_jail_strikes: 2,
+            checker_jail_epochs: 24,
+            checker_slash_bps: 1000,
+        }
+    }
+}
+
+/// A checker at genesis: its stake is minted into its bond.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisChecker {
+    /// Its key's address.
+    pub address: Address,
+    /// Where workers dial it (`host:port`).
+    pub endpoint: String,
+    /// Its bond (decimal string, at least `checking.min_stake`).
+    pub stake: String,
+}
+
+/// Checkers at genesis, resolved: (address, endpoint, stake).
+type GenesisCheckers = Vec<(Address, String, Amount)>;
+
+/// The checking rules, resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckingParams {
+    /// `checking.committee`.
+    pub committee: u8,
+    /// `checking.rounds_per_epoch`.
+    pub rounds_per_epoch: u32,
+    /// `checking.min_stake` in base units.
+    pub min_stake: Amount,
+    /// `checking.verified_epochs`.
+    pub verified_epochs: u64,
+    /// `checking.jail_epochs`.
+    pub jail_epochs: u64,
+    /// `checking.slash_after_fails`.
+    pub slash_after_fails: u32,
+    /// `checking.slash_missed_bps`.
+    pub slash_missed_bps: u32,
+    /// `checking.slash_wrong_bps`.
+    pub slash_wrong_bps: u32,
+    /// `checking.dispute_secs` in ms.
+    pub dispute_ms: u64,
+    /// `checking.checker_jail_strikes`.
+    pub checker_jail_strikes: u32,
+    /// `checking.checker_jail_epochs`.
+    pub checker_jail_epochs: u64,
+    /// `checking.checker_slash_bps`.
+    pub checker_slash_bps: u32,
+}
+
 /// A consensus validator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,9 +244,12 @@ pub struct Genesis {
     /// Consensus validators.
     #[serde(default)]
     pub validators: Vec<Validator>,
-    /// Keys allowed to attest.
+    /// Checkers, rounds and verdicts.
     #[serde(default)]
-    pub checkers: Vec<Address>,
+    pub checking: Checking,
+    /// Checkers staked at genesis.
+    #[serde(default)]
+    pub checkers: Vec<GenesisChecker>,
     /// Funded accounts.
     #[serde(default)]
     pub accounts: Vec<GenesisAccount>,
@@ -231,8 +328,10 @@ pub struct Params {
     pub oracle_max_age_ms: u64,
     /// Validators.
     pub validators: Vec<Validator>,
-    /// Checkers.
-    pub checkers: Vec<Address>,
+    /// Checking rules.
+    pub checking: CheckingParams,
+    /// Checkers at genesis: (address, endpoint, stake).
+    pub checkers: Vec<(Address, String, Amount)>,
     /// Funded accounts in base units.
     pub accounts: Vec<(Address, Amount)>,
     /// The class catalog.
@@ -347,6 +446,7 @@ impl Genesis {
                 max_age_secs: 600,
             },
             validators: vec![],
+            checking: Checking::default(),
             checkers: vec![],
             accounts: vec![],
             classes: DeviceClass::default_catalog(),
@@ -489,10 +589,14 @@ impl Genesis {
                 ));
             }
         }
-        if self.checkers.len() > crate::MAX_CHECKERS {
+        let (checking, checkers) = self.validate_checkers(d, &mut genesis_supply)?;
+        if genesis_supply
+            .checked_add(emission_budget)
+            .is_none_or(|t| t > supply_cap)
+        {
             return Err(field_err(
                 "checkers",
-                format!("at most {} checkers", crate::MAX_CHECKERS),
+                "their stakes, the balances and the emission budget exceed the supply cap",
             ));
         }
         for (i, v) in self.validators.iter().enumerate() {
@@ -546,12 +650,117 @@ impl Genesis {
                 .checked_mul(1000)
                 .ok_or_else(|| field_err("oracle.max_age_secs", "too large"))?,
             validators: self.validators.clone(),
-            checkers: self.checkers.clone(),
+            checking,
+            checkers,
             accounts,
             classes: self.classes.clone(),
             genesis_supply,
             genesis_hash: sha256(&[self.to_toml().as_bytes()]),
         })
+    }
+}
+
+impl Genesis {
+    /// Checks `checking` and `checkers`; adds the checkers' stakes to `supply`.
+    fn validate_checkers(
+        &self,
+        decimals: u8,
+        supply: &mut Amount,
+    ) -> Result<(CheckingParams, GenesisCheckers), GenesisError> {
+        let c = &self.checking;
+        if c.committee == 0 || usize::from(c.committee) > crate::MAX_ASSIGNED {
+            return Err(field_err(
+                "checking.committee",
+                format!("must be 1-{}", crate::MAX_ASSIGNED),
+            ));
+        }
+        if c.rounds_per_epoch == 0 {
+            return Err(field_err("checking.rounds_per_epoch", "must be at least 1"));
+        }
+        for (field, bps) in [
+            ("checking.slash_missed_bps", c.slash_missed_bps),
+            ("checking.slash_wrong_bps", c.slash_wrong_bps),
+            ("checking.checker_slash_bps", c.checker_slash_bps),
+        ] {
+            if bps > 10_000 {
+                return Err(field_err(field, "must be at most 10000"));
+            }
+        }
+        if c.verified_epochs == 0 {
+            return Err(field_err("checking.verified_epochs", "must be at least 1"));
+        }
+        if c.checker_jail_strikes == 0 {
+            return Err(field_err(
+                "checking.checker_jail_strikes",
+                "must be at least 1",
+            ));
+        }
+        let min_stake = Amount::parse_decimal(&c.min_stake, decimals)
+            .map_err(|e| field_err("checking.min_stake", e.to_string()))?;
+        if min_stake == Amount::ZERO {
+            return Err(field_err("checking.min_stake", "must be more than 0"));
+        }
+        let params = CheckingParams {
+            committee: c.committee,
+            rounds_per_epoch: c.rounds_per_epoch,
+            min_stake,
+            verified_epochs: c.verified_epochs,
+            jail_epochs: c.jail_epochs,
+            slash_after_fails: c.slash_after_fails,
+            slash_missed_bps: c.slash_missed_bps,
+            slash_wrong_bps: c.slash_wrong_bps,
+            dispute_ms: c
+                .dispute_secs
+                .checked_mul(1000)
+                .ok_or_else(|| field_err("checking.dispute_secs", "too large"))?,
+            checker_jail_strikes: c.checker_jail_strikes,
+            checker_jail_epochs: c.checker_jail_epochs,
+            checker_slash_bps: c.checker_slash_bps,
+        };
+        if self.checkers.len() > crate::MAX_COMMITTEE {
+            return Err(field_err(
+                "checkers",
+                format!("at most {} checkers", crate::MAX_COMMITTEE),
+            ));
+        }
+        let mut checkers: GenesisCheckers = Vec::new();
+        for (i, k) in self.checkers.iter().enumerate() {
+            if k.address.public_key().is_none() {
+                return Err(field_err(
+                    format!("checkers[{i}].address"),
+                    "is not an ed25519 public key",
+                ));
+            }
+            if checkers.iter().any(|(a, ..)| *a == k.address) {
+                return Err(field_err(
+                    format!("checkers[{i}].address"),
+                    format!("{} is listed twice", k.address),
+                ));
+            }
+            if k.endpoint.is_empty() || k.endpoint.len() > 128 {
+                return Err(field_err(
+                    format!("checkers[{i}].endpoint"),
+                    "must be 1-128 bytes of host:port",
+                ));
+            }
+            let stake = Amount::parse_decimal(&k.stake, decimals)
+                .map_err(|e| field_err(format!("checkers[{i}].stake"), e.to_string()))?;
+            if stake < min_stake {
+                return Err(field_err(
+                    format!("checkers[{i}].stake"),
+                    format!(
+                        "{} is below checking.min_stake ({})",
+                        stake.display(decimals),
+                        min_stake.display(decimals)
+                    ),
+                ));
+            }
+            *supply = supply
+                .checked_add(stake)
+                .ok_or_else(|| field_err("checkers", "stakes overflow"))?;
+            checkers.push((k.address, k.endpoint.clone(), stake));
+        }
+        Ok((params, checkers))
     }
 }
 
@@ -621,7 +830,7 @@ const FIELD_DOCS: &[(&str, &str)] = &[
     ),
     (
         "rewards.checkers_bps",
-        "Share of emission for checkers, by results attested.",
+        "Share of emission for checkers, by results that agreed with their device's verdict.",
     ),
     (
         "rewards.treasury_bps",
@@ -656,8 +865,56 @@ const FIELD_DOCS: &[(&str, &str)] = &[
         "Consensus validators: identity key and p2p address. One is enough; 3f+1 tolerate f faults.",
     ),
     (
+        "checking.committee",
+        "Checkers assigned to each device per epoch, drawn by stake (all of them when fewer).",
+    ),
+    (
+        "checking.rounds_per_epoch",
+        "Challenge rounds per epoch on average, started when a block's seed says so.",
+    ),
+    (
+        "checking.min_stake",
+        "The least a checker bonds (whole tokens).",
+    ),
+    (
+        "checking.verified_epochs",
+        "A device's verification lapses after this many epochs without a passing round.",
+    ),
+    (
+        "checking.jail_epochs",
+        "Epochs a device that failed a round stays jailed before a passing round frees it.",
+    ),
+    (
+        "checking.slash_after_fails",
+        "Consecutive failed rounds after which each further failed round slashes the device.",
+    ),
+    (
+        "checking.slash_missed_bps",
+        "Share of the device's stake pool a slash for unanswered rounds burns.",
+    ),
+    (
+        "checking.slash_wrong_bps",
+        "Share of the device's stake pool a slash for wrong or late answers burns.",
+    ),
+    (
+        "checking.dispute_secs",
+        "How long a checker has to back a disputed result with the device's signed receipt.",
+    ),
+    (
+        "checking.checker_jail_strikes",
+        "Penalties on evidence that jail a checker; each one after that slashes it.",
+    ),
+    (
+        "checking.checker_jail_epochs",
+        "Epochs a jailed checker sits out of committees.",
+    ),
+    (
+        "checking.checker_slash_bps",
+        "Share of a checker's stake a slash burns.",
+    ),
+    (
         "checkers",
-        "Keys allowed to attest challenge results and uptime.",
+        "Checkers staked at genesis: address, endpoint (host:port) and stake (minted into the bond).",
     ),
     (
         "accounts",

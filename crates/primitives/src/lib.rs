@@ -28,6 +28,7 @@
 mod codec;
 mod amount;
 mod block;
+mod checking;
 mod class;
 mod crypto;
 mod genesis;
@@ -39,30 +40,36 @@ mod tx;
 
 pub use amount::{Amount, Credits, ParseAmountError, PayUnits};
 pub use block::{Block, Header, MAX_BLOCK_TXS};
+pub use checking::{
+    CheckStatus, Checker, CheckerStatus, Committee, Dispute, MAX_ASSIGNED, MAX_COMMITTEE,
+    MAX_RESULTS, Member, Receipt, ReceiptFor, ResultCode, Round, Standing, UPTIME_STEPS, Verdict,
+    Vote, code_at, device_nonce, pack_codes,
+};
 pub use class::{ClassId, ClassKind, DeviceClass, gpu_class};
 pub use codec::{BoundedString, read_string};
 pub use crypto::{
     Address, Keypair, ParseAddressError, PublicKey, Signature, verify_batch, verify_signature,
 };
 pub use genesis::{
-    DECAY_SCALE, Emission, Fees, Genesis, GenesisAccount, GenesisError, Oracle, Params,
-    PaymentModel, RewardSplit, Staking, Token, Validator, decay_per_epoch,
+    Checking, CheckingParams, DECAY_SCALE, Emission, Fees, Genesis, GenesisAccount, GenesisChecker,
+    GenesisError, Oracle, Params, PaymentModel, RewardSplit, Staking, Token, Validator,
+    decay_per_epoch,
 };
 pub use hash::{Hash, merkle_root, sha256};
 pub use proof::{
     BUCKET_BITS, BucketEntry, ProofError, StateProof, bucket_hash, bucket_of, leaf_hash, node_hash,
 };
 pub use state::{
-    Account, Attestation, CheckerTally, Delegation, Deployment, DeploymentStatus, Device,
-    DeviceSpec, DeviceStatus, EpochRecord, Globals, JobSpec, Lease, LeaseState, OraclePrice,
-    Resources, StakePool, StateKey, StateValue, Unbonding, Usage,
+    Account, Delegation, Deployment, DeploymentStatus, Device, DeviceSpec, DeviceStatus,
+    EpochRecord, Globals, JobSpec, Lease, LeaseState, OraclePrice, Resources, StakePool, StateKey,
+    StateValue, Unbonding, Usage,
 };
-pub use state::{MAX_CHECKERS, MAX_JOB_ARGS, MAX_RESOURCE_CLASSES};
+pub use state::{MAX_JOB_ARGS, MAX_RESOURCE_CLASSES};
 pub use tx::{
-    AttestEntry, FraudProof, LeaseReportKind, OpenDeployment, RegisterDevice, SignedTx, Tx, TxBody,
+    FraudProof, LeaseReportKind, OpenDeployment, PostResults, RegisterDevice, SignedTx, Tx, TxBody,
     device_pop_message, namespace,
 };
-pub use tx::{MAX_ATTEST_ENTRIES, MAX_OPENED_ROW, MAX_PROOF_PATH, MAX_SETTLE_DEVICES};
+pub use tx::{MAX_OPENED_ROW, MAX_PROOF_PATH, MAX_SETTLE_DEVICES};
 
 /// Re-exported so that callers encode and decode without naming the codec crate.
 pub use commonware_codec as wire;

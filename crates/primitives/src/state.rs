@@ -9,8 +9,6 @@ use serde::Serialize;
 
 /// Most class names a deployment may list.
 pub const MAX_RESOURCE_CLASSES: usize = 16;
-/// Most checkers a genesis may name.
-pub const MAX_CHECKERS: usize = 64;
 /// Most command arguments and most environment variables of a job.
 pub const MAX_JOB_ARGS: usize = 32;
 
@@ -181,7 +179,7 @@ pub struct Device {
     pub status: DeviceStatus,
     /// Whether the owner offers it for leases.
     pub available: bool,
-    /// Reputation, parts per million; moves with attestations.
+    /// Reputation, parts per million; moves with verdicts.
     pub reputation_ppm: u32,
     /// Bonded stake (owner and delegators).
     pub pool: StakePool,
@@ -194,16 +192,15 @@ pub struct Device {
     /// The epoch its tally counts for. A tally from an epoch that has closed is settled (its
     /// rewards paid, its reputation moved) by the device's next transaction.
     pub tally_epoch: u64,
-    /// Epoch tally: passing attestations.
-    pub attest_pass: u32,
-    /// Epoch tally: failing attestations.
-    pub attest_fail: u32,
-    /// Epoch tally: sum of reported uptime over attestations, ppm.
-    pub uptime_ppm_sum: u64,
+    /// Epoch tally: the epoch's worst decided verdict (`Pending`: none yet). Only a tally
+    /// whose verdict is `Pass` earns capacity and staking rewards.
+    pub tally_verdict: crate::Verdict,
+    /// Epoch tally: the median heartbeat uptime of its latest decided verdict, in 1/200 steps.
+    pub tally_uptime: u8,
     /// Epoch tally: payment units consumed on this device.
     pub work: u64,
-    /// Epoch tally: checkers that attested this device (one vote each).
-    pub voters: Vec<Address>,
+    /// Where it stands with its checkers.
+    pub standing: crate::Standing,
 }
 codec_struct!(Device {
     owner: (),
@@ -219,11 +216,10 @@ codec_struct!(Device {
     lease: (),
     registered_ms: (),
     tally_epoch: (),
-    attest_pass: (),
-    attest_fail: (),
-    uptime_ppm_sum: (),
+    tally_verdict: (),
+    tally_uptime: (),
     work: (),
-    voters: vec_cfg::<()>(MAX_CHECKERS),
+    standing: (),
 });
 
 /// A staker's shares in a device's pool (the owner's bond is a delegation too).
@@ -419,22 +415,6 @@ codec_struct!(OraclePrice {
     at_ms: ()
 });
 
-/// A checker's attestations in the current epoch.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct CheckerTally {
-    /// The epoch counted.
-    pub epoch: u64,
-    /// Device results attested this epoch.
-    pub results: u64,
-}
-codec_struct!(CheckerTally {
-    epoch: (),
-    results: ()
-});
-
-/// An attestation result kept for an epoch.
-pub type Attestation = crate::tx::AttestEntry;
-
 /// What an epoch minted, burned and paid.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct EpochRecord {
@@ -519,7 +499,7 @@ pub struct Globals {
     pub escrow: PayUnits,
     /// Tokens unbonding.
     pub unbonding: Amount,
-    /// Tokens bonded to devices.
+    /// Tokens bonded to devices and checkers.
     pub staked: Amount,
     /// Next deployment id.
     pub next_deployment: u64,
@@ -531,6 +511,10 @@ pub struct Globals {
     pub epoch: u64,
     /// Burned during the epoch in progress.
     pub epoch_burned: Amount,
+    /// Height of the block that started the latest round (0: none yet).
+    pub last_round: u64,
+    /// Height of the latest block that registered a device (a join round follows it).
+    pub last_registration: u64,
 }
 codec_struct!(Globals {
     height: (),
@@ -548,6 +532,8 @@ codec_struct!(Globals {
     next_unbonding: (),
     epoch: (),
     epoch_burned: (),
+    last_round: (),
+    last_registration: (),
 });
 
 /// Where a record lives in the state: its key bytes sort records of one kind together, and
@@ -570,10 +556,16 @@ pub enum StateKey {
     Lease(u64),
     /// [`OraclePrice`] by oracle address.
     Oracle(Address),
-    /// [`CheckerTally`] by checker address.
+    /// [`Checker`](crate::Checker) by checker address.
     Checker(Address),
     /// [`EpochRecord`] by epoch.
     Epoch(u64),
+    /// [`Committee`](crate::Committee) by epoch.
+    Committee(u64),
+    /// [`Round`](crate::Round) by the height of the block that started it.
+    Round(u64),
+    /// [`Dispute`](crate::Dispute) by (checker, device, round height).
+    Dispute(Address, Address, u64),
 }
 
 impl StateKey {
@@ -619,6 +611,20 @@ impl StateKey {
                 out.push(9);
                 out.extend_from_slice(&e.to_be_bytes());
             }
+            Self::Committee(e) => {
+                out.push(10);
+                out.extend_from_slice(&e.to_be_bytes());
+            }
+            Self::Round(h) => {
+                out.push(11);
+                out.extend_from_slice(&h.to_be_bytes());
+            }
+            Self::Dispute(c, d, r) => {
+                out.push(12);
+                out.extend_from_slice(&c.0);
+                out.extend_from_slice(&d.0);
+                out.extend_from_slice(&r.to_be_bytes());
+            }
         }
         out
     }
@@ -639,6 +645,11 @@ impl StateKey {
             7 => Self::Oracle(addr(rest)?),
             8 => Self::Checker(addr(rest)?),
             9 => Self::Epoch(num(rest)?),
+            10 => Self::Committee(num(rest)?),
+            11 => Self::Round(num(rest)?),
+            12 if rest.len() == 72 => {
+                Self::Dispute(addr(&rest[..32])?, addr(&rest[32..64])?, num(&rest[64..])?)
+            }
             _ => return None,
         })
     }
@@ -656,8 +667,11 @@ pub enum StateValue {
     Deployment(Deployment),
     Lease(Lease),
     Oracle(OraclePrice),
-    Checker(CheckerTally),
+    Checker(crate::Checker),
     Epoch(EpochRecord),
+    Committee(crate::Committee),
+    Round(crate::Round),
+    Dispute(crate::Dispute),
 }
 
 impl StateValue {
@@ -674,6 +688,9 @@ impl StateValue {
             Self::Oracle(v) => v.encode_mut().into(),
             Self::Checker(v) => v.encode_mut().into(),
             Self::Epoch(v) => v.encode_mut().into(),
+            Self::Committee(v) => v.encode_mut().into(),
+            Self::Round(v) => v.encode_mut().into(),
+            Self::Dispute(v) => v.encode_mut().into(),
         }
     }
 
@@ -700,10 +717,19 @@ impl StateValue {
                 Self::Oracle(OraclePrice::decode(commonware_codec::Copying(bytes))?)
             }
             StateKey::Checker(_) => {
-                Self::Checker(CheckerTally::decode(commonware_codec::Copying(bytes))?)
+                Self::Checker(crate::Checker::decode(commonware_codec::Copying(bytes))?)
             }
             StateKey::Epoch(_) => {
                 Self::Epoch(EpochRecord::decode(commonware_codec::Copying(bytes))?)
+            }
+            StateKey::Committee(_) => {
+                Self::Committee(crate::Committee::decode(commonware_codec::Copying(bytes))?)
+            }
+            StateKey::Round(_) => {
+                Self::Round(crate::Round::decode(commonware_codec::Copying(bytes))?)
+            }
+            StateKey::Dispute(..) => {
+                Self::Dispute(crate::Dispute::decode(commonware_codec::Copying(bytes))?)
             }
         })
     }
@@ -721,6 +747,9 @@ mod tests {
             StateKey::Delegation(Address([1; 32]), Address([2; 32])),
             StateKey::Lease(258),
             StateKey::Epoch(1),
+            StateKey::Committee(3),
+            StateKey::Round(99),
+            StateKey::Dispute(Address([1; 32]), Address([2; 32]), 5),
         ];
         for k in keys {
             assert_eq!(StateKey::from_bytes(&k.to_bytes()), Some(k));

@@ -11,8 +11,6 @@ use crate::{Amount, PayUnits};
 use bytes::BufMut;
 use commonware_codec::{Buf, Encode, EncodeSize, Error, Read, ReadExt, Write};
 
-/// Most entries one attestation may carry.
-pub const MAX_ATTEST_ENTRIES: usize = 4096;
 /// Devices one `SettleRewards` may name.
 pub const MAX_SETTLE_DEVICES: usize = 4096;
 /// Most Merkle path nodes in a fraud proof.
@@ -169,12 +167,35 @@ pub enum TxBody {
         /// Resources used so far.
         usage: Usage,
     },
-    /// A checker's results for devices in an epoch.
-    Attest {
-        /// The epoch the results are for.
-        epoch: u64,
-        /// One entry per device checked.
-        entries: Vec<AttestEntry>,
+    /// A checker's results for a round, for a run of the devices assigned to it (in
+    /// assignment order, docs/checkers.md): 2 bits each, and optionally their uptime.
+    PostResults(PostResults),
+    /// Stake an account as a checker, with the endpoint workers dial.
+    RegisterChecker {
+        /// `host:port`.
+        endpoint: BoundedString<128>,
+        /// Tokens bonded (at least the genesis minimum).
+        stake: Amount,
+    },
+    /// Stop checking: leaves every later committee; the stake starts unbonding.
+    RetireChecker,
+    /// Ask a checker to back its result for a device with the device's receipt.
+    DisputeResult {
+        /// The checker.
+        checker: Address,
+        /// The device.
+        device: Address,
+        /// The round's height.
+        round: u64,
+    },
+    /// A checker backs a disputed result with the receipt the device signed for it.
+    BackResult {
+        /// The device.
+        device: Address,
+        /// The round's height.
+        round: u64,
+        /// The device's receipt.
+        receipt: crate::Receipt,
     },
     /// Evidence that a device signed a wrong challenge answer; slashes it.
     SubmitFraudProof(FraudProof),
@@ -297,20 +318,28 @@ impl Read for LeaseReportKind {
     }
 }
 
-/// One device's result in an attestation.
+/// A checker's results for `count` of its devices from position `first` of its assignment
+/// list, in one round.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AttestEntry {
-    /// The device.
-    pub device: Address,
-    /// Whether it passed the challenge.
-    pub passed: bool,
-    /// Its measured availability over the epoch, parts per million.
-    pub uptime_ppm: u32,
+pub struct PostResults {
+    /// The round's height.
+    pub round: u64,
+    /// Position in the checker's assignment list of the first device covered.
+    pub first: u32,
+    /// Devices covered.
+    pub count: u32,
+    /// One [`ResultCode`](crate::ResultCode) per device, four to a byte
+    /// ([`pack_codes`](crate::pack_codes)).
+    pub codes: Vec<u8>,
+    /// Empty, or one heartbeat uptime per device for the epoch so far, in 1/200 steps.
+    pub uptime: Vec<u8>,
 }
-codec_struct!(AttestEntry {
-    device: (),
-    passed: (),
-    uptime_ppm: ()
+codec_struct!(PostResults {
+    round: (),
+    first: (),
+    count: (),
+    codes: vec_cfg::<()>(crate::MAX_RESULTS / 4),
+    uptime: vec_cfg::<()>(crate::MAX_RESULTS),
 });
 
 /// Evidence that a device signed a wrong answer to a challenge: its signed commitment and one
@@ -364,7 +393,11 @@ impl TxBody {
             Self::CloseDeployment { .. } => "close_deployment",
             Self::ExtendDeployment { .. } => "extend_deployment",
             Self::LeaseReport { .. } => "lease_report",
-            Self::Attest { .. } => "attest",
+            Self::PostResults(_) => "post_results",
+            Self::RegisterChecker { .. } => "register_checker",
+            Self::RetireChecker => "retire_checker",
+            Self::DisputeResult { .. } => "dispute_result",
+            Self::BackResult { .. } => "back_result",
             Self::SubmitFraudProof(_) => "submit_fraud_proof",
             Self::SettleRewards { .. } => "settle_rewards",
         }
@@ -383,10 +416,14 @@ impl TxBody {
             Self::OpenDeployment(_) => 8,
             Self::CloseDeployment { .. } => 9,
             Self::LeaseReport { .. } => 10,
-            Self::Attest { .. } => 11,
+            Self::PostResults(_) => 11,
             Self::SubmitFraudProof(_) => 12,
             Self::ExtendDeployment { .. } => 13,
             Self::SettleRewards { .. } => 14,
+            Self::RegisterChecker { .. } => 15,
+            Self::RetireChecker => 16,
+            Self::DisputeResult { .. } => 17,
+            Self::BackResult { .. } => 18,
         }
     }
 }
@@ -436,9 +473,29 @@ impl Write for TxBody {
                 kind.write(buf);
                 usage.write(buf);
             }
-            Self::Attest { epoch, entries } => {
-                epoch.write(buf);
-                entries.write(buf);
+            Self::PostResults(r) => r.write(buf),
+            Self::RegisterChecker { endpoint, stake } => {
+                endpoint.write(buf);
+                stake.write(buf);
+            }
+            Self::RetireChecker => {}
+            Self::DisputeResult {
+                checker,
+                device,
+                round,
+            } => {
+                checker.write(buf);
+                device.write(buf);
+                round.write(buf);
+            }
+            Self::BackResult {
+                device,
+                round,
+                receipt,
+            } => {
+                device.write(buf);
+                round.write(buf);
+                receipt.write(buf);
             }
             Self::SubmitFraudProof(p) => p.write(buf),
             Self::SettleRewards { devices } => devices.write(buf),
@@ -472,7 +529,21 @@ impl EncodeSize for TxBody {
             Self::LeaseReport { lease, kind, usage } => {
                 lease.encode_size() + kind.encode_size() + usage.encode_size()
             }
-            Self::Attest { epoch, entries } => epoch.encode_size() + entries.encode_size(),
+            Self::PostResults(r) => r.encode_size(),
+            Self::RegisterChecker { endpoint, stake } => {
+                endpoint.encode_size() + stake.encode_size()
+            }
+            Self::RetireChecker => 0,
+            Self::DisputeResult {
+                checker,
+                device,
+                round,
+            } => checker.encode_size() + device.encode_size() + round.encode_size(),
+            Self::BackResult {
+                device,
+                round,
+                receipt,
+            } => device.encode_size() + round.encode_size() + receipt.encode_size(),
             Self::SubmitFraudProof(p) => p.encode_size(),
             Self::SettleRewards { devices } => devices.encode_size(),
         }
@@ -519,10 +590,7 @@ impl Read for TxBody {
                 kind: LeaseReportKind::read(buf)?,
                 usage: Usage::read(buf)?,
             },
-            11 => Self::Attest {
-                epoch: u64::read(buf)?,
-                entries: Vec::<AttestEntry>::read_cfg(buf, &vec_cfg(MAX_ATTEST_ENTRIES))?,
-            },
+            11 => Self::PostResults(PostResults::read(buf)?),
             12 => Self::SubmitFraudProof(FraudProof::read(buf)?),
             13 => Self::ExtendDeployment {
                 deployment: u64::read(buf)?,
@@ -530,6 +598,21 @@ impl Read for TxBody {
             },
             14 => Self::SettleRewards {
                 devices: Vec::<Address>::read_cfg(buf, &vec_cfg(MAX_SETTLE_DEVICES))?,
+            },
+            15 => Self::RegisterChecker {
+                endpoint: BoundedString::read(buf)?,
+                stake: Amount::read(buf)?,
+            },
+            16 => Self::RetireChecker,
+            17 => Self::DisputeResult {
+                checker: Address::read(buf)?,
+                device: Address::read(buf)?,
+                round: u64::read(buf)?,
+            },
+            18 => Self::BackResult {
+                device: Address::read(buf)?,
+                round: u64::read(buf)?,
+                receipt: crate::Receipt::read(buf)?,
             },
             t => return Err(Error::InvalidEnum(t)),
         })

@@ -245,6 +245,9 @@ impl Ledger {
         let classes = self.candidate_classes(o)?;
         let r = &o.resources;
         let devices = &self.state.devices;
+        // A verification lapses after the genesis number of epochs without a passing round.
+        let epoch = self.state.globals.epoch;
+        let lapse = self.params.checking.verified_epochs;
         let (picked, scanned) = self.state.market.pick(
             &classes,
             o.region.as_ref(),
@@ -254,7 +257,10 @@ impl Ledger {
             MAX_MATCH_SCAN,
             |a| {
                 devices.get(a).is_some_and(|d| {
-                    d.spec.gpu_count >= r.gpu_count
+                    d.standing
+                        .last_pass_epoch
+                        .is_some_and(|e| e.saturating_add(lapse) >= epoch)
+                        && d.spec.gpu_count >= r.gpu_count
                         && d.spec.vram_mib >= r.min_vram_mib
                         && d.spec.cpu_cores >= r.cpu_cores
                         && d.spec.ram_mib >= r.ram_mib

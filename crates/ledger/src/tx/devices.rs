@@ -156,13 +156,15 @@ impl Ledger {
                 lease: None,
                 registered_ms: self.cx.ts,
                 tally_epoch: self.state.globals.epoch,
-                attest_pass: 0,
-                attest_fail: 0,
-                uptime_ppm_sum: 0,
+                tally_verdict: cairn_primitives::Verdict::Pending,
+                tally_uptime: 0,
                 work: 0,
-                voters: Vec::new(),
+                standing: cairn_primitives::Standing::new(self.cx.height),
             },
         );
+        let mut g = self.state.globals.clone();
+        g.last_registration = self.cx.height;
+        self.state.set_globals(g);
         self.emit(Event::DeviceRegistered {
             device,
             owner: sender,

@@ -119,6 +119,7 @@ impl Ledger {
             let mut d = self.settled_device(&device)?;
             if d.lease == Some(id) {
                 d.lease = None;
+                d.standing.lease_ended_ms = self.cx.ts;
             }
             self.state.set_device(device, d);
         }

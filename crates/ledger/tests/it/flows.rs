@@ -2,7 +2,7 @@ use crate::fixture::{TOKEN, World, genesis_ms};
 use cairn_ledger::{Event, TxError};
 use cairn_primitives::{
     Amount, BoundedString, DeploymentStatus, JobSpec, LeaseState, OpenDeployment, PaymentModel,
-    Resources, StateKey, TxBody,
+    Resources, ResultCode, StateKey, TxBody,
 };
 
 fn open(replicas: u16, secs: u64, max: u64) -> TxBody {
@@ -225,33 +225,26 @@ fn assert_adds_up(r: &cairn_primitives::EpochRecord) {
 }
 
 #[test]
-fn epoch_pays_attested_devices_stakers_checkers_and_treasury_exactly() {
+fn epoch_pays_verified_devices_stakers_checkers_and_treasury_exactly() {
     let mut w = World::new(PaymentModel::Bme);
     w.register_cpu(0, 0, 8, 100);
     w.register_cpu(1, 1, 4, 100);
     let checker = w.checker.clone();
     let (dev0, dev1) = (w.devices[0].address(), w.devices[1].address());
-    let attest = TxBody::Attest {
-        epoch: 0,
-        entries: vec![
-            cairn_primitives::AttestEntry {
-                device: dev0,
-                passed: true,
-                uptime_ppm: 1_000_000,
-            },
-            cairn_primitives::AttestEntry {
-                device: dev1,
-                passed: false,
-                uptime_ppm: 1_000_000,
-            },
-        ],
-    };
-    assert_eq!(w.run(&checker, attest.clone()), None);
-    // One vote per checker per device per epoch.
-    assert!(matches!(
-        w.run(&checker, attest),
-        Some(TxError::DuplicateAttestation(_))
-    ));
+    // Both were verified when registered; device 1 then fails a round (two of its three
+    // checkers say so): jailed, and its epoch's tally is a fail.
+    let o = w.check(&[dev1], &[0, 1], ResultCode::Fail);
+    assert!(
+        o.results.iter().all(|r| r.error.is_none()),
+        "{:?}",
+        o.results
+    );
+    let d1 = w.ledger.device(&dev1).unwrap();
+    assert_eq!(d1.standing.status, cairn_primitives::CheckStatus::Jailed);
+    // One result per checker per device per round.
+    let round = w.ledger.globals().last_round;
+    let again = w.results(&checker.address(), round, &[(dev1, ResultCode::Fail)]);
+    assert_eq!(w.run(&checker, again), Some(TxError::DuplicateResult(dev1)));
     let owner0 = w.users[0].address();
     let before = w.ledger.account(&owner0).balance;
     let pool0 = w.ledger.device(&dev0).unwrap().pool.tokens;
@@ -325,7 +318,10 @@ fn epoch_pays_attested_devices_stakers_checkers_and_treasury_exactly() {
     let d0 = w.ledger.device(&dev0).unwrap();
     assert_eq!(d0.pool.tokens, pool0.checked_add(p0.stake).unwrap());
     assert_eq!(d0.reputation_ppm, p0.reputation_ppm);
-    assert_eq!((d0.attest_pass, d0.tally_epoch), (0, 1));
+    assert_eq!(
+        (d0.tally_verdict, d0.tally_epoch),
+        (cairn_primitives::Verdict::Pending, 1)
+    );
     assert_eq!(
         w.run(&anyone, settle(vec![dev0])),
         Some(TxError::NothingToSettle)

@@ -116,14 +116,54 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             },
         ),
         (
-            "attest",
-            TxBody::Attest {
-                epoch: 14,
-                entries: vec![AttestEntry {
-                    device: a,
-                    passed: true,
-                    uptime_ppm: 999_000,
-                }],
+            "post_results",
+            TxBody::PostResults(PostResults {
+                round: 14,
+                first: 2,
+                count: 5,
+                codes: pack_codes(&[
+                    ResultCode::Pass,
+                    ResultCode::Fail,
+                    ResultCode::NoAnswer,
+                    ResultCode::NotChecked,
+                    ResultCode::Pass,
+                ]),
+                uptime: vec![200, 199, 0, 255, 100],
+            }),
+        ),
+        (
+            "register_checker",
+            TxBody::RegisterChecker {
+                endpoint: s("checker.example:7100"),
+                stake: Amount::from_base(1_000),
+            },
+        ),
+        ("retire_checker", TxBody::RetireChecker),
+        (
+            "dispute_result",
+            TxBody::DisputeResult {
+                checker: Address([4; 32]),
+                device: a,
+                round: 15,
+            },
+        ),
+        (
+            "back_result",
+            TxBody::BackResult {
+                device: a,
+                round: 15,
+                receipt: Receipt::sign(
+                    &d,
+                    "cairn-golden",
+                    &ReceiptFor {
+                        checker: Address([4; 32]),
+                        round: 15,
+                        nonce: device_nonce(&Hash([5; 32]), &a),
+                    },
+                    Hash([6; 32]),
+                    Hash([7; 32]),
+                    Hash([8; 32]),
+                ),
             },
         ),
         (
@@ -197,11 +237,24 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         lease: Some(3),
         registered_ms: 4,
         tally_epoch: 6,
-        attest_pass: 1,
-        attest_fail: 0,
-        uptime_ppm_sum: 999_000,
+        tally_verdict: Verdict::Pass,
+        tally_uptime: 199,
         work: 5,
-        voters: vec![a],
+        standing: Standing {
+            status: CheckStatus::Verified,
+            registered_height: 7,
+            last_pass_epoch: Some(6),
+            jailed_until_epoch: 0,
+            fails: 0,
+            round: 9,
+            votes: vec![Vote {
+                checker: Address([4; 32]),
+                code: ResultCode::Pass,
+                uptime: 200,
+            }],
+            verdict: Verdict::Pending,
+            lease_ended_ms: 10,
+        },
     };
     out.push(("device", device.encode().to_vec()));
     let lease = Lease {
@@ -259,6 +312,56 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         .to_vec(),
     ));
     out.push((
+        "checker",
+        Checker {
+            endpoint: s("127.0.0.1:7100"),
+            stake: Amount::from_base(1),
+            status: CheckerStatus::Jailed,
+            since_epoch: 2,
+            jailed_until_epoch: 3,
+            strikes: 4,
+            tally_epoch: 5,
+            agreed: 6,
+            posted: 7,
+        }
+        .encode()
+        .to_vec(),
+    ));
+    out.push((
+        "committee",
+        Committee {
+            seed: Hash([1; 32]),
+            start_height: 2,
+            members: vec![Member {
+                checker: a,
+                stake: Amount::from_base(3),
+            }],
+        }
+        .encode()
+        .to_vec(),
+    ));
+    out.push((
+        "round",
+        Round {
+            epoch: 1,
+            ts_ms: 2,
+            seed: Hash([3; 32]),
+            join: true,
+            since_height: 4,
+        }
+        .encode()
+        .to_vec(),
+    ));
+    out.push((
+        "dispute",
+        Dispute {
+            by: a,
+            opened_ms: 5,
+        }
+        .encode()
+        .to_vec(),
+    ));
+    out.push((
         "unbonding",
         Unbonding {
             owner: a,
@@ -270,6 +373,9 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
     ));
     out
 }
+
+/// The first samples are signed transactions, one per kind.
+const TX_SAMPLES: usize = 17;
 
 #[test]
 fn encodings_match_golden_file() {
@@ -295,7 +401,7 @@ fn encodings_match_golden_file() {
 #[test]
 fn every_golden_sample_decodes_back() {
     use cairn_primitives::wire::{Copying, DecodeExt};
-    for (name, bytes) in samples().into_iter().take(13) {
+    for (name, bytes) in samples().into_iter().take(TX_SAMPLES) {
         let tx = SignedTx::decode(Copying(&bytes)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(tx.encode().to_vec(), bytes, "{name}");
         assert!(tx.verify("cairn-golden"), "{name}");

@@ -1,5 +1,5 @@
 use cairn_ledger::{Event, testing};
-use cairn_primitives::{AttestEntry, DeviceSpec, Keypair, TxBody, sha256};
+use cairn_primitives::{DeviceSpec, Keypair, ResultCode, TxBody, sha256};
 use cairn_store::{Chain, Reward};
 
 fn key(tag: &str) -> Keypair {
@@ -18,7 +18,7 @@ fn epoch_rewards_are_indexed_by_address_and_survive_reopen() {
         (checker.address(), 1_000_000_000),
         (anyone.address(), 1_000_000_000),
     ]);
-    g.checkers = vec![checker.address()];
+    g.checkers = vec![testing::genesis_checker(checker.address())];
     let dir = tempfile::tempdir().unwrap();
     let mut chain = Chain::open(dir.path(), Some(&g)).unwrap();
     let spec = DeviceSpec {
@@ -38,17 +38,6 @@ fn epoch_rewards_are_indexed_by_address_and_survive_reopen() {
         );
         testing::tx(&owner, n, body, &g.chain_id)
     };
-    let attest = TxBody::Attest {
-        epoch: 0,
-        entries: devices
-            .iter()
-            .map(|d| AttestEntry {
-                device: d.address(),
-                passed: true,
-                uptime_ppm: 1_000_000,
-            })
-            .collect(),
-    };
     let settle = |n: u64, d: &Keypair| {
         let body = TxBody::SettleRewards {
             devices: vec![d.address()],
@@ -56,17 +45,23 @@ fn epoch_rewards_are_indexed_by_address_and_survive_reopen() {
         testing::tx(&anyone, n, body, &g.chain_id)
     };
     let t0 = g.genesis_time_ms;
-    let mut events = Vec::new();
-    // The first block past the 60 s boundary closes epoch 0; the next two settle one device
-    // each.
+    // The second block starts a join round for the devices the first registered, and the
+    // lone checker passes both in it; the first block past the 60 s boundary closes epoch 0;
+    // the next two settle one device each.
+    let b = chain.ledger().build_block(
+        t0 + 1_000,
+        vec![register(0, &devices[0]), register(1, &devices[1])],
+    );
+    let mut events = chain.commit(&b).unwrap().events;
+    let pass: Vec<_> = devices
+        .iter()
+        .map(|d| (d.address(), ResultCode::Pass))
+        .collect();
+    let results = testing::results(chain.ledger(), &checker.address(), 2, &pass);
     for (ts, txs) in [
         (
-            t0 + 1_000,
-            vec![register(0, &devices[0]), register(1, &devices[1])],
-        ),
-        (
             t0 + 2_000,
-            vec![testing::tx(&checker, 0, attest, &g.chain_id)],
+            vec![testing::tx(&checker, 0, results, &g.chain_id)],
         ),
         (t0 + 61_000, vec![]),
         (t0 + 62_000, vec![settle(0, &devices[0])]),

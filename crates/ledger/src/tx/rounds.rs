@@ -1,0 +1,502 @@
+//! Rounds and verdicts: when a round starts, which devices are due, checkers' results, and
+//! what a decided round does to a device (docs/checkers.md).
+
+use crate::assign::{Assignment, Draw, round_seed};
+use crate::events::Event;
+use crate::{Ledger, Result, TxError};
+use cairn_primitives::{
+    Address, CheckStatus, DeviceStatus, LeaseState, PostResults, ResultCode, Round, UPTIME_STEPS,
+    Verdict, Vote, code_at,
+};
+
+/// Uptime byte meaning "not reported".
+pub const NO_UPTIME: u8 = u8::MAX;
+
+impl Ledger {
+    /// At the start of each block (after an epoch close): starts a round when the block's seed
+    /// says so (on average `rounds_per_epoch` per epoch, whatever the block rate: the chance
+    /// is the time since the parent over the epoch, times the rounds wanted), or a join round
+    /// when devices registered since the last round wait for their first.
+    pub(crate) fn maybe_start_round(&mut self, ts: u64) -> Result<()> {
+        let g = &self.state.globals;
+        let height = self.cx.height;
+        let seed = round_seed(&self.cx.block_hash);
+        let mut x = [0u8; 8];
+        x.copy_from_slice(seed.0.get(..8).unwrap_or(&[0; 8]));
+        let draw = u64::from_le_bytes(x)
+            .checked_rem(self.params.epoch_ms)
+            .unwrap_or(0);
+        let elapsed = ts.saturating_sub(g.last_timestamp_ms);
+        let regular = u128::from(draw)
+            < u128::from(elapsed).saturating_mul(u128::from(self.params.checking.rounds_per_epoch));
+        // A device registered in the block that started the latest round was not due in it.
+        let join = g.last_registration > 0 && g.last_registration >= g.last_round;
+        if !(regular || join) || self.state.committee().is_none() {
+            return Ok(());
+        }
+        let round = Round {
+            epoch: g.epoch,
+            ts_ms: ts,
+            seed,
+            join: !regular,
+            since_height: g.last_round,
+        };
+        let mut globals = g.clone();
+        globals.last_round = height;
+        self.state.set_globals(globals);
+        self.state.set_round(height, Some(round));
+        self.emit(Event::RoundStarted {
+            height,
+            join: !regular,
+        });
+        Ok(())
+    }
+
+    /// Drops rounds of epochs before `keep_from` (results for them are no longer taken).
+    pub(crate) fn prune_rounds(&mut self, keep_from: u64) {
+        let old: Vec<u64> = self
+            .state
+            .rounds
+            .iter()
+            .filter(|(_, r)| r.epoch < keep_from)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in old {
+            self.state.set_round(h, None);
+        }
+    }
+
+    /// The open epoch's assignment, built if it is not yet (once per epoch, or after a load).
+    fn assignment(&self) -> Result<&Assignment> {
+        let epoch = self.state.globals.epoch;
+        let c = self
+            .state
+            .committees
+            .get(&epoch)
+            .ok_or(TxError::UnknownRound(epoch))?;
+        Ok(self.state.assignment.get_or_init(|| {
+            Assignment::build(
+                c,
+                self.params.checking.committee,
+                c.start_height,
+                self.state.devices.iter(),
+            )
+        }))
+    }
+
+    /// The checkers assigned to `device` this epoch (empty when there is no committee).
+    pub fn checkers_of(&self, device: &Address) -> Vec<Address> {
+        self.state.committee().map_or_else(Vec::new, |c| {
+            Draw::new(c, self.params.checking.committee).checkers_of(device)
+        })
+    }
+
+    /// The devices assigned to `checker` this epoch, in assignment order (`PostResults`
+    /// positions), from `first`, at most `limit`.
+    pub fn devices_of(&self, checker: &Address, first: usize, limit: usize) -> Vec<Address> {
+        let Some(member) = self
+            .state
+            .committee()
+            .and_then(|c| c.members.iter().position(|m| m.checker == *checker))
+        else {
+            return Vec::new();
+        };
+        match self.assignment() {
+            Ok(a) => a
+                .devices_of(member)
+                .iter()
+                .skip(first)
+                .take(limit)
+                .map(|(_, d)| *d)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// `PostResults`: a checker's results for a run of its devices in one round.
+    pub(crate) fn post_results(&mut self, sender: Address, p: &PostResults) -> Result<()> {
+        self.cx.agreed.clear();
+        if !self.state.checkers.contains_key(&sender) {
+            return Err(TxError::NotChecker(sender));
+        }
+        let round = self
+            .state
+            .rounds
+            .get(&p.round)
+            .cloned()
+            .ok_or(TxError::UnknownRound(p.round))?;
+        let epoch = self.state.globals.epoch;
+        if round.epoch != epoch {
+            return Err(TxError::WrongEpoch {
+                expected: epoch,
+                got: round.epoch,
+            });
+        }
+        let member = self
+            .state
+            .committee()
+            .and_then(|c| c.members.iter().position(|m| m.checker == sender))
+            .ok_or(TxError::NotInCommittee(sender))?;
+        let count = usize::try_from(p.count).map_err(|_| TxError::BadResults("count"))?;
+        if count == 0 || count > cairn_primitives::MAX_RESULTS {
+            return Err(TxError::BadResults("count must be 1-262144"));
+        }
+        if p.codes.len() != count.div_ceil(4) {
+            return Err(TxError::BadResults("codes must hold 2 bits per device"));
+        }
+        if !p.uptime.is_empty() && p.uptime.len() != count {
+            return Err(TxError::BadResults(
+                "uptime must be empty or one per device",
+            ));
+        }
+        if let Some(u) = p
+            .uptime
+            .iter()
+            .find(|u| u32::from(**u) > UPTIME_STEPS && **u != NO_UPTIME)
+        {
+            return Err(TxError::BadUptime(*u));
+        }
+        let first = usize::try_from(p.first).map_err(|_| TxError::BadResults("first"))?;
+        let list = self.assignment()?.devices_of(member);
+        let end = first.saturating_add(count);
+        let devices: Vec<Address> = list
+            .get(first..end)
+            .ok_or(TxError::ResultsOutOfRange {
+                first: first as u64,
+                end: end as u64,
+                len: list.len() as u64,
+            })?
+            .iter()
+            .map(|(_, d)| *d)
+            .collect();
+        let mut results = 0u64;
+        for (i, device) in devices.iter().enumerate() {
+            let code = code_at(&p.codes, i);
+            if code == ResultCode::NotChecked {
+                continue;
+            }
+            let uptime = p.uptime.get(i).copied().unwrap_or(NO_UPTIME);
+            self.vote(sender, p.round, &round, *device, code, uptime)?;
+            results = results.saturating_add(1);
+        }
+        let mut c = self
+            .state
+            .checkers
+            .get(&sender)
+            .cloned()
+            .ok_or(TxError::NotChecker(sender))?;
+        if c.tally_epoch != epoch {
+            c.tally_epoch = epoch;
+            c.agreed = 0;
+            c.posted = 0;
+        }
+        c.posted = c.posted.saturating_add(results);
+        self.state.set_checker(sender, c);
+        self.flush_agreed()?;
+        self.emit(Event::ResultsPosted {
+            checker: sender,
+            round: p.round,
+            results,
+        });
+        Ok(())
+    }
+
+    /// Records one checker's result for a device, and decides the round when enough agree.
+    fn vote(
+        &mut self,
+        checker: Address,
+        height: u64,
+        round: &Round,
+        device: Address,
+        code: ResultCode,
+        uptime: u8,
+    ) -> Result<()> {
+        let mut d = self.settled_device(&device)?;
+        let s = &d.standing;
+        if d.status != DeviceStatus::Active {
+            return Err(TxError::NotDue {
+                device,
+                why: "it is retired or slashed",
+            });
+        }
+        if s.registered_height >= height {
+            return Err(TxError::NotDue {
+                device,
+                why: "it registered after the round started",
+            });
+        }
+        // A join round is for devices with no earlier round: registered in the block that
+        // started the round before (not due in it) or after.
+        let earlier_round = s.round != 0 && s.round != height;
+        if round.join && (s.registered_height < round.since_height || earlier_round) {
+            return Err(TxError::NotDue {
+                device,
+                why: "a join round is only for devices registered since the round before",
+            });
+        }
+        let leased_at_start = d
+            .lease
+            .and_then(|l| self.state.leases.get(&l))
+            .is_some_and(|l| l.start_ms <= round.ts_ms);
+        if leased_at_start || s.lease_ended_ms >= round.ts_ms {
+            return Err(TxError::NotDue {
+                device,
+                why: "it was serving a lease when the round started",
+            });
+        }
+        if s.round > height {
+            return Err(TxError::StaleResult {
+                device,
+                round: height,
+                latest: s.round,
+            });
+        }
+        if s.round < height {
+            d.standing.round = height;
+            d.standing.votes.clear();
+            d.standing.verdict = Verdict::Pending;
+        }
+        if d.standing.votes.iter().any(|v| v.checker == checker) {
+            return Err(TxError::DuplicateResult(device));
+        }
+        let assigned = self.checkers_of(&device);
+        if !assigned.contains(&checker) {
+            return Err(TxError::NotDue {
+                device,
+                why: "the checker is not assigned to it",
+            });
+        }
+        d.standing.votes.push(Vote {
+            checker,
+            code,
+            uptime,
+        });
+        let before = d.standing.verdict;
+        let verdict = if before == Verdict::Pending {
+            decide(&d.standing.votes, assigned.len())
+        } else {
+            before
+        };
+        d.standing.verdict = verdict;
+        if before == Verdict::Pending && verdict != Verdict::Pending {
+            // Every result so far that agrees is paid.
+            for v in &d.standing.votes {
+                if agrees(v.code, verdict) {
+                    self.cx.agreed.push(v.checker);
+                }
+            }
+            self.state.set_device(device, d);
+            return self.apply_verdict(device, height, verdict);
+        }
+        if verdict != Verdict::Pending && agrees(code, verdict) {
+            self.cx.agreed.push(checker);
+        }
+        self.state.set_device(device, d);
+        Ok(())
+    }
+
+    /// Adds the agreeing results counted in this transaction to their checkers' tallies.
+    fn flush_agreed(&mut self) -> Result<()> {
+        let agreed = std::mem::take(&mut self.cx.agreed);
+        if agreed.is_empty() {
+            return Ok(());
+        }
+        let epoch = self.state.globals.epoch;
+        let mut counts: std::collections::BTreeMap<Address, u64> = Default::default();
+        for a in agreed {
+            let e = counts.entry(a).or_default();
+            *e = e.saturating_add(1);
+        }
+        for (a, n) in counts {
+            let Some(mut c) = self.state.checkers.get(&a).cloned() else {
+                continue;
+            };
+            if c.tally_epoch != epoch {
+                c.tally_epoch = epoch;
+                c.agreed = 0;
+                c.posted = 0;
+            }
+            c.agreed = c.agreed.checked_add(n).ok_or(TxError::Overflow("agreed"))?;
+            self.state.set_checker(a, c);
+        }
+        Ok(())
+    }
+
+    /// What a decided round does: a pass verifies the device (or frees it when its jail is
+    /// over); a fail or a missed round jails it, ends its lease (refunding the customer), and
+    /// past the genesis number of consecutive fails slashes it, graded.
+    fn apply_verdict(&mut self, device: Address, round: u64, verdict: Verdict) -> Result<()> {
+        let epoch = self.state.globals.epoch;
+        let p = self.params.checking.clone();
+        let mut d = self.settled_device(&device)?;
+        let uptime = median_uptime(&d.standing.votes);
+        d.tally_uptime = uptime;
+        let mut slash_bps = 0u32;
+        match verdict {
+            Verdict::Pass => {
+                let s = &mut d.standing;
+                s.fails = 0;
+                s.last_pass_epoch = Some(epoch);
+                if s.status != CheckStatus::Jailed || s.jailed_until_epoch <= epoch {
+                    s.status = CheckStatus::Verified;
+                }
+                if d.tally_verdict == Verdict::Pending {
+                    d.tally_verdict = Verdict::Pass;
+                }
+            }
+            Verdict::Fail | Verdict::Missed => {
+                let s = &mut d.standing;
+                s.fails = s.fails.saturating_add(1);
+                s.status = CheckStatus::Jailed;
+                s.jailed_until_epoch = epoch.saturating_add(p.jail_epochs.max(1));
+                if s.fails > p.slash_after_fails {
+                    slash_bps = if verdict == Verdict::Missed {
+                        p.slash_missed_bps
+                    } else {
+                        p.slash_wrong_bps
+                    };
+                }
+                d.tally_verdict = verdict;
+            }
+            Verdict::Pending => return Ok(()),
+        }
+        let status = d.standing.status;
+        let fails = d.standing.fails;
+        let lease = d.lease;
+        let mut slashed = cairn_primitives::Amount::ZERO;
+        if slash_bps > 0 {
+            slashed = d
+                .pool
+                .tokens
+                .mul_div_floor(u64::from(slash_bps), 10_000)
+                .ok_or(TxError::Overflow("slash"))?;
+            d.pool.tokens = d
+                .pool
+                .tokens
+                .checked_sub(slashed)
+                .ok_or(TxError::Overflow("slash"))?;
+        }
+        self.state.set_device(device, d);
+        if slashed > cairn_primitives::Amount::ZERO {
+            self.sub_staked(slashed)?;
+            self.burn_supply(slashed)?;
+            self.emit(Event::SlashedForRounds {
+                device,
+                amount: slashed,
+                fails,
+            });
+        }
+        if status == CheckStatus::Jailed
+            && let Some(id) = lease
+            && self
+                .state
+                .leases
+                .get(&id)
+                .is_some_and(|l| l.state == LeaseState::Active)
+        {
+            self.end_lease(id, LeaseState::Failed, None)?;
+        }
+        self.emit(Event::Verdict {
+            device,
+            round,
+            verdict,
+            status,
+        });
+        Ok(())
+    }
+}
+
+/// The verdict `votes` reach among `assigned` checkers, if any: an outcome needs at least two
+/// agreeing results (all of them when fewer are assigned) and a majority of those assigned.
+/// Fail and no answer both fail the device; which of the two it was is the majority's.
+pub fn decide(votes: &[Vote], assigned: usize) -> Verdict {
+    let need = (assigned / 2).saturating_add(1).max(assigned.min(2));
+    let count = |f: fn(ResultCode) -> bool| votes.iter().filter(|v| f(v.code)).count();
+    let pass = count(|c| c == ResultCode::Pass);
+    let wrong = count(|c| c == ResultCode::Fail);
+    let silent = count(|c| c == ResultCode::NoAnswer);
+    if pass >= need {
+        Verdict::Pass
+    } else if wrong.saturating_add(silent) >= need {
+        if silent > wrong {
+            Verdict::Missed
+        } else {
+            Verdict::Fail
+        }
+    } else {
+        Verdict::Pending
+    }
+}
+
+/// Whether a result agrees with a verdict.
+fn agrees(code: ResultCode, verdict: Verdict) -> bool {
+    match verdict {
+        Verdict::Pass => code == ResultCode::Pass,
+        Verdict::Fail | Verdict::Missed => {
+            matches!(code, ResultCode::Fail | ResultCode::NoAnswer)
+        }
+        Verdict::Pending => false,
+    }
+}
+
+/// The median of the reported uptimes (the lower one of an even count; 0 when none).
+fn median_uptime(votes: &[Vote]) -> u8 {
+    let mut u: Vec<u8> = votes
+        .iter()
+        .map(|v| v.uptime)
+        .filter(|u| *u != NO_UPTIME)
+        .collect();
+    u.sort_unstable();
+    u.len()
+        .checked_sub(1)
+        .and_then(|last| u.get(last / 2))
+        .copied()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn votes(codes: &[ResultCode]) -> Vec<Vote> {
+        codes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Vote {
+                checker: Address([i as u8; 32]),
+                code: *c,
+                uptime: 200,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_agreeing_results_decide_and_one_liar_of_three_changes_nothing() {
+        use ResultCode::*;
+        assert_eq!(decide(&votes(&[Pass]), 3), Verdict::Pending);
+        assert_eq!(decide(&votes(&[Pass, Fail]), 3), Verdict::Pending);
+        assert_eq!(decide(&votes(&[Pass, Fail, Pass]), 3), Verdict::Pass);
+        assert_eq!(decide(&votes(&[Fail, Pass, Fail]), 3), Verdict::Fail);
+        assert_eq!(decide(&votes(&[NoAnswer, NoAnswer]), 3), Verdict::Missed);
+        assert_eq!(decide(&votes(&[Fail, NoAnswer]), 3), Verdict::Fail);
+        // Fewer assigned: all of them.
+        assert_eq!(decide(&votes(&[Pass]), 1), Verdict::Pass);
+        assert_eq!(decide(&votes(&[Pass]), 2), Verdict::Pending);
+        assert_eq!(decide(&votes(&[Pass, Pass]), 2), Verdict::Pass);
+        // Five: three agreeing.
+        assert_eq!(decide(&votes(&[Pass, Pass]), 5), Verdict::Pending);
+        assert_eq!(decide(&votes(&[Pass, Pass, Pass]), 5), Verdict::Pass);
+    }
+
+    #[test]
+    fn the_median_uptime_ignores_unreported_ones() {
+        let mut v = votes(&[ResultCode::Pass; 3]);
+        v[0].uptime = 100;
+        v[1].uptime = NO_UPTIME;
+        v[2].uptime = 180;
+        assert_eq!(median_uptime(&v), 100);
+        v[1].uptime = 150;
+        assert_eq!(median_uptime(&v), 150);
+        assert_eq!(median_uptime(&[]), 0);
+    }
+}
