@@ -1,12 +1,15 @@
 //! `cairn devnet`: a one-validator network on this machine, ready to use. It writes a genesis
 //! (the production defaults, short epochs, funded demo accounts alice, bob and carol, a demo
-//! oracle key), runs the validator with the API, and beside it a demo price oracle and a
-//! worker that registers this machine's CPU and GPUs as carol's devices, buys alice credits
-//! and serves leases.
+//! oracle key, three checkers staked at genesis), runs the validator with the API, and beside
+//! it the three checkers, a demo price oracle and a worker that registers this machine's CPU
+//! and GPUs as carol's devices, answers their checkers' rounds, buys alice credits and serves
+//! leases. A device is matched once its checkers verify it (its first round comes in the block
+//! after it registers).
 //!
 //! One shutdown path: at Ctrl-C or SIGTERM the worker drains (running jobs finish or are
-//! stopped and reported), then the oracle stops, then the node, which has made every final
-//! block durable; running devnet again resumes.
+//! stopped and reported), then the checkers stop (results they computed and had not posted
+//! are journaled and posted at their next start), then the oracle, then the node, which has
+//! made every final block durable; running devnet again resumes.
 //!
 //! ```no_run
 //! let opts = cairn_devnet::Options::new(std::env::temp_dir().join("my-devnet"));
@@ -52,6 +55,10 @@ pub struct Options {
     pub worker: bool,
     /// The built-in worker's Docker Engine API socket.
     pub docker_socket: PathBuf,
+    /// Where the three checkers listen (their endpoints in a fresh devnet's genesis).
+    pub checkers: [SocketAddr; 3],
+    /// How often devices send their checkers heartbeats.
+    pub heartbeat: std::time::Duration,
 }
 
 impl Options {
@@ -67,6 +74,8 @@ impl Options {
             lease_timeout_secs: 30,
             worker: true,
             docker_socket: cairn_worker::default_socket(),
+            checkers: [7661, 7662, 7663].map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
+            heartbeat: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -128,6 +137,9 @@ pub fn run(opts: Options) -> Result<(), DevnetError> {
     let oracle = keys.load_or_create("oracle")?;
     let alice = keys.load_or_create("alice")?;
     let carol = keys.load_or_create("carol")?;
+    let checker_keys = (1..=3)
+        .map(|i| keys.load_or_create(&format!("checker-{i}")))
+        .collect::<Result<Vec<_>, _>>()?;
     let genesis = if fresh {
         let mut g = Genesis::production("cairn-devnet", opts.epoch_secs, cairn_node::now_ms());
         for name in DEMO {
@@ -149,6 +161,18 @@ pub fn run(opts: Options) -> Result<(), DevnetError> {
             address: oracle.address(),
             balance: "1000".into(),
         });
+        // Three checkers, staked at genesis, with tokens for the fees of their results.
+        for (k, addr) in checker_keys.iter().zip(opts.checkers) {
+            g.checkers.push(cairn_primitives::GenesisChecker {
+                address: k.address(),
+                endpoint: addr.to_string(),
+                stake: g.checking.min_stake.clone(),
+            });
+            g.accounts.push(GenesisAccount {
+                address: k.address(),
+                balance: "1000".into(),
+            });
+        }
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         std::fs::write(dir.join("genesis.toml"), g.to_documented_toml())
             .map_err(io("writing the devnet genesis".into()))?;
@@ -156,6 +180,9 @@ pub fn run(opts: Options) -> Result<(), DevnetError> {
     } else {
         None
     };
+    // Where the checkers listen: their endpoints in the genesis (a resumed devnet's may
+    // differ from this run's options).
+    let checker_endpoints = checker_endpoints(&dir, &checker_keys, &opts);
     let settings = NodeSettings {
         listen: opts.listen,
         p2p_listen: Some(opts.p2p),
@@ -172,6 +199,15 @@ pub fn run(opts: Options) -> Result<(), DevnetError> {
             print_welcome(url, fresh, &dir, &keys_dir);
             let oracle_stop = Stop::new();
             let oracle = spawn_oracle(url, oracle, opts.price_micro_usd, oracle_stop.clone());
+            let checkers_stop = Arc::new(AtomicBool::new(false));
+            let checkers = spawn_checkers(
+                url,
+                &dir,
+                &checker_keys,
+                &checker_endpoints,
+                opts.heartbeat,
+                &checkers_stop,
+            );
             let worker_stop = Arc::new(AtomicBool::new(false));
             let worker = opts.worker.then(|| {
                 spawn_worker(
@@ -193,6 +229,11 @@ pub fn run(opts: Options) -> Result<(), DevnetError> {
                     let _ = worker.join();
                     eprintln!("devnet: worker stopped");
                 }
+                checkers_stop.store(true, Ordering::SeqCst);
+                for c in checkers {
+                    let _ = c.join();
+                }
+                eprintln!("devnet: checkers stopped");
                 oracle_stop.stop();
                 let _ = oracle.join();
                 eprintln!("devnet: oracle stopped; stopping the node");
@@ -216,6 +257,60 @@ pub fn run(opts: Options) -> Result<(), DevnetError> {
         }),
         Err(e) => Err(DevnetError::Node(Box::new(e))),
     }
+}
+
+/// Each checker's listening address: its endpoint in the devnet's genesis file, else the
+/// options'.
+fn checker_endpoints(
+    dir: &std::path::Path,
+    keys: &[cairn_primitives::Keypair],
+    opts: &Options,
+) -> Vec<SocketAddr> {
+    let genesis = std::fs::read_to_string(dir.join("genesis.toml"))
+        .ok()
+        .and_then(|t| Genesis::from_toml(&t).ok());
+    keys.iter()
+        .zip(opts.checkers)
+        .map(|(k, default)| {
+            genesis
+                .as_ref()
+                .and_then(|g| g.checkers.iter().find(|c| c.address == k.address()))
+                .and_then(|c| c.endpoint.parse().ok())
+                .unwrap_or(default)
+        })
+        .collect()
+}
+
+/// Starts the devnet's checkers, each on its own thread with its data under the devnet's.
+fn spawn_checkers(
+    url: &str,
+    dir: &std::path::Path,
+    keys: &[cairn_primitives::Keypair],
+    endpoints: &[SocketAddr],
+    heartbeat: std::time::Duration,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    keys.iter()
+        .zip(endpoints)
+        .enumerate()
+        .map(|(i, (key, addr))| {
+            let settings = cairn_checker::CheckerSettings {
+                node: url.to_string(),
+                listen: *addr,
+                data_dir: dir.join(format!("checker-{}", i + 1)),
+                heartbeat,
+                ..cairn_checker::CheckerSettings::default()
+            };
+            let key = key.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let metrics = Arc::new(cairn_checker::Metrics::default());
+                if let Err(e) = cairn_checker::run(&settings, key, stop, metrics) {
+                    eprintln!("devnet: checker {}: {e}", i + 1);
+                }
+            })
+        })
+        .collect()
 }
 
 /// Blocks until the first Ctrl-C or SIGTERM.

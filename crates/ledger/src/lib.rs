@@ -241,6 +241,15 @@ impl Ledger {
             .collect()
     }
 
+    /// The open disputes of `checker`'s results: (device, round).
+    pub fn disputes_of(&self, checker: &Address) -> Vec<(Address, u64)> {
+        self.state
+            .disputes
+            .range((*checker, Address::MIN, 0)..=(*checker, Address::MAX, u64::MAX))
+            .map(|((_, d, r), _)| (*d, *r))
+            .collect()
+    }
+
     /// The open epoch's committee.
     pub fn committee(&self) -> Option<&cairn_primitives::Committee> {
         self.state.committee()

@@ -106,6 +106,9 @@ pub struct Checking {
     pub committee: u8,
     /// Rounds started per epoch on average, at moments only a finalized block's seed tells.
     pub rounds_per_epoch: u32,
+    /// How long after a device registers its join round starts (time for its worker to
+    /// connect to its checkers).
+    pub join_delay_secs: u64,
     /// The least a checker bonds (decimal string).
     pub min_stake: String,
     /// A verification lapses when a device goes this many epochs without passing a round.
@@ -134,6 +137,7 @@ impl Default for Checking {
         Self {
             committee: 3,
             rounds_per_epoch: 4,
+            join_delay_secs: 5,
             min_stake: "1000".into(),
             verified_epochs: 24,
             jail_epochs: 1,
@@ -170,6 +174,8 @@ pub struct CheckingParams {
     pub committee: u8,
     /// `checking.rounds_per_epoch`.
     pub rounds_per_epoch: u32,
+    /// `checking.join_delay_secs` in ms.
+    pub join_delay_ms: u64,
     /// `checking.min_stake` in base units.
     pub min_stake: Amount,
     /// `checking.verified_epochs`.
@@ -703,6 +709,10 @@ impl Genesis {
         let params = CheckingParams {
             committee: c.committee,
             rounds_per_epoch: c.rounds_per_epoch,
+            join_delay_ms: c
+                .join_delay_secs
+                .checked_mul(1000)
+                .ok_or_else(|| field_err("checking.join_delay_secs", "too large"))?,
             min_stake,
             verified_epochs: c.verified_epochs,
             jail_epochs: c.jail_epochs,
@@ -871,6 +881,10 @@ const FIELD_DOCS: &[(&str, &str)] = &[
     (
         "checking.rounds_per_epoch",
         "Challenge rounds per epoch on average, started when a block's seed says so.",
+    ),
+    (
+        "checking.join_delay_secs",
+        "How long after a device registers its first (join) round starts: time for its worker to connect.",
     ),
     (
         "checking.min_stake",

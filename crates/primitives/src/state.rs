@@ -515,6 +515,8 @@ pub struct Globals {
     pub last_round: u64,
     /// Height of the latest block that registered a device (a join round follows it).
     pub last_registration: u64,
+    /// That block's time.
+    pub last_registration_ms: u64,
 }
 codec_struct!(Globals {
     height: (),
@@ -534,6 +536,7 @@ codec_struct!(Globals {
     epoch_burned: (),
     last_round: (),
     last_registration: (),
+    last_registration_ms: (),
 });
 
 /// Where a record lives in the state: its key bytes sort records of one kind together, and

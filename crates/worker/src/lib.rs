@@ -15,6 +15,7 @@
 
 mod agent;
 mod cgroup;
+mod checking;
 mod discover;
 mod docker;
 mod probe;
@@ -29,6 +30,7 @@ mod sandbox;
 pub mod testing;
 
 pub use agent::{Agent, AgentConfig, AgentError};
+pub use checking::{ProvingDevice, spawn as spawn_checking};
 pub use discover::{Gpu, GpuAccess, Hardware, parse_smi};
 pub use docker::{DockerRuntime, default_socket};
 pub use probe::{

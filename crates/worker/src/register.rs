@@ -87,6 +87,8 @@ pub struct Offered {
     pub spec: DeviceSpec,
     /// The GPU access its leases' jobs get (none for the CPU device).
     pub gpus: Vec<GpuAccess>,
+    /// The GPU's index, which its challenges run on (none for the CPU device).
+    pub gpu_index: Option<usize>,
 }
 
 /// The devices this machine offers: its CPU, and each GPU whose model the catalog knows.
@@ -115,6 +117,7 @@ pub fn offer(dir: &Path) -> Result<Offer, RegisterError> {
             ram_mib: hw.ram_mib,
         },
         gpus: Vec::new(),
+        gpu_index: None,
     }];
     for gpu in &hw.gpus {
         let Some(class) = &gpu.class else { continue };
@@ -138,6 +141,7 @@ pub fn offer(dir: &Path) -> Result<Offer, RegisterError> {
                 ram_mib: 0,
             },
             gpus: vec![gpu.access()],
+            gpu_index: usize::try_from(gpu.index).ok(),
         });
     }
     Ok(Offer {
@@ -265,8 +269,23 @@ pub fn serve(
     for d in &offer.devices {
         eprintln!("worker: serving device {} — {}", d.key.address(), d.label);
     }
+    // Checking runs beside the agent: the devices answer their checkers' rounds and send
+    // heartbeats until the agent has drained.
+    let proving = offer
+        .devices
+        .iter()
+        .map(|d| crate::checking::ProvingDevice {
+            key: d.key.clone(),
+            gpu: d.gpu_index,
+        })
+        .collect();
+    let checking_stop = Arc::new(AtomicBool::new(false));
+    let checking = crate::checking::spawn(node, proving, checking_stop.clone());
     let devices = offer.devices.into_iter().map(|d| (d.key, d.gpus)).collect();
-    let agent = Agent::new(cfg, devices, Arc::new(process), container)?;
-    agent.run(shutdown)?;
+    let result = Agent::new(cfg, devices, Arc::new(process), container)
+        .and_then(|agent| agent.run(shutdown));
+    checking_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = checking.join();
+    result?;
     Ok(())
 }

@@ -164,6 +164,7 @@ impl Ledger {
         );
         let mut g = self.state.globals.clone();
         g.last_registration = self.cx.height;
+        g.last_registration_ms = self.cx.ts;
         self.state.set_globals(g);
         self.emit(Event::DeviceRegistered {
             device,

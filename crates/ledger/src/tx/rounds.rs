@@ -16,7 +16,8 @@ impl Ledger {
     /// At the start of each block (after an epoch close): starts a round when the block's seed
     /// says so (on average `rounds_per_epoch` per epoch, whatever the block rate: the chance
     /// is the time since the parent over the epoch, times the rounds wanted), or a join round
-    /// when devices registered since the last round wait for their first.
+    /// when devices registered since the last round wait for their first (once the genesis
+    /// join delay has passed since the latest registration, so that its worker is connected).
     pub(crate) fn maybe_start_round(&mut self, ts: u64) -> Result<()> {
         let g = &self.state.globals;
         let height = self.cx.height;
@@ -30,7 +31,11 @@ impl Ledger {
         let regular = u128::from(draw)
             < u128::from(elapsed).saturating_mul(u128::from(self.params.checking.rounds_per_epoch));
         // A device registered in the block that started the latest round was not due in it.
-        let join = g.last_registration > 0 && g.last_registration >= g.last_round;
+        let join = g.last_registration > 0
+            && g.last_registration >= g.last_round
+            && ts
+                >= g.last_registration_ms
+                    .saturating_add(self.params.checking.join_delay_ms);
         if !(regular || join) || self.state.committee().is_none() {
             return Ok(());
         }

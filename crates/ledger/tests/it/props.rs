@@ -320,6 +320,7 @@ proptest! {
         // Short windows, so that disputes run out, and a slash from the second failed round.
         let mut w = World::with(model, |g| {
             g.checking.rounds_per_epoch = 4;
+            g.checking.join_delay_secs = 0;
             g.checking.dispute_secs = 30;
             g.checking.slash_after_fails = 1;
             g.checking.checker_jail_strikes = 1;

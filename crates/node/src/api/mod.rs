@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+mod checking;
 mod events;
 mod logs;
 mod openapi;
@@ -121,6 +122,16 @@ pub fn router(node: Arc<Node>, settings: ApiSettings) -> Router {
         .route("/v1/quote", post(query::quote))
         .route("/v1/leases/{id}", get(query::lease))
         .route("/v1/leases/{id}/logs", get(logs::read).post(logs::upload))
+        .route("/v1/rounds/latest", get(checking::latest_round))
+        .route("/v1/rounds/{height}", get(checking::round))
+        .route("/v1/committee", get(checking::committee))
+        .route("/v1/classes", get(checking::classes))
+        .route("/v1/checkers", get(checking::checkers))
+        .route("/v1/checkers/{address}", get(checking::checker))
+        .route(
+            "/v1/checkers/{address}/devices",
+            get(checking::checker_devices),
+        )
         .route("/v1/epochs", get(query::epochs))
         .route("/v1/epochs/{epoch}", get(query::epoch))
         .route("/v1/stats", get(query::stats))
@@ -333,6 +344,9 @@ async fn status(State(s): State<AppState>) -> Json<Value> {
             "last_block_time_ms": g.last_timestamp_ms,
             "state_root": l.state_root().to_string(),
             "epoch": g.epoch,
+            "genesis_time_ms": p.genesis_time_ms,
+            "epoch_ms": p.epoch_ms,
+            "last_round": g.last_round,
             "supply": g.supply.display(p.decimals),
             "minted": g.minted.display(p.decimals),
             "burned": g.burned.display(p.decimals),

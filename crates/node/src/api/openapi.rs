@@ -119,6 +119,31 @@ pub fn openapi_document() -> Value {
                         "404": err("unknown_lease"),
                         "409": err("log_gap: starts past the stored length"),
                         "413": err("log_too_large")}}},
+            "/v1/rounds/latest": {"get": {
+                "summary": "The latest round: its height, epoch, time, seed (each device's nonce is SHA-256 of \"cairn/round/nonce\", the seed and its address), whether it is a join round",
+                "responses": {"200": ok("{height, epoch, ts_ms, seed, join, since_height}"), "404": err("no_round")}}},
+            "/v1/rounds/{height}": {"get": {
+                "summary": "The round a block started (this epoch's and the last are kept)",
+                "parameters": [path_param("height", "integer", "the height of the block that started it")],
+                "responses": {"200": ok("{height, epoch, ts_ms, seed, join, since_height}"), "400": err("bad_path"), "404": err("unknown_round")}}},
+            "/v1/committee": {"get": {
+                "summary": "The open epoch's committee: the checkers devices are drawn from, with stake and endpoint",
+                "responses": {"200": ok("{epoch, seed, start_height, per_device, members: [{checker, stake, endpoint}]}")}}},
+            "/v1/classes": {"get": {
+                "summary": "The device class catalog: claims, reward weights, stake multipliers, reference int8 rates and memory bandwidth (a challenge's size and deadlines follow from them)",
+                "responses": {"200": ok("{classes: [...]}")}}},
+            "/v1/checkers": {"get": {
+                "summary": "Checkers by address: endpoint, stake, status, strikes, this epoch's agreeing and posted results",
+                "parameters": [after_addr.clone(), limit.clone()],
+                "responses": {"200": ok("{checkers: [...], next}"), "400": err("bad_address, bad_query")}}},
+            "/v1/checkers/{address}": {"get": {
+                "summary": "One checker",
+                "parameters": [address.clone()],
+                "responses": {"200": ok("checker"), "400": err("bad_address"), "404": err("unknown_checker")}}},
+            "/v1/checkers/{address}/devices": {"get": {
+                "summary": "The devices assigned to a checker this epoch, in assignment order: position i is the i-th result of its PostResults",
+                "parameters": [address.clone(), query_param("first", "integer", "position to start at (default 0)"), limit.clone()],
+                "responses": {"200": ok("{epoch, first, devices: [...], next}"), "400": err("bad_address, bad_query"), "404": err("unknown_checker")}}},
             "/v1/epochs": {"get": {
                 "summary": "The epoch in progress and closed epochs (minted, burned, each pool and what it has paid so far, devices not yet settled), newest first",
                 "parameters": [before, limit],

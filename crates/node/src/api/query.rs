@@ -25,7 +25,7 @@ pub(super) const DEFAULT_LIMIT: usize = 100;
 /// Most records one list request examines.
 pub(super) const SCAN_BUDGET: usize = 100_000;
 
-fn limit(l: Option<usize>) -> Result<usize, ApiError> {
+pub(super) fn limit(l: Option<usize>) -> Result<usize, ApiError> {
     match l {
         None => Ok(DEFAULT_LIMIT),
         Some(0) => Err(ApiError::bad("bad_query", "limit must be at least 1")),
@@ -95,7 +95,7 @@ fn share_value(d: &Device, shares: u64) -> Amount {
     Amount::from_base(u64::try_from(v).unwrap_or(u64::MAX))
 }
 
-fn device_json(a: &Address, d: &Device, l: &Ledger) -> Value {
+pub(super) fn device_json(a: &Address, d: &Device, l: &Ledger) -> Value {
     let p = l.params();
     // Rewards a closed epoch owes it, paid by its next transaction or a SettleRewards.
     let pending = l.pending_settlement(a).map(|s| {
@@ -136,6 +136,7 @@ fn device_json(a: &Address, d: &Device, l: &Ledger) -> Value {
             "consecutive_fails": d.standing.fails,
             "round": d.standing.round,
             "verdict": d.standing.verdict,
+            "lease_ended_ms": d.standing.lease_ended_ms,
             "results": d.standing.votes,
             "checkers": l.checkers_of(a).iter().map(|c| c.to_string()).collect::<Vec<_>>(),
         },
@@ -146,6 +147,45 @@ fn device_json(a: &Address, d: &Device, l: &Ledger) -> Value {
             "work": d.work,
         },
         "pending_rewards": pending,
+    })
+}
+
+pub(super) fn round_json(height: u64, r: &cairn_primitives::Round) -> Value {
+    json!({
+        "height": height,
+        "epoch": r.epoch,
+        "ts_ms": r.ts_ms,
+        "seed": r.seed.to_string(),
+        "join": r.join,
+        "since_height": r.since_height,
+    })
+}
+
+pub(super) fn checker_json(a: &Address, c: &cairn_primitives::Checker, l: &Ledger) -> Value {
+    let p = l.params();
+    let epoch = l.globals().epoch;
+    let in_committee = l
+        .committee()
+        .is_some_and(|m| m.members.iter().any(|x| x.checker == *a));
+    json!({
+        "address": a.to_string(),
+        "endpoint": c.endpoint.as_str(),
+        "stake": tokens(c.stake, p),
+        "status": c.status,
+        "since_epoch": c.since_epoch,
+        "jailed_until_epoch": c.jailed_until_epoch,
+        "strikes": c.strikes,
+        "in_committee": in_committee,
+        "open_disputes": l
+            .disputes_of(a)
+            .iter()
+            .map(|(d, r)| json!({"device": d.to_string(), "round": r}))
+            .collect::<Vec<_>>(),
+        "epoch_tally": {
+            "epoch": c.tally_epoch,
+            "agreed": if c.tally_epoch == epoch { c.agreed } else { 0 },
+            "posted": if c.tally_epoch == epoch { c.posted } else { 0 },
+        },
     })
 }
 

@@ -19,6 +19,7 @@ fn epoch_rewards_are_indexed_by_address_and_survive_reopen() {
         (anyone.address(), 1_000_000_000),
     ]);
     g.checkers = vec![testing::genesis_checker(checker.address())];
+    g.checking.join_delay_secs = 0;
     let dir = tempfile::tempdir().unwrap();
     let mut chain = Chain::open(dir.path(), Some(&g)).unwrap();
     let spec = DeviceSpec {

@@ -1,0 +1,1110 @@
+//! The checker daemon.
+//!
+//! Two halves. A chain thread (blocking HTTP to the node) follows the chain: the epoch, this
+//! checker's devices in assignment order, the latest round; it hands each new round to the
+//! link half, journals the results that come back before posting them, posts them, and backs
+//! disputed results with the receipts kept on disk. The link half (a commonware tokio
+//! runtime) accepts devices' connections and runs each round against each due device, with
+//! this checker's own random draws; heartbeats are counted all the while.
+
+use crate::link::{self, Ctx, LinkReceiver, LinkSender};
+use crate::settings::CheckerSettings;
+use crate::wire::{self, ToChecker, ToDevice, reason, roots_digest, transcript_digest};
+use cairn_client::Client;
+use cairn_popw::{Answer, Params};
+use cairn_primitives::{
+    Address, DeviceClass, Hash, Keypair, PostResults, PublicKey, Receipt, ReceiptFor, ResultCode,
+    TxBody, UPTIME_STEPS, device_nonce, pack_codes,
+};
+use commonware_runtime::{
+    Clock as _, Listener as _, Network as _, Runner as _, Spawner as _, Supervisor as _,
+};
+use futures::StreamExt as _;
+use futures::channel::{mpsc, oneshot};
+use futures::future::{Either, select};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the time limits add to a device's deadlines for the network and scheduling.
+const GRACE: Duration = Duration::from_secs(2);
+/// How long a device may take to be free to walk (it walks for one checker at a time).
+const READY_WAIT: Duration = Duration::from_secs(60);
+/// How long openings and the receipt may take.
+const REPLY_WAIT: Duration = Duration::from_secs(30);
+
+/// Why the daemon stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckerError {
+    /// The listening address could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node refused or could not be reached at start.
+    #[error(transparent)]
+    Node(#[from] cairn_client::Error),
+    /// The data directory could not be written.
+    #[error("data directory {0}: {1}")]
+    Data(PathBuf, std::io::Error),
+}
+
+/// Counters, served as Prometheus text.
+#[derive(Default)]
+pub struct Metrics {
+    connections: AtomicU64,
+    rounds: AtomicU64,
+    pass: AtomicU64,
+    fail: AtomicU64,
+    no_answer: AtomicU64,
+    not_checked: AtomicU64,
+    heartbeats: AtomicU64,
+    refused_messages: AtomicU64,
+    results_posted: AtomicU64,
+    post_errors: AtomicU64,
+    disputes_backed: AtomicU64,
+}
+
+impl Metrics {
+    /// The counters in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let c = |name: &str, help: &str, v: &AtomicU64| {
+            format!(
+                "# HELP cairn_checker_{name} {help}\n# TYPE cairn_checker_{name} counter\ncairn_checker_{name} {}\n",
+                v.load(Ordering::Relaxed)
+            )
+        };
+        [
+            c(
+                "connections",
+                "Device connections accepted.",
+                &self.connections,
+            ),
+            c("rounds", "Rounds run.", &self.rounds),
+            c("pass", "Results: pass.", &self.pass),
+            c("fail", "Results: fail.", &self.fail),
+            c("no_answer", "Results: no answer.", &self.no_answer),
+            c("not_checked", "Results: not checked.", &self.not_checked),
+            c("heartbeats", "Valid heartbeats received.", &self.heartbeats),
+            c(
+                "refused_messages",
+                "Messages refused (malformed, replayed, unsigned, out of turn).",
+                &self.refused_messages,
+            ),
+            c(
+                "results_posted",
+                "PostResults transactions final.",
+                &self.results_posted,
+            ),
+            c(
+                "post_errors",
+                "PostResults attempts that failed.",
+                &self.post_errors,
+            ),
+            c(
+                "disputes_backed",
+                "Disputed results backed with a receipt.",
+                &self.disputes_backed,
+            ),
+        ]
+        .concat()
+    }
+}
+
+/// A device's heartbeats this epoch, on its current connection.
+#[derive(Clone, Default)]
+struct Beats {
+    epoch: u64,
+    count: u64,
+}
+
+/// What the chain thread tells the link half.
+struct RoundOrder {
+    height: u64,
+    seed: Hash,
+    /// Due devices, their challenge, and whether it is their first round.
+    due: Vec<(Address, Params, bool)>,
+}
+
+/// One device's part of a round, handed to its connection.
+struct DeviceJob {
+    height: u64,
+    seed: Hash,
+    params: Params,
+    done: oneshot::Sender<(ResultCode, String)>,
+}
+
+struct Shared {
+    key: Keypair,
+    me: Address,
+    chain_id: String,
+    evidence: PathBuf,
+    /// Devices assigned to this checker this epoch: only they may connect.
+    admitted: Mutex<BTreeSet<Address>>,
+    conns: Mutex<BTreeMap<Address, mpsc::UnboundedSender<DeviceJob>>>,
+    beats: Mutex<BTreeMap<Address, Beats>>,
+    epoch: AtomicU64,
+    heartbeat: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn count(&self, code: ResultCode) {
+        let m = &self.metrics;
+        let c = match code {
+            ResultCode::Pass => &m.pass,
+            ResultCode::Fail => &m.fail,
+            ResultCode::NoAnswer => &m.no_answer,
+            ResultCode::NotChecked => &m.not_checked,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs a checker until `stop` is set: accepts devices on `settings.listen`, follows the node
+/// at `settings.node`. `metrics` is filled as it goes (the caller may serve it).
+pub fn run(
+    settings: &CheckerSettings,
+    key: Keypair,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) -> Result<(), CheckerError> {
+    let client = Client::new(&settings.node);
+    let (chain_id, _) = client.chain()?;
+    let evidence = settings.data_dir.join("evidence");
+    let pending = settings.data_dir.join("pending");
+    for d in [&evidence, &pending] {
+        std::fs::create_dir_all(d).map_err(|e| CheckerError::Data(d.clone(), e))?;
+    }
+    let shared = Arc::new(Shared {
+        me: key.address(),
+        key,
+        chain_id,
+        evidence,
+        admitted: Mutex::new(BTreeSet::new()),
+        conns: Mutex::new(BTreeMap::new()),
+        beats: Mutex::new(BTreeMap::new()),
+        epoch: AtomicU64::new(0),
+        heartbeat: settings.heartbeat,
+        metrics,
+    });
+    let listener =
+        std::net::TcpListener::bind(settings.listen).map_err(|e| CheckerError::Listen {
+            addr: settings.listen.to_string(),
+            reason: e.to_string(),
+        })?;
+    let listen_addr = listener.local_addr().map_err(|e| CheckerError::Listen {
+        addr: settings.listen.to_string(),
+        reason: e.to_string(),
+    })?;
+    // The runtime binds its own listener: free the port first (bound above to report a taken
+    // port as an error before anything starts).
+    drop(listener);
+    let (orders_tx, orders_rx) = mpsc::unbounded::<RoundOrder>();
+    let (results_tx, results_rx) = std::sync::mpsc::channel::<(u64, Vec<(Address, ResultCode)>)>();
+    let chain = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let settings = settings.clone();
+        std::thread::Builder::new()
+            .name("checker-chain".into())
+            .spawn(move || follow_chain(&settings, &shared, &pending, orders_tx, results_rx, &stop))
+            .map_err(|e| CheckerError::Data(PathBuf::from("checker-chain thread"), e))?
+    };
+    eprintln!(
+        "checker {}: listening on {listen_addr} for its devices, following {}",
+        shared.me, settings.node
+    );
+    let cfg = commonware_runtime::tokio::Config::new().with_worker_threads(2);
+    let runner = commonware_runtime::tokio::Runner::new(cfg);
+    let link_stop = stop.clone();
+    let result = runner.start(|ctx| async move {
+        let listener = match ctx.bind(listen_addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                return Err(CheckerError::Listen {
+                    addr: listen_addr.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let accept_shared = shared.clone();
+        ctx.child("accept")
+            .spawn(move |ctx| accept_loop(ctx, listener, accept_shared));
+        ctx.child("rounds")
+            .spawn(move |ctx| coordinate(ctx, orders_rx, shared, results_tx));
+        while !link_stop.load(Ordering::Relaxed) {
+            ctx.sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = chain.join();
+    result
+}
+
+async fn accept_loop(
+    ctx: Ctx,
+    mut listener: commonware_runtime::ListenerOf<Ctx>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let (addr, sink, stream) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                ctx.sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        ctx.child("conn").spawn(move |ctx| async move {
+            let admit_shared = shared.clone();
+            let admit = move |k: &PublicKey| {
+                let a = Address::of(k);
+                admit_shared
+                    .admitted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&a)
+            };
+            match link::accept(&ctx, &shared.key, &shared.chain_id, sink, stream, admit).await {
+                Ok((k, tx, rx)) => {
+                    shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+                    serve_device(ctx, shared, k, tx, rx).await;
+                }
+                Err(e) => tracing::debug!("connection from {addr} refused: {e}"),
+            }
+        });
+    }
+}
+
+/// One device's connection: heartbeats, and the rounds the coordinator hands it.
+async fn serve_device(
+    ctx: Ctx,
+    shared: Arc<Shared>,
+    key: PublicKey,
+    mut tx: LinkSender,
+    rx: LinkReceiver,
+) {
+    let device = Address::of(&key);
+    let nonce: [u8; 32] = rand::random();
+    let epoch = shared.epoch.load(Ordering::Relaxed);
+    let heartbeat_ms = shared.heartbeat.as_millis() as u64;
+    let hello = ToDevice::Hello {
+        epoch,
+        nonce,
+        heartbeat_ms,
+    };
+    if link::send(&mut tx, &hello).await.is_err() {
+        return;
+    }
+    let (jobs_tx, mut jobs) = mpsc::unbounded::<DeviceJob>();
+    shared
+        .conns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(device, jobs_tx);
+    // A reader task turns the connection into a channel, so that waiting for a message can be
+    // raced against a deadline without losing half a message.
+    let (msgs_tx, mut msgs) = mpsc::unbounded::<ToChecker>();
+    let reader_shared = shared.clone();
+    ctx.child("reader").spawn(move |_| async move {
+        let mut rx = rx;
+        loop {
+            match link::recv::<ToChecker>(&mut rx).await {
+                Ok(m) => {
+                    if msgs_tx.unbounded_send(m).is_err() {
+                        return;
+                    }
+                }
+                Err(link::LinkError::Malformed(e)) => {
+                    reader_shared
+                        .metrics
+                        .refused_messages
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("device {device}: malformed message refused ({e}); closing");
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    let mut hb = HeartbeatCheck {
+        device,
+        key: key.clone(),
+        nonce,
+        last_seq: None,
+    };
+    loop {
+        match select(jobs.next(), msgs.next()).await {
+            Either::Left((Some(job), _)) => {
+                let (code, why) =
+                    run_round(&ctx, &shared, &key, &mut hb, &mut tx, &mut msgs, &job).await;
+                let done = ToDevice::Done {
+                    round: job.height,
+                    code,
+                    reason: reason(&why),
+                };
+                let _ = job.done.send((code, why));
+                if link::send(&mut tx, &done).await.is_err() {
+                    break;
+                }
+            }
+            Either::Right((Some(m), _)) => {
+                if !hb.take(&shared, m) {
+                    shared
+                        .metrics
+                        .refused_messages
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ => break,
+        }
+    }
+    let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+    if conns.get(&device).is_some_and(|s| s.is_closed()) {
+        conns.remove(&device);
+    }
+}
+
+/// Checks heartbeats on one connection: signed by the device for this checker, this epoch
+/// and this connection's nonce, with a sequence number that only goes up.
+struct HeartbeatCheck {
+    device: Address,
+    key: PublicKey,
+    nonce: [u8; 32],
+    last_seq: Option<u64>,
+}
+
+impl HeartbeatCheck {
+    /// Counts `m` if it is a valid heartbeat; whether it was (other messages out of turn are
+    /// not).
+    fn take(&mut self, shared: &Shared, m: ToChecker) -> bool {
+        let ToChecker::Heartbeat(h) = m else {
+            return false;
+        };
+        let epoch = shared.epoch.load(Ordering::Relaxed);
+        let fresh = self.last_seq.is_none_or(|s| h.seq > s);
+        if h.nonce != self.nonce
+            || h.epoch != epoch
+            || !fresh
+            || !h.verify(&self.key, &shared.chain_id, &shared.me)
+        {
+            return false;
+        }
+        self.last_seq = Some(h.seq);
+        let mut beats = shared.beats.lock().unwrap_or_else(|e| e.into_inner());
+        let b = beats.entry(self.device).or_default();
+        if b.epoch != epoch {
+            *b = Beats { epoch, count: 0 };
+        }
+        b.count = b.count.saturating_add(1);
+        shared.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+/// Waits for the next message that `want` accepts, until `until`; heartbeats on the way are
+/// counted. `None`: the deadline passed or the connection closed.
+async fn wait_for<T>(
+    ctx: &Ctx,
+    shared: &Shared,
+    hb: &mut HeartbeatCheck,
+    msgs: &mut mpsc::UnboundedReceiver<ToChecker>,
+    until: Instant,
+    mut want: impl FnMut(ToChecker) -> Option<T>,
+) -> Option<T> {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let sleep = Box::pin(ctx.sleep(left));
+        match select(msgs.next(), sleep).await {
+            Either::Left((Some(m), _)) => {
+                if let ToChecker::Heartbeat(_) = m {
+                    hb.take(shared, m);
+                    continue;
+                }
+                if let Some(t) = want(m) {
+                    return Some(t);
+                }
+                shared
+                    .metrics
+                    .refused_messages
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// One round against one device: compute, walk, audit, receipt.
+async fn run_round(
+    ctx: &Ctx,
+    shared: &Shared,
+    key: &PublicKey,
+    hb: &mut HeartbeatCheck,
+    tx: &mut LinkSender,
+    msgs: &mut mpsc::UnboundedReceiver<ToChecker>,
+    job: &DeviceJob,
+) -> (ResultCode, String) {
+    let h = job.height;
+    let device = Address::of(key);
+    let p = &job.params;
+    let nonce = device_nonce(&job.seed, &device);
+    if link::send(
+        tx,
+        &ToDevice::Round {
+            height: h,
+            seed: job.seed,
+        },
+    )
+    .await
+    .is_err()
+    {
+        return (ResultCode::NoAnswer, "the connection closed".into());
+    }
+    let t0 = Instant::now();
+    let answer = wait_for(
+        ctx,
+        shared,
+        hb,
+        msgs,
+        t0 + p.compute_deadline + GRACE,
+        |m| match m {
+            ToChecker::Answer { round, answer } if round == h => Some(Some(answer)),
+            ToChecker::Busy { round } if round == h => Some(None),
+            _ => None,
+        },
+    )
+    .await;
+    let answer: Answer = match answer {
+        None => return (ResultCode::NoAnswer, "no answer before the deadline".into()),
+        Some(None) => return (ResultCode::NotChecked, "serving a lease".into()),
+        Some(Some(a)) => a,
+    };
+    let elapsed = t0.elapsed();
+    if let Err(f) = cairn_popw::check_answer(&shared.chain_id, key, &nonce, p, &answer, elapsed) {
+        return (ResultCode::Fail, format!("answer: {f}"));
+    }
+    let ready = wait_for(
+        ctx,
+        shared,
+        hb,
+        msgs,
+        Instant::now() + READY_WAIT,
+        |m| match m {
+            ToChecker::Ready { round } if round == h => Some(()),
+            _ => None,
+        },
+    )
+    .await;
+    if ready.is_none() {
+        return (ResultCode::NoAnswer, "never ready to walk".into());
+    }
+    let walk_nonce: [u8; 32] = rand::random();
+    if link::send(
+        tx,
+        &ToDevice::WalkNonce {
+            round: h,
+            nonce: walk_nonce,
+        },
+    )
+    .await
+    .is_err()
+    {
+        return (ResultCode::NoAnswer, "the connection closed".into());
+    }
+    let t1 = Instant::now();
+    let digests = wait_for(
+        ctx,
+        shared,
+        hb,
+        msgs,
+        t1 + p.walk_deadline + GRACE,
+        |m| match m {
+            ToChecker::Walk { round, digests } if round == h => Some(digests),
+            _ => None,
+        },
+    )
+    .await;
+    let Some(digests) = digests else {
+        return (ResultCode::Fail, "no walk before the deadline".into());
+    };
+    if let Err(f) = cairn_popw::check_walk(p, &digests, t1.elapsed()) {
+        return (ResultCode::Fail, format!("walk: {f}"));
+    }
+    let audit_seed: [u8; 32] = rand::random();
+    let rows: Vec<(u32, u32)> =
+        cairn_popw::audit_requests(p, &audit_seed, &walk_nonce, &answer.roots, &digests)
+            .into_iter()
+            .map(|(t, r, _)| (t, r))
+            .collect();
+    if link::send(tx, &ToDevice::Audit { round: h, rows })
+        .await
+        .is_err()
+    {
+        return (
+            ResultCode::Fail,
+            "the connection closed during the audit".into(),
+        );
+    }
+    let openings = wait_for(
+        ctx,
+        shared,
+        hb,
+        msgs,
+        Instant::now() + REPLY_WAIT,
+        |m| match m {
+            ToChecker::Openings { round, openings } if round == h => Some(openings),
+            _ => None,
+        },
+    )
+    .await;
+    let Some(openings) = openings else {
+        return (ResultCode::Fail, "no openings".into());
+    };
+    let audit = {
+        let (p, answer, digests, openings) =
+            (p.clone(), answer.clone(), digests.clone(), openings.clone());
+        // The audit is CPU work (< 50 ms): keep it off the connection's other messages.
+        move || cairn_popw::check_audit(&p, &answer, &walk_nonce, &digests, &audit_seed, &openings)
+    };
+    if let Err(f) = audit() {
+        return (ResultCode::Fail, format!("audit: {f}"));
+    }
+    let receipt = wait_for(
+        ctx,
+        shared,
+        hb,
+        msgs,
+        Instant::now() + REPLY_WAIT,
+        |m| match m {
+            ToChecker::Receipt { round, receipt } if round == h => Some(receipt),
+            _ => None,
+        },
+    )
+    .await;
+    let Some(receipt) = receipt else {
+        return (ResultCode::Fail, "no receipt".into());
+    };
+    let what = ReceiptFor {
+        checker: shared.me,
+        round: h,
+        nonce,
+    };
+    let matches = receipt.roots == roots_digest(&answer.roots)
+        && receipt.walk_nonce == Hash(walk_nonce)
+        && receipt.transcript == transcript_digest(&digests, &openings)
+        && receipt.verify(key, &shared.chain_id, &what);
+    if !matches {
+        return (
+            ResultCode::Fail,
+            "the receipt does not match the exchange".into(),
+        );
+    }
+    if let Err(e) = store_receipt(&shared.evidence, h, &device, &receipt) {
+        // Without the receipt this result could not be backed on dispute: do not post it.
+        return (
+            ResultCode::NotChecked,
+            format!("could not keep the receipt: {e}"),
+        );
+    }
+    (ResultCode::Pass, "passed".into())
+}
+
+fn receipt_path(dir: &Path, round: u64, device: &Address) -> PathBuf {
+    dir.join(round.to_string()).join(device.to_string())
+}
+
+fn store_receipt(dir: &Path, round: u64, device: &Address, r: &Receipt) -> std::io::Result<()> {
+    use commonware_codec::Encode;
+    let path = receipt_path(dir, round, device);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, r.encode())?;
+    std::fs::rename(tmp, path)
+}
+
+fn load_receipt(dir: &Path, round: u64, device: &Address) -> Option<Receipt> {
+    let bytes = std::fs::read(receipt_path(dir, round, device)).ok()?;
+    wire::decode(&bytes).ok()
+}
+
+/// Hands each round to the due devices' connections, waits for their results, and passes
+/// them to the chain thread. Rounds run one after another.
+async fn coordinate(
+    ctx: Ctx,
+    mut orders: mpsc::UnboundedReceiver<RoundOrder>,
+    shared: Arc<Shared>,
+    results: std::sync::mpsc::Sender<(u64, Vec<(Address, ResultCode)>)>,
+) {
+    let _ = ctx;
+    while let Some(order) = orders.next().await {
+        shared.metrics.rounds.fetch_add(1, Ordering::Relaxed);
+        let mut waiting = Vec::new();
+        let mut out = Vec::new();
+        for (device, params, first) in order.due {
+            let conn = shared
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&device)
+                .cloned();
+            let (done, rx) = oneshot::channel();
+            let job = DeviceJob {
+                height: order.height,
+                seed: order.seed,
+                params,
+                done,
+            };
+            match conn {
+                Some(c) if c.unbounded_send(job).is_ok() => waiting.push((device, rx)),
+                // A device that never connected is not punished for its first round: it
+                // stays unverified. After that, silence is no answer.
+                _ if first => out.push((
+                    device,
+                    ResultCode::NotChecked,
+                    "never connected yet".to_string(),
+                )),
+                _ => out.push((device, ResultCode::NoAnswer, "not connected".to_string())),
+            }
+        }
+        for (device, rx) in waiting {
+            let (code, why) = rx
+                .await
+                .unwrap_or((ResultCode::NoAnswer, "the connection closed".into()));
+            out.push((device, code, why));
+        }
+        let mut summary: BTreeMap<&str, usize> = BTreeMap::new();
+        for (device, code, why) in &out {
+            shared.count(*code);
+            tracing::info!("round {}: device {device}: {code:?} ({why})", order.height);
+            let k = match code {
+                ResultCode::Pass => "pass",
+                ResultCode::Fail => "fail",
+                ResultCode::NoAnswer => "no answer",
+                ResultCode::NotChecked => "not checked",
+            };
+            *summary.entry(k).or_default() += 1;
+            if *code != ResultCode::Pass {
+                eprintln!(
+                    "checker {}: round {}: device {}: {why}",
+                    shared.me.short(),
+                    order.height,
+                    device.short()
+                );
+            }
+        }
+        let line: Vec<String> = summary.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        eprintln!(
+            "checker {}: round {}: {}",
+            shared.me.short(),
+            order.height,
+            if line.is_empty() {
+                "no device due".to_string()
+            } else {
+                line.join(", ")
+            }
+        );
+        let codes = out.into_iter().map(|(d, c, _)| (d, c)).collect();
+        if results.send((order.height, codes)).is_err() {
+            return;
+        }
+    }
+}
+
+/// What the chain thread knows of one assigned device.
+#[derive(Clone)]
+struct Assigned {
+    address: Address,
+    active: bool,
+    class: String,
+    gpu_count: u32,
+    cpu_cores: u32,
+    ram_mib: u64,
+    registered_height: u64,
+    round: u64,
+    leased: bool,
+    lease_ended_ms: u64,
+    registered_ms: u64,
+}
+
+impl Assigned {
+    fn from_json(v: &Value) -> Option<Self> {
+        let ver = &v["verification"];
+        Some(Self {
+            address: v["address"].as_str()?.parse().ok()?,
+            active: v["status"] == "active",
+            class: v["class"].as_str()?.to_string(),
+            gpu_count: u32::try_from(v["spec"]["gpu_count"].as_u64()?).ok()?,
+            cpu_cores: u32::try_from(v["spec"]["cpu_cores"].as_u64()?).ok()?,
+            ram_mib: v["spec"]["ram_mib"].as_u64()?,
+            registered_height: ver["registered_height"].as_u64()?,
+            round: ver["round"].as_u64()?,
+            leased: !v["lease"].is_null(),
+            lease_ended_ms: ver["lease_ended_ms"].as_u64()?,
+            registered_ms: v["registered_ms"].as_u64()?,
+        })
+    }
+
+    /// Whether the device is due in the round at `height` (the ledger refuses a result for
+    /// one that is not; `not checked` is always accepted).
+    fn due(&self, round: &RoundInfo) -> bool {
+        if !self.active || self.registered_height >= round.height || self.leased {
+            return false;
+        }
+        if self.lease_ended_ms >= round.ts_ms {
+            return false;
+        }
+        if round.join {
+            let earlier = self.round != 0 && self.round != round.height;
+            return self.registered_height >= round.since_height && !earlier;
+        }
+        true
+    }
+
+    fn params(&self, classes: &[DeviceClass]) -> Option<Params> {
+        let class = classes.iter().find(|c| c.name == self.class)?;
+        let units = match class.kind {
+            cairn_primitives::ClassKind::Gpu => self.gpu_count,
+            cairn_primitives::ClassKind::Cpu => self.cpu_cores,
+        };
+        Some(Params::for_class(class, units, self.ram_mib))
+    }
+}
+
+#[derive(Clone)]
+struct RoundInfo {
+    height: u64,
+    epoch: u64,
+    ts_ms: u64,
+    seed: Hash,
+    join: bool,
+    since_height: u64,
+}
+
+impl RoundInfo {
+    fn from_json(v: &Value) -> Option<Self> {
+        Some(Self {
+            height: v["height"].as_u64()?,
+            epoch: v["epoch"].as_u64()?,
+            ts_ms: v["ts_ms"].as_u64()?,
+            seed: v["seed"].as_str()?.parse().ok()?,
+            join: v["join"].as_bool()?,
+            since_height: v["since_height"].as_u64()?,
+        })
+    }
+}
+
+/// The devices assigned to `me` this epoch, in assignment order.
+fn assigned(client: &Client, me: &Address) -> Result<(u64, Vec<Assigned>), cairn_client::Error> {
+    let mut out = Vec::new();
+    let mut first = 0u64;
+    loop {
+        let v = client.get(&format!(
+            "/v1/checkers/{me}/devices?first={first}&limit=1000"
+        ))?;
+        let epoch = v["epoch"].as_u64().unwrap_or(0);
+        for d in v["devices"].as_array().into_iter().flatten() {
+            out.push(Assigned::from_json(d).ok_or_else(|| {
+                cairn_client::Error::Protocol(format!("device record without its fields: {d}"))
+            })?);
+        }
+        match v["next"].as_u64() {
+            Some(n) => first = n,
+            None => return Ok((epoch, out)),
+        }
+    }
+}
+
+/// The chain thread: follows epochs, the assignment and rounds; posts results; backs disputes.
+fn follow_chain(
+    settings: &CheckerSettings,
+    shared: &Shared,
+    pending: &Path,
+    orders: mpsc::UnboundedSender<RoundOrder>,
+    results: std::sync::mpsc::Receiver<(u64, Vec<(Address, ResultCode)>)>,
+    stop: &AtomicBool,
+) {
+    let client = Client::new(&settings.node);
+    let started_ms = now_ms();
+    let mut classes: Vec<DeviceClass> = Vec::new();
+    let mut list: Vec<Assigned> = Vec::new();
+    let mut list_epoch = u64::MAX;
+    let mut list_at = Instant::now() - Duration::from_secs(3600);
+    let mut dispatched = 0u64;
+    // Rounds handed out: (epoch, list length at the time).
+    let mut handed: BTreeMap<u64, (u64, Vec<Address>)> = BTreeMap::new();
+    let mut timing = (0u64, 1u64); // (genesis ms, epoch ms)
+    let mut warned = false;
+    while !stop.load(Ordering::Relaxed) {
+        let step = (|| -> Result<(), cairn_client::Error> {
+            let status = client.status()?;
+            let epoch = status["epoch"].as_u64().unwrap_or(0);
+            timing = (
+                status["genesis_time_ms"].as_u64().unwrap_or(0),
+                status["epoch_ms"].as_u64().unwrap_or(1).max(1),
+            );
+            shared.epoch.store(epoch, Ordering::Relaxed);
+            if classes.is_empty() {
+                classes = serde_json::from_value(client.get("/v1/classes")?["classes"].clone())
+                    .map_err(|e| cairn_client::Error::Protocol(e.to_string()))?;
+            }
+            if epoch != list_epoch || list_at.elapsed() > settings.refresh {
+                let (e, l) = assigned(&client, &shared.me)?;
+                list = l;
+                list_epoch = e;
+                list_at = Instant::now();
+                *shared.admitted.lock().unwrap_or_else(|e| e.into_inner()) =
+                    list.iter().map(|d| d.address).collect();
+            }
+            let me = client.get(&format!("/v1/checkers/{}", shared.me))?;
+            let in_committee = me["in_committee"].as_bool().unwrap_or(false);
+            if !in_committee && !warned {
+                eprintln!(
+                    "checker {}: not in this epoch's committee (status {}); it checks from epoch {}",
+                    shared.me.short(),
+                    me["status"],
+                    me["since_epoch"]
+                );
+                warned = true;
+            }
+            if in_committee {
+                warned = false;
+                if let Ok(v) = client.get("/v1/rounds/latest")
+                    && let Some(r) = RoundInfo::from_json(&v)
+                    && r.height > dispatched
+                    && r.epoch == epoch
+                    && r.epoch == list_epoch
+                {
+                    // Refresh the list so that devices registered before the round are in it.
+                    let (e, l) = assigned(&client, &shared.me)?;
+                    if e == r.epoch {
+                        list = l;
+                        list_at = Instant::now();
+                        *shared.admitted.lock().unwrap_or_else(|e| e.into_inner()) =
+                            list.iter().map(|d| d.address).collect();
+                        let due: Vec<(Address, Params, bool)> = list
+                            .iter()
+                            .filter(|d| d.due(&r))
+                            .filter_map(|d| Some((d.address, d.params(&classes)?, d.round == 0)))
+                            .collect();
+                        handed.insert(
+                            r.height,
+                            (r.epoch, list.iter().map(|d| d.address).collect()),
+                        );
+                        dispatched = r.height;
+                        let _ = orders.unbounded_send(RoundOrder {
+                            height: r.height,
+                            seed: r.seed,
+                            due,
+                        });
+                    }
+                }
+            }
+            // Results that came back: journal them, then post.
+            while let Ok((height, codes)) = results.try_recv() {
+                let Some((epoch, order)) = handed.remove(&height) else {
+                    continue;
+                };
+                let posts = compose(
+                    shared, &order, &codes, epoch, timing, started_ms, &list, height,
+                );
+                journal(pending, height, &posts);
+            }
+            post_pending(&client, shared, pending, epoch);
+            back_disputes(&client, shared, &me);
+            Ok(())
+        })();
+        if let Err(e) = step {
+            tracing::info!("checker: {e}");
+        }
+        std::thread::sleep(settings.poll);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The `PostResults` bodies for a round: one code per position of the list as it was when
+/// the round was handed out (chunks of at most `MAX_RESULTS`), with each device's uptime.
+#[allow(clippy::too_many_arguments)] // Each is one input of the results; a struct adds nothing.
+fn compose(
+    shared: &Shared,
+    order: &[Address],
+    codes: &[(Address, ResultCode)],
+    epoch: u64,
+    (genesis_ms, epoch_ms): (u64, u64),
+    started_ms: u64,
+    list: &[Assigned],
+    height: u64,
+) -> Vec<PostResults> {
+    let by: BTreeMap<Address, ResultCode> = codes.iter().copied().collect();
+    let registered: BTreeMap<Address, u64> =
+        list.iter().map(|d| (d.address, d.registered_ms)).collect();
+    let epoch_start = genesis_ms.saturating_add(epoch.saturating_mul(epoch_ms));
+    let now = now_ms();
+    let beats = shared
+        .beats
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let interval = (shared.heartbeat.as_millis() as u64).max(1);
+    let uptime = |d: &Address| -> u8 {
+        // Heartbeats seen over those expected since this epoch began (or this checker
+        // started, or the device registered, whichever is latest).
+        let since = epoch_start
+            .max(started_ms)
+            .max(registered.get(d).copied().unwrap_or(0));
+        let expected = (now.saturating_sub(since) / interval).max(1);
+        let got = beats
+            .get(d)
+            .filter(|b| b.epoch == epoch)
+            .map_or(0, |b| b.count);
+        let steps =
+            (got.saturating_mul(u64::from(UPTIME_STEPS)) / expected).min(u64::from(UPTIME_STEPS));
+        steps as u8
+    };
+    let mut out = Vec::new();
+    for (chunk_no, chunk) in order.chunks(cairn_primitives::MAX_RESULTS).enumerate() {
+        let first = chunk_no * cairn_primitives::MAX_RESULTS;
+        let codes: Vec<ResultCode> = chunk
+            .iter()
+            .map(|d| by.get(d).copied().unwrap_or(ResultCode::NotChecked))
+            .collect();
+        if codes.iter().all(|c| *c == ResultCode::NotChecked) {
+            continue;
+        }
+        out.push(PostResults {
+            round: height,
+            first: first as u32,
+            count: chunk.len() as u32,
+            codes: pack_codes(&codes),
+            uptime: chunk.iter().map(uptime).collect(),
+        });
+    }
+    out
+}
+
+fn journal(dir: &Path, height: u64, posts: &[PostResults]) {
+    use commonware_codec::Encode;
+    for (i, p) in posts.iter().enumerate() {
+        let path = dir.join(format!("{height}-{i}.results"));
+        let tmp = path.with_extension("tmp");
+        let body = TxBody::PostResults(p.clone());
+        if let Err(e) =
+            std::fs::write(&tmp, body.encode()).and_then(|()| std::fs::rename(&tmp, &path))
+        {
+            eprintln!("checker: cannot journal the results of round {height}: {e}");
+        }
+    }
+}
+
+/// Posts every journaled result, oldest first; a result the chain no longer takes (its epoch
+/// ended) is dropped, saying so.
+fn post_pending(client: &Client, shared: &Shared, dir: &Path, epoch: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "results"))
+        .collect();
+    files.sort();
+    for path in files {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(body) = wire::decode::<TxBody>(&bytes) else {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        };
+        let round = match &body {
+            TxBody::PostResults(p) => p.round,
+            _ => 0,
+        };
+        let outcome = client
+            .sign_and_submit(&shared.key, None, body)
+            .and_then(|h| client.wait_final(&h, Duration::from_secs(30)));
+        match outcome {
+            Ok(v) if v["status"] == "final" => {
+                shared
+                    .metrics
+                    .results_posted
+                    .fetch_add(1, Ordering::Relaxed);
+                let _ = std::fs::remove_file(&path);
+            }
+            Ok(v) => {
+                shared.metrics.post_errors.fetch_add(1, Ordering::Relaxed);
+                let code = v["code"].as_str().unwrap_or("?").to_string();
+                eprintln!(
+                    "checker {}: results of round {round} refused: {code}{}",
+                    shared.me.short(),
+                    if code == "wrong_epoch" || code == "unknown_round" {
+                        " (its epoch is over); dropped"
+                    } else {
+                        "; dropped"
+                    }
+                );
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(e) => {
+                shared.metrics.post_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("checker: posting round {round} (epoch {epoch}): {e}; will retry");
+                return;
+            }
+        }
+    }
+}
+
+/// Answers each open dispute of this checker's results with the receipt it kept.
+fn back_disputes(client: &Client, shared: &Shared, me: &Value) {
+    for d in me["open_disputes"].as_array().into_iter().flatten() {
+        let (Some(device), Some(round)) = (
+            d["device"].as_str().and_then(|s| s.parse::<Address>().ok()),
+            d["round"].as_u64(),
+        ) else {
+            continue;
+        };
+        let Some(receipt) = load_receipt(&shared.evidence, round, &device) else {
+            eprintln!(
+                "checker {}: result for {device} in round {round} is disputed and no receipt is kept",
+                shared.me.short()
+            );
+            continue;
+        };
+        let body = TxBody::BackResult {
+            device,
+            round,
+            receipt,
+        };
+        if let Ok(h) = client.sign_and_submit(&shared.key, None, body)
+            && client
+                .wait_final(&h, Duration::from_secs(30))
+                .is_ok_and(|v| v["status"] == "final")
+        {
+            shared
+                .metrics
+                .disputes_backed
+                .fetch_add(1, Ordering::Relaxed);
+            eprintln!(
+                "checker {}: backed the disputed result for {device} in round {round}",
+                shared.me.short()
+            );
+        }
+    }
+}
