@@ -136,7 +136,7 @@ impl ChainInfo {
     }
 
     /// Tokens from a decimal string, e.g. `12.5`.
-    fn tokens(&self, s: &str, what: &str) -> Result<Amount> {
+    pub(crate) fn tokens(&self, s: &str, what: &str) -> Result<Amount> {
         Amount::parse_decimal(s, self.decimals).with_context(|| format!("{what} '{s}'"))
     }
 }

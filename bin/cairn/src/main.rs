@@ -1,6 +1,7 @@
 //! `cairn`: one binary for every role. This file parses the command line and dispatches; all
 //! behaviour lives in the crates.
 
+mod checker_cmd;
 mod client_cmd;
 mod genesis_cmd;
 mod jobs_cmd;
@@ -61,6 +62,8 @@ enum Command {
     Oracle(client_cmd::OracleArgs),
     /// The provider's agent: `probe` runs the proof-of-physical-work challenge on this machine.
     Worker(worker_cmd::WorkerArgs),
+    /// Checkers: run one (challenge devices, post results), register, retire, status.
+    Checker(checker_cmd::CheckerArgs),
     /// Rent compute: quote, confirm, deploy a command (sandboxed) or an image on N devices.
     Deploy(jobs_cmd::DeployArgs),
     /// Your deployments: list, show, logs (-f), stop, extend.
@@ -100,6 +103,7 @@ fn main() {
         Command::Credits(a) => client_cmd::credits(a),
         Command::Oracle(a) => client_cmd::oracle(a),
         Command::Worker(a) => worker_cmd::run(a),
+        Command::Checker(a) => checker_cmd::run(a),
         Command::Deploy(a) => jobs_cmd::deploy(a),
         Command::Jobs(a) => jobs_cmd::jobs(a),
     };

@@ -10,6 +10,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod checker;
 mod jobs;
 mod load;
 mod popw;
@@ -68,6 +69,10 @@ enum BenchCommand {
     /// and with an NVIDIA GPU the cuBLAS int8 rate against its class's peak (bar ≥ 70 %) and
     /// its class's whole challenge.
     Popw(popw::PopwBenchArgs),
+    /// Checking: audits per second per checker core (CPU and GPU class answers, each < 50 ms),
+    /// bytes one round moves per device, and one round's results for 1,000,000 devices × 3
+    /// checkers on chain (share of an hour's block space, bar < 1 %; apply time, bar < 2 s).
+    Checker(checker::CheckerBenchArgs),
 }
 
 /// Runs the bench `a` names, printing its figures (a table, or JSON with `--json`).
@@ -83,6 +88,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchCommand::Load(a) => load::run(a),
         BenchCommand::Jobs(a) => jobs::run(a),
         BenchCommand::Popw(a) => popw::run(a),
+        BenchCommand::Checker(a) => checker::run(a),
     }
 }
 
@@ -93,7 +99,7 @@ pub fn demo_key(i: usize) -> Keypair {
 
 /// The genesis the benches' synthetic states start from: the production defaults with
 /// 60-second epochs, starting at [`SYNTHETIC_TIME_MS`].
-fn bench_genesis() -> Genesis {
+pub(crate) fn bench_genesis() -> Genesis {
     Genesis::production("cairn-bench", 60, SYNTHETIC_TIME_MS)
 }
 

@@ -31,7 +31,12 @@ pub(crate) struct PopwBenchArgs {
 
 /// The audit of `params`' answer: (rows, tables, median and slowest time on one core, median
 /// on every core).
-fn audit(params: &Params, label: &str, runs: usize, quiet: bool) -> Result<serde_json::Value> {
+pub(crate) fn audit(
+    params: &Params,
+    label: &str,
+    runs: usize,
+    quiet: bool,
+) -> Result<serde_json::Value> {
     let case = AuditCase::build(params, rand::random(), |done, total| {
         if !quiet {
             progress_bar(

@@ -56,9 +56,72 @@ pub fn fleet_records(
     devices: impl IntoIterator<Item = (Address, cairn_primitives::Device)>,
     accounts: &[(Address, Amount)],
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
+    checked_fleet_records(devices, accounts, &[], None)
+}
+
+/// [`fleet_records`] with `checkers` (address, stake) staked and forming epoch 0's committee
+/// (seed: SHA-256 of "synthetic"), and, when `round` is given, a regular round started at
+/// that height (after every device registered) in epoch 0.
+pub fn checked_fleet_records(
+    devices: impl IntoIterator<Item = (Address, cairn_primitives::Device)>,
+    accounts: &[(Address, Amount)],
+    checkers: &[(Address, Amount)],
+    round: Option<u64>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     use cairn_primitives::{Account, Delegation, Globals, StateKey, StateValue};
     let mut records = Vec::new();
     let mut staked = 0u64;
+    if !checkers.is_empty() {
+        let seed = cairn_primitives::sha256(&[b"synthetic"]);
+        for (a, stake) in checkers {
+            staked = staked.saturating_add(stake.base());
+            records.push((
+                StateKey::Checker(*a).to_bytes(),
+                StateValue::Checker(cairn_primitives::Checker {
+                    endpoint: BoundedString::new("127.0.0.1:7660").unwrap_or_default(),
+                    stake: *stake,
+                    status: cairn_primitives::CheckerStatus::Active,
+                    since_epoch: 0,
+                    jailed_until_epoch: 0,
+                    strikes: 0,
+                    tally_epoch: 0,
+                    agreed: 0,
+                    posted: 0,
+                })
+                .encode_value(),
+            ));
+        }
+        let mut members: Vec<cairn_primitives::Member> = checkers
+            .iter()
+            .map(|(a, stake)| cairn_primitives::Member {
+                checker: *a,
+                stake: *stake,
+            })
+            .collect();
+        members.sort_by_key(|m| m.checker);
+        records.push((
+            StateKey::Committee(0).to_bytes(),
+            StateValue::Committee(cairn_primitives::Committee {
+                seed,
+                start_height: 0,
+                members,
+            })
+            .encode_value(),
+        ));
+        if let Some(h) = round {
+            records.push((
+                StateKey::Round(h).to_bytes(),
+                StateValue::Round(cairn_primitives::Round {
+                    epoch: 0,
+                    ts_ms: SYNTHETIC_TIME_MS,
+                    seed: cairn_primitives::sha256(&[b"synthetic round"]),
+                    join: false,
+                    since_height: 0,
+                })
+                .encode_value(),
+            ));
+        }
+    }
     for (addr, d) in devices {
         staked = staked.saturating_add(d.pool.tokens.base());
         records.push((
@@ -89,6 +152,8 @@ pub fn fleet_records(
         supply: Amount::from_base(supply),
         staked: Amount::from_base(staked),
         last_timestamp_ms: SYNTHETIC_TIME_MS,
+        height: round.unwrap_or(0),
+        last_round: round.unwrap_or(0),
         ..Globals::default()
     };
     records.push((
