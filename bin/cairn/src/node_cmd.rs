@@ -99,6 +99,10 @@ pub(crate) struct DevnetArgs {
     /// carol).
     #[arg(long)]
     no_worker: bool,
+    /// The least time between two regular challenge rounds, in seconds (default: the
+    /// genesis default, 10). Benchmarks set it long so that no round runs while they measure.
+    #[arg(long)]
+    min_round_gap_secs: Option<u64>,
     /// The built-in worker's Docker Engine API socket, for `cairn deploy --image`.
     /// Default: DOCKER_HOST when it is unix://…, else /var/run/docker.sock.
     #[arg(long)]
@@ -115,6 +119,11 @@ pub(crate) fn run_devnet(a: DevnetArgs) -> Result<()> {
     opts.price_micro_usd = micro_usd;
     opts.lease_timeout_secs = a.lease_timeout_secs;
     opts.worker = !a.no_worker;
+    opts.min_round_gap_secs = a.min_round_gap_secs;
+    // A devnet on a free API port puts its checkers on free ports too.
+    if a.listen.port() == 0 {
+        opts.checkers = opts.checkers.map(|_| SocketAddr::new(a.listen.ip(), 0));
+    }
     if let Some(socket) = a.docker_socket {
         opts.docker_socket = socket;
     }

@@ -813,8 +813,8 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
     std::thread::sleep(Duration::from_millis(300));
     for (i, d) in devices.iter().enumerate() {
         let spec = cairn_primitives::DeviceSpec {
-            cpu_cores: 4,
-            ram_mib: 8192,
+            cpu_cores: 1,
+            ram_mib: 2048,
             ..Default::default()
         };
         let region = if i == 2 { "us-east" } else { "eu-west" };
@@ -932,6 +932,28 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
         &["oracle", "submit", "--key", "oracle", "--usd", "1"],
     );
     assert!(o.status.success(), "{}", text(&o));
+
+    // The cheapest device answers its checkers (the worker's link, run here for its key
+    // alone): once verified it can be matched; the other two never connect and stay
+    // unverified.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let link = cairn_worker::spawn_checking(
+        &net.url,
+        vec![cairn_worker::ProvingDevice {
+            key: devices[0].clone(),
+            gpu: None,
+        }],
+        stop.clone(),
+    );
+    eventually(90, "the cheapest device is verified", || {
+        http_get(&net.url, &format!("/v1/devices/{watched}")).1["verification"]["status"]
+            == "verified"
+    });
+    let (_, unverified) = http_get(&net.url, &format!("/v1/devices/{}", devices[1].address()));
+    assert_eq!(
+        unverified["verification"]["status"], "unverified",
+        "{unverified}"
+    );
 
     // A deployment, its lease on the cheapest device, and both through the API.
     let open = TxBody::OpenDeployment(cairn_primitives::OpenDeployment {
@@ -1088,6 +1110,13 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
             amount: Amount::from_base(1),
         },
     );
+    let checker = http_get(&net.url, "/v1/committee").1["members"][0]["checker"]
+        .as_str()
+        .expect("a committee member")
+        .to_string();
+    let round = http_get(&net.url, "/v1/rounds/latest").1["height"]
+        .as_u64()
+        .expect("a round");
     for (p, item) in paths {
         // Logs need a signed request: the jobs test reads them as their owner and as another.
         if item.get("get").is_none()
@@ -1100,13 +1129,20 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
         }
         let who = if p.starts_with("/v1/devices/") {
             dev.clone()
+        } else if p.starts_with("/v1/checkers/") {
+            checker.clone()
         } else {
             alice.address().to_string()
+        };
+        let height = if p.starts_with("/v1/rounds/") {
+            round.to_string()
+        } else {
+            "1".to_string()
         };
         let path = p
             .replace("{address}", &who)
             .replace("{hash}", &tx.to_string())
-            .replace("{height}", "1")
+            .replace("{height}", &height)
             .replace("{epoch}", "0")
             .replace("{id}", "0");
         let (st, v) = http_get(&net.url, &path);
@@ -1114,6 +1150,8 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
     }
 
     // Ctrl-C with a stream still open: the stream ends and the devnet exits cleanly.
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    link.join().expect("the checking link stops");
     let killed = Command::new("kill")
         .args(["-INT", &net.child.id().to_string()])
         .status()

@@ -83,6 +83,10 @@ fn start_devnet() -> Result<(OwnDevnet, String, PathBuf)> {
             "127.0.0.1:0",
             "--p2p",
             "127.0.0.1:0",
+            // The device is verified in its join round, seconds after it registers; then no
+            // regular round (a few seconds of every core) runs while job starts are timed.
+            "--min-round-gap-secs",
+            "86400",
             "--dir",
         ])
         .arg(dir.path())

@@ -113,9 +113,35 @@ fn nap(stop: &AtomicBool, d: Duration) -> bool {
     stop.load(Ordering::SeqCst)
 }
 
-/// Devnet's worker: registers this machine's devices for `owner` (carol), buys `customer`
-/// (alice) some credits once the demo oracle's price is in (so that `cairn deploy` works
-/// right away), then serves the devices' leases until `stop`, and drains.
+/// Waits (up to two minutes) until the checkers verify `device`, saying so; or says why not.
+fn wait_verified(client: &Client, device: &cairn_primitives::Address, stop: &AtomicBool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if let Ok(d) = client.get(&format!("/v1/devices/{device}")) {
+            let v = &d["verification"];
+            if v["status"] == "verified" {
+                eprintln!(
+                    "worker: device {} verified by its checkers in round {}: ready for `cairn deploy`",
+                    device.short(),
+                    v["round"]
+                );
+                return;
+            }
+        }
+        if nap(stop, Duration::from_millis(250)) {
+            return;
+        }
+    }
+    eprintln!(
+        "worker: device {} is not verified after two minutes (see `cairn checker status` and the checkers' lines above); buying credits anyway",
+        device.short()
+    );
+}
+
+/// Devnet's worker: registers this machine's devices for `owner` (carol), serves them
+/// (leases, and its checkers' rounds) until `stop`, then drains; once the CPU device is
+/// verified, buys `customer` (alice) some credits (so that `cairn deploy` works from then
+/// on).
 pub(crate) fn spawn_worker(
     url: &str,
     docker_socket: PathBuf,
@@ -159,30 +185,46 @@ pub(crate) fn spawn_worker(
                 }
             }
         }
-        // Credits for alice, once there is a price (the demo oracle submits it at start).
-        let has_credits = client
-            .account(&customer.address(), false)
-            .is_ok_and(|a| a["credits"].as_u64().unwrap_or(0) > 0);
-        while !has_credits && start.elapsed() < Duration::from_secs(60) {
-            // Ten tokens (9 decimals, the devnet genesis's).
-            let body = TxBody::BuyCredits {
-                amount: Amount::from_base(10_000_000_000),
-            };
-            let bought = client
-                .sign_and_submit(&customer, None, body)
-                .and_then(|h| client.wait_final(&h, Duration::from_secs(30)));
-            match bought {
-                Ok(v) if v["status"] == "final" => {
-                    eprintln!("worker: bought alice 10 tokens' worth of credits to deploy with");
-                    break;
-                }
-                _ => {
-                    if nap(&stop, Duration::from_secs(1)) {
-                        return;
+        // Once the CPU device is verified (its first round comes seconds after it
+        // registered, once serving has connected it to its checkers), credits for alice: from
+        // then on `cairn deploy` works.
+        let cpu = offer.devices.first().map(|d| d.key.address());
+        let ready_stop = stop.clone();
+        let ready_client = Client::new(&url);
+        std::thread::spawn(move || {
+            let client = ready_client;
+            let stop = ready_stop;
+            if let Some(cpu) = cpu {
+                wait_verified(&client, &cpu, &stop);
+            }
+            let start = Instant::now();
+            // Credits for alice, once there is a price (the demo oracle submits it at start).
+            let has_credits = client
+                .account(&customer.address(), false)
+                .is_ok_and(|a| a["credits"].as_u64().unwrap_or(0) > 0);
+            while !has_credits && start.elapsed() < Duration::from_secs(60) {
+                // Ten tokens (9 decimals, the devnet genesis's).
+                let body = TxBody::BuyCredits {
+                    amount: Amount::from_base(10_000_000_000),
+                };
+                let bought = client
+                    .sign_and_submit(&customer, None, body)
+                    .and_then(|h| client.wait_final(&h, Duration::from_secs(30)));
+                match bought {
+                    Ok(v) if v["status"] == "final" => {
+                        eprintln!(
+                            "worker: bought alice 10 tokens' worth of credits to deploy with"
+                        );
+                        break;
+                    }
+                    _ => {
+                        if nap(&stop, Duration::from_secs(1)) {
+                            return;
+                        }
                     }
                 }
             }
-        }
+        });
         if let Err(e) = cairn_worker::serve(
             &url,
             &dir,

@@ -55,10 +55,14 @@ pub struct Options {
     pub worker: bool,
     /// The built-in worker's Docker Engine API socket.
     pub docker_socket: PathBuf,
-    /// Where the three checkers listen (their endpoints in a fresh devnet's genesis).
+    /// Where the three checkers listen (their endpoints in a fresh devnet's genesis; port 0:
+    /// a free port, chosen when the genesis is written).
     pub checkers: [SocketAddr; 3],
     /// How often devices send their checkers heartbeats.
     pub heartbeat: std::time::Duration,
+    /// The least time between regular rounds, when not the genesis default (benches set it
+    /// long, so that no round runs while they measure).
+    pub min_round_gap_secs: Option<u64>,
 }
 
 impl Options {
@@ -76,6 +80,7 @@ impl Options {
             docker_socket: cairn_worker::default_socket(),
             checkers: [7661, 7662, 7663].map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
             heartbeat: std::time::Duration::from_secs(5),
+            min_round_gap_secs: None,
         }
     }
 }
@@ -156,6 +161,9 @@ pub fn run(opts: Options) -> Result<(), DevnetError> {
         g.treasury = validator.address();
         g.oracle.keys = vec![oracle.address()];
         g.lease_timeout_secs = opts.lease_timeout_secs.max(1);
+        if let Some(gap) = opts.min_round_gap_secs {
+            g.checking.min_round_gap_secs = gap;
+        }
         // The oracle pays fees for its price submissions.
         g.accounts.push(GenesisAccount {
             address: oracle.address(),
@@ -163,6 +171,11 @@ pub fn run(opts: Options) -> Result<(), DevnetError> {
         });
         // Three checkers, staked at genesis, with tokens for the fees of their results.
         for (k, addr) in checker_keys.iter().zip(opts.checkers) {
+            let addr = if addr.port() == 0 {
+                free_port(addr)
+            } else {
+                addr
+            };
             g.checkers.push(cairn_primitives::GenesisChecker {
                 address: k.address(),
                 endpoint: addr.to_string(),
@@ -257,6 +270,13 @@ pub fn run(opts: Options) -> Result<(), DevnetError> {
         }),
         Err(e) => Err(DevnetError::Node(Box::new(e))),
     }
+}
+
+/// A free port on `addr`'s interface (the OS picks it; it is free again when this returns).
+fn free_port(addr: SocketAddr) -> SocketAddr {
+    std::net::TcpListener::bind(addr)
+        .and_then(|l| l.local_addr())
+        .unwrap_or(addr)
 }
 
 /// Each checker's listening address: its endpoint in the devnet's genesis file, else the

@@ -91,6 +91,8 @@ impl Ledger {
             ..Globals::default()
         };
         g.last_timestamp_ms = params.genesis_time_ms;
+        // The first regular round comes at least the round gap after genesis.
+        g.last_regular_round_ms = params.genesis_time_ms;
         state.set_globals(g);
         for (addr, bal) in &params.accounts {
             state.set_account(

@@ -109,6 +109,9 @@ pub struct Checking {
     /// How long after a device registers its join round starts (time for its worker to
     /// connect to its checkers).
     pub join_delay_secs: u64,
+    /// The least time between two regular rounds (short epochs would otherwise start them
+    /// faster than devices can answer).
+    pub min_round_gap_secs: u64,
     /// The least a checker bonds (decimal string).
     pub min_stake: String,
     /// A verification lapses when a device goes this many epochs without passing a round.
@@ -138,6 +141,7 @@ impl Default for Checking {
             committee: 3,
             rounds_per_epoch: 4,
             join_delay_secs: 5,
+            min_round_gap_secs: 10,
             min_stake: "1000".into(),
             verified_epochs: 24,
             jail_epochs: 1,
@@ -176,6 +180,8 @@ pub struct CheckingParams {
     pub rounds_per_epoch: u32,
     /// `checking.join_delay_secs` in ms.
     pub join_delay_ms: u64,
+    /// `checking.min_round_gap_secs` in ms.
+    pub min_round_gap_ms: u64,
     /// `checking.min_stake` in base units.
     pub min_stake: Amount,
     /// `checking.verified_epochs`.
@@ -713,6 +719,10 @@ impl Genesis {
                 .join_delay_secs
                 .checked_mul(1000)
                 .ok_or_else(|| field_err("checking.join_delay_secs", "too large"))?,
+            min_round_gap_ms: c
+                .min_round_gap_secs
+                .checked_mul(1000)
+                .ok_or_else(|| field_err("checking.min_round_gap_secs", "too large"))?,
             min_stake,
             verified_epochs: c.verified_epochs,
             jail_epochs: c.jail_epochs,
@@ -885,6 +895,10 @@ const FIELD_DOCS: &[(&str, &str)] = &[
     (
         "checking.join_delay_secs",
         "How long after a device registers its first (join) round starts: time for its worker to connect.",
+    ),
+    (
+        "checking.min_round_gap_secs",
+        "The least time between two regular rounds (short epochs would start them too fast).",
     ),
     (
         "checking.min_stake",

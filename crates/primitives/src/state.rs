@@ -513,6 +513,8 @@ pub struct Globals {
     pub epoch_burned: Amount,
     /// Height of the block that started the latest round (0: none yet).
     pub last_round: u64,
+    /// Time of the latest regular round.
+    pub last_regular_round_ms: u64,
     /// Height of the latest block that registered a device (a join round follows it).
     pub last_registration: u64,
     /// That block's time.
@@ -535,6 +537,7 @@ codec_struct!(Globals {
     epoch: (),
     epoch_burned: (),
     last_round: (),
+    last_regular_round_ms: (),
     last_registration: (),
     last_registration_ms: (),
 });

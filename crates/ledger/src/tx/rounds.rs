@@ -28,8 +28,13 @@ impl Ledger {
             .checked_rem(self.params.epoch_ms)
             .unwrap_or(0);
         let elapsed = ts.saturating_sub(g.last_timestamp_ms);
-        let regular = u128::from(draw)
-            < u128::from(elapsed).saturating_mul(u128::from(self.params.checking.rounds_per_epoch));
+        let spaced = ts
+            >= g.last_regular_round_ms
+                .saturating_add(self.params.checking.min_round_gap_ms);
+        let regular = spaced
+            && u128::from(draw)
+                < u128::from(elapsed)
+                    .saturating_mul(u128::from(self.params.checking.rounds_per_epoch));
         // A device registered in the block that started the latest round was not due in it.
         let join = g.last_registration > 0
             && g.last_registration >= g.last_round
@@ -48,6 +53,9 @@ impl Ledger {
         };
         let mut globals = g.clone();
         globals.last_round = height;
+        if regular {
+            globals.last_regular_round_ms = ts;
+        }
         self.state.set_globals(globals);
         self.state.set_round(height, Some(round));
         self.emit(Event::RoundStarted {

@@ -50,6 +50,7 @@ impl World {
             .map(|k| testing::genesis_checker(k.address()))
             .collect();
         genesis.checking.rounds_per_epoch = 60_000;
+        genesis.checking.min_round_gap_secs = 0;
         genesis.lease_timeout_secs = 30 * 24 * 3600;
         edit(&mut genesis);
         let ledger = Ledger::from_genesis(&genesis).unwrap();

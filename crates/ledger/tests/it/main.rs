@@ -1,5 +1,7 @@
 //! Ledger integration tests.
 
+/// Checkers, rounds, verdicts and disputes: bad input refused, verdicts' effects.
+mod checking;
 /// The emission schedule sums to its budget and never crosses the cap.
 mod emission;
 /// Shared fixtures.

@@ -20,6 +20,7 @@ fn epoch_rewards_are_indexed_by_address_and_survive_reopen() {
     ]);
     g.checkers = vec![testing::genesis_checker(checker.address())];
     g.checking.join_delay_secs = 0;
+    g.checking.min_round_gap_secs = 0;
     let dir = tempfile::tempdir().unwrap();
     let mut chain = Chain::open(dir.path(), Some(&g)).unwrap();
     let spec = DeviceSpec {
