@@ -2,12 +2,13 @@
 //! its assigned checkers (never the other way round, so a device behind NAT is checked too),
 //! holds the connection, sends signed heartbeats, and answers rounds (docs/checkers.md).
 //!
-//! One prover thread does every computation, so rounds never overlap on this machine: when
-//! several of its devices are due at once they are computed one after another, which is the
-//! point (one GPU cannot answer for many). Walks are taken one at a time across all
-//! connections, each only when its checker is told the device is ready. A GPU device is
-//! answered only with a usable CUDA GPU; otherwise it stays silent, and its checkers record
-//! no answer.
+//! Each solver (the CPU, each CUDA GPU) has one prover thread, its **lane**: a lane does one
+//! computation at a time, so two rounds never overlap on it, and two devices that map to the
+//! same solver are computed one after another when both are due, which is the point (one GPU
+//! cannot answer for many; this machine's GPUs answer side by side, each on its own lane). A
+//! device tells a checker it is ready to walk only when its lane is idle and no other walk runs
+//! on it, so a walk is timed on a free solver. A GPU device is answered only with a usable CUDA
+//! GPU; otherwise it stays silent, and its checkers record no answer.
 
 use cairn_checker::link::{self, Ctx, LinkSender};
 use cairn_checker::wire::{Heartbeat, ToChecker, ToDevice, roots_digest, transcript_digest};
@@ -74,6 +75,25 @@ enum Job {
     },
 }
 
+/// A solver's lane: its prover thread's queue, how many jobs wait or run on it, and its walk
+/// lock.
+#[derive(Clone)]
+struct Lane {
+    jobs: std::sync::mpsc::Sender<Job>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    walk_lock: Arc<futures::lock::Mutex<()>>,
+}
+
+impl Lane {
+    fn send(&self, job: Job) -> Result<(), String> {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.jobs.send(job).map_err(|_| {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            "the prover stopped".to_string()
+        })
+    }
+}
+
 /// Starts the checking link for `devices` against the node at `node`; it stops when `stop`
 /// is set.
 pub fn spawn(node: &str, devices: Vec<ProvingDevice>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
@@ -92,14 +112,32 @@ fn run(node: &str, devices: Vec<ProvingDevice>, stop: &Arc<AtomicBool>) {
         .collect();
     let gpus: BTreeMap<Address, Option<usize>> =
         devices.iter().map(|d| (d.key.address(), d.gpu)).collect();
-    let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
-    let prover = {
+    // One lane per solver: the CPU, and each GPU ordinal.
+    let mut lanes: BTreeMap<Option<usize>, Lane> = BTreeMap::new();
+    let mut provers = Vec::new();
+    for solver in gpus
+        .values()
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        lanes.insert(
+            solver,
+            Lane {
+                jobs: tx,
+                pending: pending.clone(),
+                walk_lock: Arc::new(futures::lock::Mutex::new(())),
+            },
+        );
         let keys = keys.clone();
         let view = view.clone();
-        std::thread::Builder::new()
-            .name("prover".into())
-            .spawn(move || prove(jobs_rx, &keys, &gpus, &view))
-    };
+        provers.push(
+            std::thread::Builder::new()
+                .name("prover".into())
+                .spawn(move || prove(rx, &keys, solver, &pending, &view)),
+        );
+    }
     let follower = {
         let view = view.clone();
         let stop = stop.clone();
@@ -113,7 +151,6 @@ fn run(node: &str, devices: Vec<ProvingDevice>, stop: &Arc<AtomicBool>) {
     let runner = commonware_runtime::tokio::Runner::new(cfg);
     let stop_link = stop.clone();
     runner.start(|ctx| async move {
-        let walk_lock = Arc::new(futures::lock::Mutex::new(()));
         let mut running: BTreeMap<(Address, Address), Arc<AtomicBool>> = BTreeMap::new();
         while !stop_link.load(Ordering::Relaxed) {
             let wanted: Vec<(Address, Address, String)> = {
@@ -138,6 +175,9 @@ fn run(node: &str, devices: Vec<ProvingDevice>, stop: &Arc<AtomicBool>) {
                 let Some(key) = keys.get(&device).cloned() else {
                     continue;
                 };
+                let Some(lane) = gpus.get(&device).and_then(|g| lanes.get(g)).cloned() else {
+                    continue;
+                };
                 let alive = Arc::new(AtomicBool::new(true));
                 running.insert((device, checker), alive.clone());
                 let conn = Conn {
@@ -145,8 +185,7 @@ fn run(node: &str, devices: Vec<ProvingDevice>, stop: &Arc<AtomicBool>) {
                     checker,
                     endpoint,
                     view: view.clone(),
-                    jobs: jobs_tx.clone(),
-                    walk_lock: walk_lock.clone(),
+                    lane,
                     alive,
                 };
                 ctx.child("device").spawn(move |ctx| conn.run(ctx));
@@ -160,7 +199,8 @@ fn run(node: &str, devices: Vec<ProvingDevice>, stop: &Arc<AtomicBool>) {
     if let Ok(f) = follower {
         let _ = f.join();
     }
-    if let Ok(p) = prover {
+
+    for p in provers.into_iter().flatten() {
         let _ = p.join();
     }
 }
@@ -249,15 +289,17 @@ fn follow(node: &str, devices: &[Address], view: &Mutex<ChainView>, stop: &Atomi
     }
 }
 
-/// The prover thread: one computation at a time, the latest round's tables kept per device.
+/// A lane's prover thread: one computation at a time on its solver (`None`: the CPU; else a
+/// CUDA ordinal), the latest round's tables kept per device.
 fn prove(
     jobs: std::sync::mpsc::Receiver<Job>,
     keys: &BTreeMap<Address, Keypair>,
-    gpus: &BTreeMap<Address, Option<usize>>,
+    solver: Option<usize>,
+    pending: &std::sync::atomic::AtomicUsize,
     view: &Mutex<ChainView>,
 ) {
     let mut kept: BTreeMap<Address, (u64, Prover)> = BTreeMap::new();
-    let mut cuda: BTreeMap<usize, Box<dyn Solver>> = BTreeMap::new();
+    let mut cuda: Option<Box<dyn Solver>> = None;
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Compute {
@@ -272,56 +314,27 @@ fn prove(
                     .unwrap_or_else(|e| e.into_inner())
                     .chain_id
                     .clone();
-                let Some(key) = keys.get(&device) else {
-                    let _ = reply.send(Err("unknown device".into()));
-                    continue;
-                };
-                if let Some((r, p)) = kept.get(&device)
-                    && *r == round
-                {
-                    let _ = reply.send(Ok(p.answer(key, &chain_id)));
-                    continue;
-                }
-                kept.remove(&device);
-                let solver: Result<&dyn Solver, String> = match gpus.get(&device).copied().flatten()
-                {
-                    None => Ok(&CpuSolver),
-                    Some(ordinal) => {
-                        if let Some(why) = cairn_solver::cuda_unavailable() {
-                            Err(format!("no usable GPU ({why})"))
-                        } else {
-                            if let std::collections::btree_map::Entry::Vacant(e) =
-                                cuda.entry(ordinal)
-                            {
-                                match cairn_solver::CudaSolver::new(ordinal) {
-                                    Ok(s) => {
-                                        e.insert(Box::new(s));
-                                    }
-                                    Err(err) => {
-                                        let _ = reply.send(Err(err.to_string()));
-                                        continue;
-                                    }
-                                }
-                            }
-                            cuda.get(&ordinal)
-                                .map(|s| s.as_ref())
-                                .ok_or_else(|| "no solver".to_string())
+                let out = match keys.get(&device) {
+                    None => Err("unknown device".to_string()),
+                    Some(key) => match kept.get(&device) {
+                        Some((r, p)) if *r == round => Ok(p.answer(key, &chain_id)),
+                        _ => {
+                            kept.remove(&device);
+                            let solved = gpu_solver(solver, &mut cuda).and_then(|s| {
+                                let s: &dyn Solver = s.unwrap_or(&CpuSolver);
+                                s.prepare(&params).map_err(|e| e.to_string())?;
+                                Prover::solve(s, nonce, params, |_, _| {})
+                                    .map_err(|e| e.to_string())
+                            });
+                            solved.map(|p| {
+                                let a = p.answer(key, &chain_id);
+                                kept.insert(device, (round, p));
+                                a
+                            })
                         }
-                    }
+                    },
                 };
-                let out = solver.and_then(|s| {
-                    s.prepare(&params).map_err(|e| e.to_string())?;
-                    Prover::solve(s, nonce, params, |_, _| {}).map_err(|e| e.to_string())
-                });
-                match out {
-                    Ok(p) => {
-                        let _ = reply.send(Ok(p.answer(key, &chain_id)));
-                        kept.insert(device, (round, p));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let _ = reply.send(out);
             }
             Job::Walk {
                 device,
@@ -351,7 +364,26 @@ fn prove(
                 let _ = reply.send(out);
             }
         }
+        pending.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// The lane's CUDA solver (`None` for the CPU lane), created on first use.
+fn gpu_solver(
+    ordinal: Option<usize>,
+    cuda: &mut Option<Box<dyn Solver>>,
+) -> Result<Option<&dyn Solver>, String> {
+    let Some(ordinal) = ordinal else {
+        return Ok(None);
+    };
+    if let Some(why) = cairn_solver::cuda_unavailable() {
+        return Err(format!("no usable GPU ({why})"));
+    }
+    if cuda.is_none() {
+        let s = cairn_solver::CudaSolver::new(ordinal).map_err(|e| e.to_string())?;
+        *cuda = Some(Box::new(s));
+    }
+    Ok(cuda.as_deref())
 }
 
 /// One device's connection to one checker.
@@ -360,8 +392,7 @@ struct Conn {
     checker: Address,
     endpoint: String,
     view: Arc<Mutex<ChainView>>,
-    jobs: std::sync::mpsc::Sender<Job>,
-    walk_lock: Arc<futures::lock::Mutex<()>>,
+    lane: Lane,
     alive: Arc<AtomicBool>,
 }
 
@@ -509,9 +540,7 @@ impl Conn {
             params,
             reply,
         };
-        if self.jobs.send(job).is_err() {
-            return Err("the prover stopped".into());
-        }
+        self.lane.send(job)?;
         let answer = match rx.await {
             Ok(Ok(a)) => a,
             Ok(Err(why)) => {
@@ -533,8 +562,12 @@ impl Conn {
         )
         .await
         .map_err(|e| e.to_string())?;
-        // One walk at a time on this machine, timed by its checker from its nonce.
-        let guard = self.walk_lock.lock().await;
+        // Ready only once the lane is idle and no other walk runs on it: the walk is timed by
+        // its checker from its nonce, on a free solver.
+        let guard = self.lane.walk_lock.lock().await;
+        while self.lane.pending.load(Ordering::SeqCst) > 0 {
+            ctx.sleep(Duration::from_millis(20)).await;
+        }
         link::send(tx, &ToChecker::Ready { round: height })
             .await
             .map_err(|e| e.to_string())?;
@@ -548,12 +581,12 @@ impl Conn {
             None => return Ok(()),
         };
         let (reply, rx) = oneshot::channel();
-        let _ = self.jobs.send(Job::Walk {
+        self.lane.send(Job::Walk {
             device,
             round: height,
             nonce: walk_nonce,
             reply,
-        });
+        })?;
         let digests = match rx.await {
             Ok(Ok(d)) => d,
             _ => return Ok(()),
@@ -578,12 +611,12 @@ impl Conn {
             None => return Ok(()),
         };
         let (reply, rx) = oneshot::channel();
-        let _ = self.jobs.send(Job::Open {
+        self.lane.send(Job::Open {
             device,
             round: height,
             rows,
             reply,
-        });
+        })?;
         let openings = match rx.await {
             Ok(Ok(o)) => o,
             _ => return Ok(()),
