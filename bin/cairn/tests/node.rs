@@ -810,6 +810,18 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
         &net.url,
         &format!("device={watched}&account={}", alice.address()),
     );
+    // The cheapest device answers its checkers (the worker's link, run here for its key
+    // alone, connecting once it is registered): once verified it can be matched; the other
+    // two never connect and stay unverified.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let link = cairn_worker::spawn_checking(
+        &net.url,
+        vec![cairn_worker::ProvingDevice {
+            key: devices[0].clone(),
+            gpu: None,
+        }],
+        stop.clone(),
+    );
     std::thread::sleep(Duration::from_millis(300));
     for (i, d) in devices.iter().enumerate() {
         let spec = cairn_primitives::DeviceSpec {
@@ -933,18 +945,6 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
     );
     assert!(o.status.success(), "{}", text(&o));
 
-    // The cheapest device answers its checkers (the worker's link, run here for its key
-    // alone): once verified it can be matched; the other two never connect and stay
-    // unverified.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let link = cairn_worker::spawn_checking(
-        &net.url,
-        vec![cairn_worker::ProvingDevice {
-            key: devices[0].clone(),
-            gpu: None,
-        }],
-        stop.clone(),
-    );
     eventually(90, "the cheapest device is verified", || {
         http_get(&net.url, &format!("/v1/devices/{watched}")).1["verification"]["status"]
             == "verified"
@@ -1382,6 +1382,11 @@ fn a_killed_worker_s_lease_times_out_and_is_never_run_twice() {
         )
     };
     let mut w = worker();
+    let carol = Keystore::at(&keys).load("carol").unwrap().address();
+    eventually(90, "the worker's device is verified", || {
+        c.get(&format!("/v1/devices?owner={carol}"))
+            .is_ok_and(|v| v["devices"][0]["verification"]["status"] == "verified")
+    });
     deploy_sh(&net, &keys, "sleep 120; : cairn-killed-worker-marker");
     eventually(30, "the job starts", || {
         c.get("/v1/leases/0").unwrap()["started"] == true

@@ -187,7 +187,9 @@ pub enum TxError {
     #[error("{0} is not a registered checker")]
     NotChecker(Address),
     /// Results for a round of another epoch than the current one.
-    #[error("the round is in epoch {got}; results are taken only for the current epoch {expected}")]
+    #[error(
+        "the round is in epoch {got}; results are taken only for rounds of the current epoch {expected} and the one before"
+    )]
     WrongEpoch {
         /// What it had to be.
         expected: u64,

@@ -49,9 +49,11 @@ pub(crate) struct State {
     pub(crate) weights_overflow: bool,
     /// (opened, checker, device, round) of every open dispute: which ran out of time.
     pub(crate) dispute_opened: BTreeSet<(u64, Address, Address, u64)>,
-    /// Each committee member's devices in assignment order, for the open epoch's committee;
-    /// built when first needed (see [`crate::assign`]), then kept as devices are added.
-    pub(crate) assignment: std::sync::OnceLock<crate::assign::Assignment>,
+    /// Each committee member's devices in assignment order, for the open epoch's committee
+    /// and the one before (results for the last epoch's rounds are taken in the next), by
+    /// epoch parity; built when first needed (see [`crate::assign`]), then kept as devices are
+    /// added.
+    pub(crate) assignments: [std::sync::OnceLock<crate::assign::Assignment>; 2],
 
     journal: Vec<(StateKey, Option<StateValue>)>,
 }
@@ -161,6 +163,11 @@ impl State {
     /// The open epoch's committee.
     pub(crate) fn committee(&self) -> Option<&Committee> {
         self.committees.get(&self.globals.epoch)
+    }
+
+    /// Epoch `epoch`'s committee, while it is kept (the open epoch's and the one before).
+    pub(crate) fn committee_of(&self, epoch: u64) -> Option<&Committee> {
+        self.committees.get(&epoch)
     }
 
     /// A copy of lease `id`'s record, to change and write back.
@@ -365,15 +372,17 @@ impl State {
                         Some(std::mem::replace(slot, d))
                     }
                     (Some(d), None) => {
-                        if let Some(asg) = self.assignment.get_mut() {
+                        for asg in self.assignments.iter_mut().filter_map(|x| x.get_mut()) {
                             asg.add(a, &d);
                         }
                         self.devices.insert(a, d)
                     }
                     (None, _) => {
                         let old = self.devices.remove(&a);
-                        if let (Some(asg), Some(o)) = (self.assignment.get_mut(), &old) {
-                            asg.remove(a, o);
+                        if let Some(o) = &old {
+                            for asg in self.assignments.iter_mut().filter_map(|x| x.get_mut()) {
+                                asg.remove(a, o);
+                            }
                         }
                         old
                     }
@@ -464,8 +473,8 @@ impl State {
                 old.map(V::Epoch)
             }
             (StateKey::Committee(e), v) => {
-                // The assignment follows the open epoch's committee: rebuilt when next needed.
-                self.assignment = std::sync::OnceLock::new();
+                // The assignments follow the committees: rebuilt when next needed.
+                self.assignments = Default::default();
                 let old = match v {
                     Some(V::Committee(x)) => self.committees.insert(e, x),
                     _ => self.committees.remove(&e),

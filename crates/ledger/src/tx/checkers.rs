@@ -134,8 +134,9 @@ impl Ledger {
     }
 
     /// Fixes epoch `epoch`'s committee from the checkers eligible now (active since before
-    /// it, or jailed with the jail over), drops the committee before it, and releases jailed
-    /// checkers whose time is up.
+    /// it, or jailed with the jail over), drops the committees before the last one (results
+    /// for the last epoch's rounds are still taken), and releases jailed checkers whose time
+    /// is up.
     pub(crate) fn fix_committee(&mut self, epoch: u64, seed: cairn_primitives::Hash, start: u64) {
         let mut members = Vec::new();
         let mut released = Vec::new();

@@ -79,15 +79,19 @@ impl Ledger {
         }
     }
 
-    /// The open epoch's assignment, built if it is not yet (once per epoch, or after a load).
-    fn assignment(&self) -> Result<&Assignment> {
-        let epoch = self.state.globals.epoch;
+    /// Epoch `epoch`'s assignment (the open epoch's or the one before), built if it is not yet
+    /// (once per epoch, or after a load).
+    fn assignment(&self, epoch: u64) -> Result<&Assignment> {
         let c = self
             .state
-            .committees
-            .get(&epoch)
+            .committee_of(epoch)
             .ok_or(TxError::UnknownRound(epoch))?;
-        Ok(self.state.assignment.get_or_init(|| {
+        let slot = self
+            .state
+            .assignments
+            .get(usize::from(epoch % 2 == 1))
+            .ok_or(TxError::UnknownRound(epoch))?;
+        Ok(slot.get_or_init(|| {
             Assignment::build(
                 c,
                 self.params.checking.committee,
@@ -99,7 +103,12 @@ impl Ledger {
 
     /// The checkers assigned to `device` this epoch (empty when there is no committee).
     pub fn checkers_of(&self, device: &Address) -> Vec<Address> {
-        self.state.committee().map_or_else(Vec::new, |c| {
+        self.checkers_in(self.state.globals.epoch, device)
+    }
+
+    /// The checkers assigned to `device` in `epoch` (the open one or the one before).
+    fn checkers_in(&self, epoch: u64, device: &Address) -> Vec<Address> {
+        self.state.committee_of(epoch).map_or_else(Vec::new, |c| {
             Draw::new(c, self.params.checking.committee).checkers_of(device)
         })
     }
@@ -107,6 +116,7 @@ impl Ledger {
     /// The devices assigned to `checker` this epoch, in assignment order (`PostResults`
     /// positions), from `first`, at most `limit`.
     pub fn devices_of(&self, checker: &Address, first: usize, limit: usize) -> Vec<Address> {
+        let epoch = self.state.globals.epoch;
         let Some(member) = self
             .state
             .committee()
@@ -114,7 +124,7 @@ impl Ledger {
         else {
             return Vec::new();
         };
-        match self.assignment() {
+        match self.assignment(epoch) {
             Ok(a) => a
                 .devices_of(member)
                 .iter()
@@ -138,8 +148,10 @@ impl Ledger {
             .get(&p.round)
             .cloned()
             .ok_or(TxError::UnknownRound(p.round))?;
+        // A round's results are taken in its epoch and the next (a round near an epoch's end
+        // finishes after it), read against its epoch's assignment.
         let epoch = self.state.globals.epoch;
-        if round.epoch != epoch {
+        if round.epoch != epoch && round.epoch.saturating_add(1) != epoch {
             return Err(TxError::WrongEpoch {
                 expected: epoch,
                 got: round.epoch,
@@ -147,7 +159,7 @@ impl Ledger {
         }
         let member = self
             .state
-            .committee()
+            .committee_of(round.epoch)
             .and_then(|c| c.members.iter().position(|m| m.checker == sender))
             .ok_or(TxError::NotInCommittee(sender))?;
         let count = usize::try_from(p.count).map_err(|_| TxError::BadResults("count"))?;
@@ -170,7 +182,7 @@ impl Ledger {
             return Err(TxError::BadUptime(*u));
         }
         let first = usize::try_from(p.first).map_err(|_| TxError::BadResults("first"))?;
-        let list = self.assignment()?.devices_of(member);
+        let list = self.assignment(round.epoch)?.devices_of(member);
         let end = first.saturating_add(count);
         let devices: Vec<Address> = list
             .get(first..end)
@@ -272,7 +284,7 @@ impl Ledger {
         if d.standing.votes.iter().any(|v| v.checker == checker) {
             return Err(TxError::DuplicateResult(device));
         }
-        let assigned = self.checkers_of(&device);
+        let assigned = self.checkers_in(round.epoch, &device);
         if !assigned.contains(&checker) {
             return Err(TxError::NotDue {
                 device,

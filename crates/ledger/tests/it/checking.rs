@@ -136,8 +136,8 @@ fn malformed_unassigned_stale_and_foreign_results_are_refused_and_change_nothing
         Some(TxError::StaleResult { .. })
     ));
 
-    // A checker registered this epoch is not in its committee; results of a round of the
-    // epoch before are refused.
+    // A checker registered this epoch is not in its committee; results of a round two epochs
+    // back are refused (a round's results are taken in its epoch and the next).
     let newcomer = w.users[2].clone();
     let reg = TxBody::RegisterChecker {
         endpoint: BoundedString::new("127.0.0.1:7200").unwrap(),
@@ -151,7 +151,7 @@ fn malformed_unassigned_stale_and_foreign_results_are_refused_and_change_nothing
         Some(TxError::NotInCommittee(_))
     ));
     let last = w.ledger.globals().last_round;
-    w.block(w.ledger.params().epoch_ms, vec![]);
+    w.block(2 * w.ledger.params().epoch_ms, vec![]);
     let body = w.results(&checker.address(), last, &[(dev, ResultCode::Pass)]);
     assert!(matches!(
         w.run(&checker, body),
