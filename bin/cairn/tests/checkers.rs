@@ -336,7 +336,19 @@ fn one_solver_answering_for_two_devices_misses_the_deadline() {
         })
     };
 
-    // Both devices registered together; the worker's link proves both on its one CPU.
+    // The worker's link proves both devices on its one CPU (it connects each once it is
+    // registered); both are registered together, so both are due in the same join round.
+    let link = cairn_worker::spawn_checking(
+        &url,
+        devices
+            .iter()
+            .map(|k| cairn_worker::ProvingDevice {
+                key: k.clone(),
+                gpu: None,
+            })
+            .collect(),
+        stop.clone(),
+    );
     let c = Client::new(&url);
     let chain = c.chain().unwrap().0;
     for d in &devices {
@@ -360,17 +372,6 @@ fn one_solver_answering_for_two_devices_misses_the_deadline() {
             "final"
         );
     }
-    let link = cairn_worker::spawn_checking(
-        &url,
-        devices
-            .iter()
-            .map(|k| cairn_worker::ProvingDevice {
-                key: k.clone(),
-                gpu: None,
-            })
-            .collect(),
-        stop.clone(),
-    );
     let verdict = |k: &Keypair| {
         c.get(&format!("/v1/devices/{}", k.address())).unwrap()["verification"].clone()
     };

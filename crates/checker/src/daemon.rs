@@ -147,6 +147,9 @@ struct Shared {
     evidence: PathBuf,
     /// Devices assigned to this checker this epoch: only they may connect.
     admitted: Mutex<BTreeSet<Address>>,
+    /// Keys refused since the last refresh: a device registered since then is admitted as
+    /// soon as the list is read again (at the next poll, not the next periodic refresh).
+    knocked: AtomicBool,
     conns: Mutex<BTreeMap<Address, mpsc::UnboundedSender<DeviceJob>>>,
     beats: Mutex<BTreeMap<Address, Beats>>,
     epoch: AtomicU64,
@@ -188,6 +191,7 @@ pub fn run(
         chain_id,
         evidence,
         admitted: Mutex::new(BTreeSet::new()),
+        knocked: AtomicBool::new(false),
         conns: Mutex::new(BTreeMap::new()),
         beats: Mutex::new(BTreeMap::new()),
         epoch: AtomicU64::new(0),
@@ -221,7 +225,11 @@ pub fn run(
         "checker {}: listening on {listen_addr} for its devices, following {}",
         shared.me, settings.node
     );
-    let cfg = commonware_runtime::tokio::Config::new().with_worker_threads(2);
+    // Connections are quiet between heartbeats (a minute by default): liveness is the
+    // heartbeats' business, not the socket's read timeout.
+    let cfg = commonware_runtime::tokio::Config::new()
+        .with_worker_threads(2)
+        .with_read_write_timeout(Duration::from_secs(3600));
     let runner = commonware_runtime::tokio::Runner::new(cfg);
     let link_stop = stop.clone();
     let result = runner.start(|ctx| async move {
@@ -268,11 +276,15 @@ async fn accept_loop(
             let admit_shared = shared.clone();
             let admit = move |k: &PublicKey| {
                 let a = Address::of(k);
-                admit_shared
+                let ok = admit_shared
                     .admitted
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .contains(&a)
+                    .contains(&a);
+                if !ok {
+                    admit_shared.knocked.store(true, Ordering::Relaxed);
+                }
+                ok
             };
             match link::accept(&ctx, &shared.key, &shared.chain_id, sink, stream, admit).await {
                 Ok((k, tx, rx)) => {
@@ -332,7 +344,10 @@ async fn serve_device(
                     tracing::info!("device {device}: malformed message refused ({e}); closing");
                     return;
                 }
-                Err(_) => return,
+                Err(e) => {
+                    tracing::debug!("device {device}: {e}; closing");
+                    return;
+                }
             }
         }
     });
@@ -342,8 +357,20 @@ async fn serve_device(
         nonce,
         last_seq: None,
     };
+    // A device silent for three heartbeat intervals is gone: close, and let it reconnect.
+    let idle = shared.heartbeat.saturating_mul(3);
+    let mut heard = Instant::now();
     loop {
-        match select(jobs.next(), msgs.next()).await {
+        let wait = Box::pin(ctx.sleep(idle.saturating_sub(heard.elapsed())));
+        let next = match select(select(jobs.next(), msgs.next()), wait).await {
+            Either::Left((next, _)) => next,
+            Either::Right(_) => {
+                let why = reason("no heartbeat for three intervals");
+                let _ = link::send(&mut tx, &ToDevice::Refused { reason: why }).await;
+                break;
+            }
+        };
+        match next {
             Either::Left((Some(job), _)) => {
                 let (code, why) =
                     run_round(&ctx, &shared, &key, &mut hb, &mut tx, &mut msgs, &job).await;
@@ -358,14 +385,16 @@ async fn serve_device(
                 }
             }
             Either::Right((Some(m), _)) => {
-                if !hb.take(&shared, m) {
+                if hb.take(&shared, m) {
+                    heard = Instant::now();
+                } else {
                     shared
                         .metrics
                         .refused_messages
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }
-            _ => break,
+            Either::Left((None, _)) | Either::Right((None, _)) => break,
         }
     }
     let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -861,7 +890,8 @@ fn follow_chain(
                 classes = serde_json::from_value(client.get("/v1/classes")?["classes"].clone())
                     .map_err(|e| cairn_client::Error::Protocol(e.to_string()))?;
             }
-            if epoch != list_epoch || list_at.elapsed() > settings.refresh {
+            let knocked = shared.knocked.swap(false, Ordering::Relaxed);
+            if epoch != list_epoch || knocked || list_at.elapsed() > settings.refresh {
                 let (e, l) = assigned(&client, &shared.me)?;
                 list = l;
                 list_epoch = e;

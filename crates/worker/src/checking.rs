@@ -147,7 +147,11 @@ fn run(node: &str, devices: Vec<ProvingDevice>, stop: &Arc<AtomicBool>) {
             .name("checking-chain".into())
             .spawn(move || follow(&node, &addrs, &view, &stop))
     };
-    let cfg = commonware_runtime::tokio::Config::new().with_worker_threads(2);
+    // Connections are quiet between rounds: liveness is the heartbeats' business (the
+    // checker closes a silent connection, and this side reconnects), not the socket's.
+    let cfg = commonware_runtime::tokio::Config::new()
+        .with_worker_threads(2)
+        .with_read_write_timeout(Duration::from_secs(3600));
     let runner = commonware_runtime::tokio::Runner::new(cfg);
     let stop_link = stop.clone();
     runner.start(|ctx| async move {
@@ -405,8 +409,8 @@ impl Conn {
                 self.key.address().short(),
                 self.checker.short()
             );
-            // Try again later (the supervisor starts a new connection once this one is gone).
-            ctx.sleep(Duration::from_secs(2)).await;
+            // Try again soon (the supervisor starts a new connection once this one is gone).
+            ctx.sleep(Duration::from_secs(1)).await;
         }
         self.alive.store(false, Ordering::Relaxed);
     }
@@ -428,9 +432,17 @@ impl Conn {
         let (msgs_tx, mut msgs) = mpsc::unbounded::<ToDevice>();
         ctx.child("reader").spawn(move |_| async move {
             let mut rx = rx;
-            while let Ok(m) = link::recv::<ToDevice>(&mut rx).await {
-                if msgs_tx.unbounded_send(m).is_err() {
-                    return;
+            loop {
+                match link::recv::<ToDevice>(&mut rx).await {
+                    Ok(m) => {
+                        if msgs_tx.unbounded_send(m).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("checking: {e}");
+                        return;
+                    }
                 }
             }
         });

@@ -284,13 +284,11 @@ impl Ledger {
         if d.standing.votes.iter().any(|v| v.checker == checker) {
             return Err(TxError::DuplicateResult(device));
         }
-        let assigned = self.checkers_in(round.epoch, &device);
-        if !assigned.contains(&checker) {
-            return Err(TxError::NotDue {
-                device,
-                why: "the checker is not assigned to it",
-            });
-        }
+        // The device came from the checker's own list for the round's epoch: the checker is
+        // one of its `assigned` (the committee's draw, all members when fewer).
+        let assigned = self.state.committee_of(round.epoch).map_or(0, |c| {
+            usize::from(self.params.checking.committee).min(c.members.len())
+        });
         d.standing.votes.push(Vote {
             checker,
             code,
@@ -298,7 +296,7 @@ impl Ledger {
         });
         let before = d.standing.verdict;
         let verdict = if before == Verdict::Pending {
-            decide(&d.standing.votes, assigned.len())
+            decide(&d.standing.votes, assigned)
         } else {
             before
         };
@@ -310,8 +308,7 @@ impl Ledger {
                     self.cx.agreed.push(v.checker);
                 }
             }
-            self.state.set_device(device, d);
-            return self.apply_verdict(device, height, verdict);
+            return self.apply_verdict(device, d, height, verdict);
         }
         if verdict != Verdict::Pending && agrees(code, verdict) {
             self.cx.agreed.push(checker);
@@ -350,10 +347,15 @@ impl Ledger {
     /// What a decided round does: a pass verifies the device (or frees it when its jail is
     /// over); a fail or a missed round jails it, ends its lease (refunding the customer), and
     /// past the genesis number of consecutive fails slashes it, graded.
-    fn apply_verdict(&mut self, device: Address, round: u64, verdict: Verdict) -> Result<()> {
+    fn apply_verdict(
+        &mut self,
+        device: Address,
+        mut d: cairn_primitives::Device,
+        round: u64,
+        verdict: Verdict,
+    ) -> Result<()> {
         let epoch = self.state.globals.epoch;
-        let p = self.params.checking.clone();
-        let mut d = self.settled_device(&device)?;
+        let p = &self.params.checking;
         let uptime = median_uptime(&d.standing.votes);
         d.tally_uptime = uptime;
         let mut slash_bps = 0u32;
