@@ -76,6 +76,13 @@ fn wait_for_worker_and_credits(c: &Client, who: &cairn_primitives::Address) {
 }
 
 fn spawn_devnet(dir: &Path, extra: &[&str]) -> Devnet {
+    // These tests are not about checking: their device is verified in its join round, and no
+    // regular round runs beside what they time (a round a killed worker misses would jail its
+    // device and end its lease as failed, not timed out). The checking tests run rounds.
+    let mut extra = extra.to_vec();
+    if !extra.contains(&"--min-round-gap-secs") {
+        extra.extend(["--min-round-gap-secs", "86400"]);
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args([
             "devnet",
@@ -86,7 +93,7 @@ fn spawn_devnet(dir: &Path, extra: &[&str]) -> Devnet {
             "--dir",
         ])
         .arg(dir)
-        .args(extra)
+        .args(&extra)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -789,7 +796,12 @@ fn run_tx(c: &Client, key: &Keypair, body: TxBody) -> cairn_primitives::Hash {
 #[test]
 fn devices_deployments_epochs_stakes_credits_and_events() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut net = start_with(dir.path(), &["--epoch-secs", "2"]);
+    // Epochs of 6 s, and regular rounds (at least 10 s apart): its device is verified by the
+    // first round after its link connects, and a round's results land within the next epoch.
+    let mut net = start_with(
+        dir.path(),
+        &["--epoch-secs", "6", "--min-round-gap-secs", "10"],
+    );
     let keys = dir.path().join("keys");
     let store = Keystore::at(&keys);
     let (alice, bob) = (store.load("alice").unwrap(), store.load("bob").unwrap());
@@ -1030,7 +1042,7 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
     assert!(!o.status.success());
     assert!(text(&o).contains("holds no shares"), "{}", text(&o));
 
-    // Epochs close every 2 s: records, the epoch in progress, rewards (none: nobody attested).
+    // Epochs close every 6 s: records, the epoch in progress, rewards (none: nobody attested).
     eventually(20, "a closed epoch", || {
         http_get(&net.url, "/v1/epochs/0").1["status"] == "closed"
     });
