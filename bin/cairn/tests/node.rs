@@ -794,9 +794,6 @@ fn run_tx(c: &Client, key: &Keypair, body: TxBody) -> cairn_primitives::Hash {
 /// stake, delegate, undelegate and credits through the CLI; every path in the OpenAPI
 /// document answers; Ctrl-C ends open event streams and stops the devnet cleanly.
 #[test]
-#[ignore = "its device, proved by the checking link run in this test process, is not verified \
-            within 90 s in the full suite (the same link verifies devices in tests/checkers.rs); \
-            issue 17's note"]
 fn devices_deployments_epochs_stakes_credits_and_events() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Epochs of 6 s, and regular rounds (at least 10 s apart): its device is verified by the
