@@ -1,6 +1,7 @@
-//! Checking when things go wrong: a worker killed mid-round. A node runs in this process; checkers and workers run
-//! as the `cairn` processes an operator starts (or, where the test must speak the wire itself,
-//! in this process).
+//! Checking when things go wrong: a checker killed mid-epoch, a worker killed mid-round, bad
+//! input to a live checker. A node runs in this process; checkers and workers run as the
+//! `cairn` processes an operator starts (or, where the test must speak the wire itself, in
+//! this process).
 
 use cairn_client::Client;
 use cairn_primitives::{Address, Genesis, GenesisAccount, GenesisChecker, Keypair};
@@ -23,12 +24,37 @@ fn free_port() -> SocketAddr {
         .expect("a free port")
 }
 
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+/// Waits for `f`; on time-out fails with `what` and the processes' logs under `logs`.
+fn eventually(secs: u64, logs: &Path, what: &str, mut f: impl FnMut() -> bool) {
     let until = Instant::now() + Duration::from_secs(secs);
     while !f() {
-        assert!(Instant::now() < until, "timed out: {what}");
+        if Instant::now() >= until {
+            let mut out = String::new();
+            for e in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "log") {
+                    let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    out.push_str(&format!("--- {}\n", p.display()));
+                    for l in tail.into_iter().rev() {
+                        out.push_str(l);
+                        out.push('\n');
+                    }
+                }
+            }
+            panic!("timed out: {what}\n{out}");
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A file the process writes its log to (appended), shown when the test times out.
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .expect("a log file")
 }
 
 /// A child process killed and reaped when dropped.
@@ -147,10 +173,35 @@ impl Net {
                 .env("CAIRN_KEYS_DIR", &self.keys)
                 .env("CAIRN_CHECKER_HEARTBEAT", "2s")
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(log_file(data, name))
                 .spawn()
                 .expect("spawn cairn checker run"),
         )
+    }
+
+    /// Registers a CPU device for the owner and waits for finality.
+    fn register(&self, device: &Keypair, cores: u32, ram_mib: u64) {
+        let c = Client::new(&self.url);
+        let chain = c.chain().unwrap().0;
+        let spec = cairn_primitives::DeviceSpec {
+            cpu_cores: cores,
+            ram_mib,
+            ..cairn_primitives::DeviceSpec::default()
+        };
+        let body = cairn_ledger::testing::register(
+            &self.owner.address(),
+            device,
+            "CPU",
+            spec,
+            "lab",
+            100,
+            &chain,
+        );
+        let h = c.sign_and_submit(&self.owner, None, body).unwrap();
+        assert_eq!(
+            c.wait_final(&h, Duration::from_secs(30)).unwrap()["status"],
+            "final"
+        );
     }
 
     fn verification(&self, device: &Address) -> serde_json::Value {
@@ -197,20 +248,20 @@ fn a_worker_killed_mid_round_fails_that_round_only() {
                 .arg(&wdir)
                 .env("CAIRN_NODE", &net.url)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(log_file(dir.path(), "worker"))
                 .spawn()
                 .unwrap(),
         )
     };
     let mut w = worker();
-    eventually(90, "the device is verified", || {
+    eventually(90, dir.path(), "the device is verified", || {
         net.verification(&dev)["status"] == "verified"
     });
     // The next round: killed while it computes.
     let last = c.get("/v1/rounds/latest").unwrap()["height"]
         .as_u64()
         .unwrap();
-    eventually(60, "a new round starts", || {
+    eventually(60, dir.path(), "a new round starts", || {
         c.get("/v1/rounds/latest").unwrap()["height"]
             .as_u64()
             .unwrap()
@@ -221,9 +272,12 @@ fn a_worker_killed_mid_round_fails_that_round_only() {
         .unwrap();
     w.0.kill().unwrap();
     w.0.wait().unwrap();
-    eventually(60, "the round is decided: missed", || {
+    // Jailed for that round (or, had it answered that one before it died, for the next).
+    eventually(60, dir.path(), "jailed for a missed round", || {
         let v = net.verification(&dev);
-        v["round"].as_u64() == Some(killed_round) && v["verdict"] != "pending"
+        v["round"].as_u64() >= Some(killed_round)
+            && v["verdict"] != "pending"
+            && v["status"] == "jailed"
     });
     let v = net.verification(&dev);
     assert_eq!(
@@ -233,10 +287,409 @@ fn a_worker_killed_mid_round_fails_that_round_only() {
     );
     // Restarted: it passes the rounds after, and is verified again once its jail is over.
     let _w = worker();
-    eventually(120, "verified again", || {
+    eventually(120, dir.path(), "verified again", || {
         net.verification(&dev)["status"] == "verified"
     });
     let v = net.verification(&dev);
     assert_eq!(v["consecutive_fails"], 0, "{v}");
     assert!(v["round"].as_u64().unwrap() > killed_round);
+}
+
+/// A counter from the checker's Prometheus text.
+fn counter(m: &cairn_checker::Metrics, name: &str) -> u64 {
+    let line = format!("cairn_checker_{name} ");
+    m.render()
+        .lines()
+        .find_map(|l| l.strip_prefix(&line)?.parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// A live checker refuses bad input and keeps serving. A key that is not one of its devices
+/// is refused at the handshake, and bytes that are no handshake are dropped. After the
+/// handshake, a malformed message, a heartbeat bound to another connection, one for a far
+/// epoch, a replayed one and a forged one are each refused with the reason, and the
+/// connection is closed. A good heartbeat on a new connection after all that is counted.
+#[test]
+fn a_live_checker_refuses_bad_input_with_a_reason_and_keeps_serving() {
+    use cairn_checker::link;
+    use cairn_checker::wire::{Heartbeat, ToChecker, ToDevice};
+    use commonware_runtime::Runner as _;
+    let _turn = timed();
+    let dir = tempfile::tempdir().unwrap();
+    // No round: nothing but what the test sends crosses the connection.
+    let net = Net::start(dir.path(), 1, 3600, |g| {
+        g.checking.min_round_gap_secs = 86_400;
+        g.checking.join_delay_secs = 86_400;
+    });
+    let c = Client::new(&net.url);
+    let chain = c.chain().unwrap().0;
+    let (name, addr) = net.checkers[0].clone();
+    let checker_key = cairn_keystore::Keystore::at(&net.keys).load(&name).unwrap();
+    let checker = checker_key.address();
+    let device = Keypair::from_seed([40; 32]);
+    let stranger = Keypair::from_seed([41; 32]);
+    let spec = cairn_primitives::DeviceSpec {
+        cpu_cores: 1,
+        ram_mib: 1024,
+        ..cairn_primitives::DeviceSpec::default()
+    };
+    let body = cairn_ledger::testing::register(
+        &net.owner.address(),
+        &device,
+        "CPU",
+        spec,
+        "lab",
+        100,
+        &chain,
+    );
+    let h = c.sign_and_submit(&net.owner, None, body).unwrap();
+    assert_eq!(
+        c.wait_final(&h, Duration::from_secs(30)).unwrap()["status"],
+        "final"
+    );
+    let metrics = std::sync::Arc::new(cairn_checker::Metrics::default());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let daemon = {
+        let s = cairn_checker::CheckerSettings {
+            node: net.url.clone(),
+            listen: addr,
+            data_dir: dir.path().join("checker"),
+            ..cairn_checker::CheckerSettings::default()
+        };
+        let (stop, metrics) = (stop.clone(), metrics.clone());
+        std::thread::spawn(move || cairn_checker::run(&s, checker_key, stop, metrics))
+    };
+    // Stops the checker on every path out of the test, failure included.
+    struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let stopping = Stop(stop.clone());
+
+    // Bytes that are no handshake: dropped within the handshake's time limit.
+    {
+        use std::io::{Read, Write};
+        let mut s = loop {
+            match std::net::TcpStream::connect(addr) {
+                Ok(s) => break s,
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let _ = s.write_all(&[0xAB; 4096]);
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "the checker answered garbage with {n} bytes");
+    }
+
+    let cfg = commonware_runtime::tokio::Config::new().with_worker_threads(1);
+    let runner = commonware_runtime::tokio::Runner::new(cfg);
+    let refusals: Vec<String> = runner.start(|ctx| async move {
+        // A key the chain does not assign to this checker.
+        assert!(
+            link::dial(&ctx, &stranger, &chain, &checker, addr)
+                .await
+                .is_err(),
+            "a stranger's key is refused at the handshake"
+        );
+        // The device's own key: admitted once the checker has read its list.
+        let connect = || async {
+            let until = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok((tx, mut rx)) = link::dial(&ctx, &device, &chain, &checker, addr).await
+                    && let Ok(ToDevice::Hello { epoch, nonce, .. }) =
+                        link::recv::<ToDevice>(&mut rx).await
+                {
+                    return (tx, rx, epoch, nonce);
+                }
+                assert!(Instant::now() < until, "the device is never admitted");
+                commonware_runtime::Clock::sleep(&ctx, Duration::from_millis(200)).await;
+            }
+        };
+        // The refusal's reason, after which the connection is closed.
+        let refused = |mut rx: link::LinkReceiver| async move {
+            let why = match link::recv::<ToDevice>(&mut rx).await {
+                Ok(ToDevice::Refused { reason }) => reason.as_str().to_string(),
+                other => panic!("expected a refusal, got {other:?}"),
+            };
+            assert!(
+                link::recv::<ToDevice>(&mut rx).await.is_err(),
+                "closed after refusing"
+            );
+            why
+        };
+        let mut out = Vec::new();
+        let (mut tx, rx, _, _) = connect().await;
+        tx.send(vec![0xEE; 40]).await.unwrap();
+        out.push(refused(rx).await);
+        let (mut tx, rx, epoch, _) = connect().await;
+        let hb = Heartbeat::sign(&device, &chain, &checker, epoch, 1, [7; 32]);
+        link::send(&mut tx, &ToChecker::Heartbeat(hb))
+            .await
+            .unwrap();
+        out.push(refused(rx).await);
+        let (mut tx, rx, epoch, nonce) = connect().await;
+        let hb = Heartbeat::sign(&device, &chain, &checker, epoch + 5, 1, nonce);
+        link::send(&mut tx, &ToChecker::Heartbeat(hb))
+            .await
+            .unwrap();
+        out.push(refused(rx).await);
+        let (mut tx, rx, epoch, nonce) = connect().await;
+        let hb = Heartbeat::sign(&device, &chain, &checker, epoch, 3, nonce);
+        link::send(&mut tx, &ToChecker::Heartbeat(hb.clone()))
+            .await
+            .unwrap();
+        link::send(&mut tx, &ToChecker::Heartbeat(hb))
+            .await
+            .unwrap();
+        out.push(refused(rx).await);
+        let (mut tx, rx, epoch, nonce) = connect().await;
+        let forged = Heartbeat::sign(&stranger, &chain, &checker, epoch, 1, nonce);
+        link::send(&mut tx, &ToChecker::Heartbeat(forged))
+            .await
+            .unwrap();
+        out.push(refused(rx).await);
+        let (mut tx, _rx, epoch, nonce) = connect().await;
+        let hb = Heartbeat::sign(&device, &chain, &checker, epoch, 1, nonce);
+        link::send(&mut tx, &ToChecker::Heartbeat(hb))
+            .await
+            .unwrap();
+        out
+    });
+    let expect = [
+        "malformed message",
+        "another connection's nonce",
+        "epoch",
+        "replayed",
+        "signature",
+    ];
+    for (got, want) in refusals.iter().zip(expect) {
+        assert!(got.contains(want), "{got:?} should say {want:?}");
+    }
+    assert_eq!(refusals.len(), expect.len(), "{refusals:?}");
+    eventually(10, dir.path(), "the good heartbeats are counted", || {
+        counter(&metrics, "heartbeats") == 2
+    });
+    assert_eq!(counter(&metrics, "refused_messages"), 5);
+    drop(stopping);
+    daemon
+        .join()
+        .expect("the checker's thread")
+        .expect("the checker stops cleanly");
+}
+
+/// `cairn` as a checker's operator runs it against the test's node.
+fn cli(net: &Net, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env("CAIRN_NODE", &net.url)
+        .env("CAIRN_KEYS_DIR", &net.keys)
+        .output()
+        .expect("cairn runs")
+}
+
+/// `cairn checker register`, `status` and `retire` as an operator uses them: bad endpoints and
+/// stakes below the minimum are refused with the reason and change nothing; a registered
+/// checker shows its endpoint, stake and status; a second registration is refused; retiring
+/// starts the unbonding.
+#[test]
+fn checker_register_status_and_retire_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::start(dir.path(), 1, 3600, |g| {
+        g.checking.min_round_gap_secs = 86_400;
+    });
+    let c = Client::new(&net.url);
+    let me = net.owner.address();
+    let record = || c.get(&format!("/v1/checkers/{me}"));
+    let refused = |args: &[&str], says: &str| {
+        let o = cli(&net, args);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(err.contains(says), "{args:?}: {err:?} should say {says:?}");
+    };
+    let balance = || c.get(&format!("/v1/accounts/{me}")).unwrap()["balance"].clone();
+    let before = balance();
+
+    refused(
+        &[
+            "checker",
+            "register",
+            "--key",
+            "owner",
+            "--endpoint",
+            "nowhere",
+            "--stake",
+            "1000",
+        ],
+        "endpoint",
+    );
+    refused(
+        &[
+            "checker",
+            "register",
+            "--key",
+            "owner",
+            "--endpoint",
+            "127.0.0.1:7999",
+            "--stake",
+            "1",
+        ],
+        "stake",
+    );
+    refused(
+        &[
+            "checker",
+            "register",
+            "--key",
+            "owner",
+            "--endpoint",
+            "127.0.0.1:7999",
+            "--stake",
+            "lots",
+        ],
+        "--stake",
+    );
+    assert!(record().is_err(), "nothing registered");
+    assert_eq!(balance(), before, "nothing spent");
+
+    let o = cli(
+        &net,
+        &[
+            "checker",
+            "register",
+            "--key",
+            "owner",
+            "--endpoint",
+            "127.0.0.1:7999",
+            "--stake",
+            "1000",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = record().expect("registered");
+    assert_eq!(
+        (&r["endpoint"], &r["status"]),
+        (
+            &serde_json::json!("127.0.0.1:7999"),
+            &serde_json::json!("active")
+        ),
+        "{r}"
+    );
+    let o = cli(&net, &["checker", "status", "--key", "owner"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for want in [
+        me.to_string().as_str(),
+        "endpoint    127.0.0.1:7999",
+        "stake       1000",
+        "status      active",
+        // It joins the committee of the epoch after the one it registered in.
+        "committee   no",
+    ] {
+        assert!(text.contains(want), "{text:?} should show {want:?}");
+    }
+    refused(
+        &[
+            "checker",
+            "register",
+            "--key",
+            "owner",
+            "--endpoint",
+            "127.0.0.1:7998",
+            "--stake",
+            "1000",
+        ],
+        "already",
+    );
+    refused(&["checker", "status"], "name the checker");
+    refused(
+        &[
+            "checker",
+            "status",
+            &Keypair::from_seed([77; 32]).address().to_string(),
+        ],
+        "no checker",
+    );
+
+    let o = cli(&net, &["checker", "retire", "--key", "owner"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(record().unwrap()["status"], "retired");
+    let o = cli(&net, &["checker", "status", "--key", "owner", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status --json");
+    assert_eq!(v["checker"]["status"], "retired", "{v}");
+    let account = c.get(&format!("/v1/accounts/{me}")).unwrap();
+    assert_eq!(
+        account["unbonding"].as_array().map(Vec::len),
+        Some(1),
+        "its stake unbonds: {account}"
+    );
+}
+
+/// A checker killed mid-epoch costs its devices nothing: the two left agree, every round is
+/// still decided, the device is never jailed, and the epoch pays it.
+#[test]
+fn a_checker_killed_mid_epoch_costs_its_devices_nothing() {
+    let _turn = timed();
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::start(dir.path(), 3, 30, |_| {});
+    let mut checkers: Vec<Guard> = (0..3).map(|i| net.checker_process(i, dir.path())).collect();
+    let device = Keypair::from_seed([7; 32]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let link = cairn_worker::spawn_checking(
+        &net.url,
+        vec![cairn_worker::ProvingDevice {
+            key: device.clone(),
+            gpu: None,
+        }],
+        stop.clone(),
+    );
+    net.register(&device, 2, 8192);
+    let dev = device.address();
+    eventually(90, dir.path(), "the device is verified", || {
+        net.verification(&dev)["status"] == "verified"
+    });
+    let c = Client::new(&net.url);
+    let epoch = c.status().unwrap()["epoch"].as_u64().unwrap();
+    // Kill one of its three checkers (no shutdown: SIGKILL).
+    checkers[0].0.kill().unwrap();
+    checkers[0].0.wait().unwrap();
+    let after = net.verification(&dev)["round"].as_u64().unwrap();
+    eventually(
+        90,
+        dir.path(),
+        "two more rounds are decided without it",
+        || {
+            let v = net.verification(&dev);
+            assert_ne!(v["status"], "jailed", "the device was jailed: {v}");
+            let decided = v["verdict"] == "pass" && v["round"].as_u64().unwrap() > after;
+            decided && v["results"].as_array().is_some_and(|r| r.len() == 2)
+        },
+    );
+    eventually(90, dir.path(), "the epoch closes", || {
+        c.status().unwrap()["epoch"].as_u64().unwrap() > epoch
+    });
+    let d = c.get(&format!("/v1/devices/{dev}")).unwrap();
+    assert_eq!(d["verification"]["status"], "verified", "{d}");
+    // The epoch pays it: owed by the closed epoch, or already paid to its owner.
+    let nonzero = |v: &serde_json::Value| {
+        v.as_str()
+            .is_some_and(|s| !s.trim_matches(['0', '.']).is_empty())
+    };
+    eventually(60, dir.path(), "the closed epoch pays the device", || {
+        let d = c.get(&format!("/v1/devices/{dev}")).unwrap();
+        let r = c
+            .get(&format!("/v1/accounts/{}/rewards", net.owner.address()))
+            .unwrap();
+        nonzero(&d["pending_rewards"]["capacity"])
+            || r["rewards"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| nonzero(&e["capacity"]))
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    link.join().unwrap();
+    drop(checkers);
 }

@@ -957,10 +957,29 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
     );
     assert!(o.status.success(), "{}", text(&o));
 
-    eventually(90, "the cheapest device is verified", || {
-        http_get(&net.url, &format!("/v1/devices/{watched}")).1["verification"]["status"]
-            == "verified"
-    });
+    let until = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, d) = http_get(&net.url, &format!("/v1/devices/{watched}"));
+        if d["verification"]["status"] == "verified" {
+            break;
+        }
+        if std::time::Instant::now() > until {
+            let log = net.log.lock().unwrap();
+            let tail: Vec<&String> = log
+                .iter()
+                .filter(|l| !l.contains("not connected"))
+                .collect();
+            panic!(
+                "timed out: the cheapest device is verified: {}\ndevnet said:\n{}",
+                d["verification"],
+                tail.iter()
+                    .map(|l| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (_, unverified) = http_get(&net.url, &format!("/v1/devices/{}", devices[1].address()));
     assert_eq!(
         unverified["verification"]["status"], "unverified",
@@ -1160,6 +1179,28 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
         let (st, v) = http_get(&net.url, &path);
         assert_eq!(st, 200, "{path}: {v}");
     }
+
+    // A checker reads every round since the last it handled, and its list for a round's
+    // epoch: the open one or the one before, no other.
+    let (_, rounds) = http_get(&net.url, &format!("/v1/rounds?after={}", round - 1));
+    assert_eq!(rounds["rounds"][0]["height"], round, "{rounds}");
+    let open = http_get(&net.url, "/v1/status").1["epoch"]
+        .as_u64()
+        .unwrap();
+    let (st, v) = http_get(
+        &net.url,
+        &format!("/v1/checkers/{checker}/devices?epoch={open}"),
+    );
+    assert_eq!((st, &v["epoch"]), (200, &serde_json::json!(open)), "{v}");
+    let (st, v) = http_get(
+        &net.url,
+        &format!("/v1/checkers/{checker}/devices?epoch={}", open + 2),
+    );
+    assert_eq!(
+        (st, &v["error"]["code"]),
+        (404, &serde_json::json!("unknown_epoch")),
+        "{v}"
+    );
 
     // Ctrl-C with a stream still open: the stream ends and the devnet exits cleanly.
     stop.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -160,7 +160,7 @@ fn on_chain(n: usize, c: usize, quiet: bool) -> Result<serde_json::Value> {
     let start = Instant::now();
     let lists: Vec<Vec<Address>> = checkers
         .iter()
-        .map(|k| ledger.devices_of(&k.address(), 0, usize::MAX))
+        .map(|k| ledger.devices_of(&k.address(), ledger.globals().epoch, 0, usize::MAX))
         .collect();
     let assign_secs = start.elapsed().as_secs_f64();
     let chain = genesis.chain_id.clone();

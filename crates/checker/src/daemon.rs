@@ -1,8 +1,8 @@
 //! The checker daemon.
 //!
 //! Two halves. A chain thread (blocking HTTP to the node) follows the chain: the epoch, this
-//! checker's devices in assignment order, the latest round; it hands each new round to the
-//! link half, journals the results that come back before posting them, posts them, and backs
+//! checker's devices in assignment order, every round it has not handed out yet (one of the
+//! epoch before is run against that epoch's list); it hands each new round to the link half, journals the results that come back before posting them, posts them, and backs
 //! disputed results with the receipts kept on disk. The link half (a commonware tokio
 //! runtime) accepts devices' connections and runs each round against each due device, with
 //! this checker's own random draws; heartbeats are counted all the while.
@@ -35,6 +35,9 @@ const GRACE: Duration = Duration::from_secs(2);
 const READY_WAIT: Duration = Duration::from_secs(60);
 /// How long openings and the receipt may take.
 const REPLY_WAIT: Duration = Duration::from_secs(30);
+/// A round found later than this after it started (the checker was down or behind) is not
+/// run: its seed has been public for long enough that a device could have prepared.
+const LATE_ROUND: Duration = Duration::from_secs(60);
 
 /// Why the daemon stopped.
 #[derive(Debug, thiserror::Error)]
@@ -117,18 +120,35 @@ impl Metrics {
     }
 }
 
-/// A device's heartbeats this epoch, on its current connection.
+/// A device's heartbeats this epoch and the one before (a round of the epoch before may
+/// still be posted).
 #[derive(Clone, Default)]
 struct Beats {
     epoch: u64,
     count: u64,
+    before: u64,
+}
+
+impl Beats {
+    /// Heartbeats counted in `epoch`.
+    fn of(&self, epoch: u64) -> u64 {
+        if self.epoch == epoch {
+            self.count
+        } else if self.epoch == epoch.saturating_add(1) {
+            self.before
+        } else {
+            0
+        }
+    }
 }
 
 /// What the chain thread tells the link half.
 struct RoundOrder {
     height: u64,
     seed: Hash,
-    /// Due devices, their challenge, and whether it is their first round.
+    /// Due devices, their challenge, and whether not being connected is excused (their first
+    /// round, or a round of an epoch that closed before it was handed out: the device may
+    /// have moved on to its new epoch's checkers).
     due: Vec<(Address, Params, bool)>,
 }
 
@@ -216,10 +236,22 @@ pub fn run(
         let shared = shared.clone();
         let stop = stop.clone();
         let settings = settings.clone();
+        let pending = pending.clone();
         std::thread::Builder::new()
             .name("checker-chain".into())
             .spawn(move || follow_chain(&settings, &shared, &pending, orders_tx, results_rx, &stop))
             .map_err(|e| CheckerError::Data(PathBuf::from("checker-chain thread"), e))?
+    };
+    // Posting waits for each transaction to be final: on its own thread, so that a slow
+    // commit never delays handing out the next round.
+    let poster = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let settings = settings.clone();
+        std::thread::Builder::new()
+            .name("checker-post".into())
+            .spawn(move || post_loop(&settings, &shared, &pending, &stop))
+            .map_err(|e| CheckerError::Data(PathBuf::from("checker-post thread"), e))?
     };
     eprintln!(
         "checker {}: listening on {listen_addr} for its devices, following {}",
@@ -246,7 +278,7 @@ pub fn run(
         ctx.child("accept")
             .spawn(move |ctx| accept_loop(ctx, listener, accept_shared));
         ctx.child("rounds")
-            .spawn(move |ctx| coordinate(ctx, orders_rx, shared, results_tx));
+            .spawn(move |_| coordinate(orders_rx, shared, results_tx));
         while !link_stop.load(Ordering::Relaxed) {
             ctx.sleep(Duration::from_millis(200)).await;
         }
@@ -254,7 +286,21 @@ pub fn run(
     });
     stop.store(true, Ordering::Relaxed);
     let _ = chain.join();
+    let _ = poster.join();
     result
+}
+
+/// The posting thread: posts journaled results, then backs open disputes, each poll.
+fn post_loop(settings: &CheckerSettings, shared: &Shared, pending: &Path, stop: &AtomicBool) {
+    let client = Client::new(&settings.node);
+    while !stop.load(Ordering::Relaxed) {
+        post_pending(&client, shared, pending, stop);
+        match client.get(&format!("/v1/checkers/{}", shared.me)) {
+            Ok(me) => back_disputes(&client, shared, &me),
+            Err(e) => tracing::info!("checker: {e}"),
+        }
+        std::thread::sleep(settings.poll);
+    }
 }
 
 async fn accept_loop(
@@ -325,23 +371,19 @@ async fn serve_device(
         .insert(device, jobs_tx);
     // A reader task turns the connection into a channel, so that waiting for a message can be
     // raced against a deadline without losing half a message.
-    let (msgs_tx, mut msgs) = mpsc::unbounded::<ToChecker>();
-    let reader_shared = shared.clone();
+    // A malformed message comes through as its reason: the connection is then refused.
+    let (msgs_tx, mut msgs) = mpsc::unbounded::<Result<ToChecker, String>>();
     ctx.child("reader").spawn(move |_| async move {
         let mut rx = rx;
         loop {
             match link::recv::<ToChecker>(&mut rx).await {
                 Ok(m) => {
-                    if msgs_tx.unbounded_send(m).is_err() {
+                    if msgs_tx.unbounded_send(Ok(m)).is_err() {
                         return;
                     }
                 }
                 Err(link::LinkError::Malformed(e)) => {
-                    reader_shared
-                        .metrics
-                        .refused_messages
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::info!("device {device}: malformed message refused ({e}); closing");
+                    let _ = msgs_tx.unbounded_send(Err(format!("malformed message: {e}")));
                     return;
                 }
                 Err(e) => {
@@ -384,16 +426,29 @@ async fn serve_device(
                     break;
                 }
             }
-            Either::Right((Some(m), _)) => {
-                if hb.take(&shared, m) {
-                    heard = Instant::now();
-                } else {
+            Either::Right((Some(m), _)) => match m.and_then(|m| hb.take(&shared, m)) {
+                Ok(Taken::Counted) => heard = Instant::now(),
+                // An answer after its round's deadline: late, ignored.
+                Ok(Taken::Other(m)) => {
                     shared
                         .metrics
                         .refused_messages
                         .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("device {device}: {} out of turn; ignored", m.kind());
                 }
-            }
+                Err(why) => {
+                    shared
+                        .metrics
+                        .refused_messages
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("device {device}: refused: {why}; closing");
+                    let refused = ToDevice::Refused {
+                        reason: reason(&why),
+                    };
+                    let _ = link::send(&mut tx, &refused).await;
+                    break;
+                }
+            },
             Either::Left((None, _)) | Either::Right((None, _)) => break,
         }
     }
@@ -413,33 +468,65 @@ struct HeartbeatCheck {
 }
 
 impl HeartbeatCheck {
-    /// Counts `m` if it is a valid heartbeat; whether it was (other messages out of turn are
-    /// not).
-    fn take(&mut self, shared: &Shared, m: ToChecker) -> bool {
-        let ToChecker::Heartbeat(h) = m else {
-            return false;
+    /// Counts `m` if it is a valid heartbeat; a message that decoded to something else is
+    /// handed back; a heartbeat that is not valid is refused, with the reason (the caller
+    /// closes the connection: the device reconnects with a new nonce).
+    fn take(&mut self, shared: &Shared, m: ToChecker) -> Result<Taken, String> {
+        let h = match m {
+            ToChecker::Heartbeat(h) => h,
+            other => return Ok(Taken::Other(other)),
         };
-        // The device's view of the epoch may lag this checker's by one (short epochs): a
-        // heartbeat for the epoch before still counts, for this one.
+        // The device's view of the epoch may lag or lead this checker's by one (each follows
+        // the chain on its own; with short epochs they often differ at a boundary): a
+        // heartbeat for the epoch before or after still counts, for this one.
         let epoch = shared.epoch.load(Ordering::Relaxed);
-        let fresh = self.last_seq.is_none_or(|s| h.seq > s);
-        if h.nonce != self.nonce
-            || (h.epoch != epoch && h.epoch.saturating_add(1) != epoch)
-            || !fresh
-            || !h.verify(&self.key, &shared.chain_id, &shared.me)
+        if h.nonce != self.nonce {
+            return Err("heartbeat bound to another connection's nonce".into());
+        }
+        if h.epoch.abs_diff(epoch) > 1 {
+            return Err(format!(
+                "heartbeat for epoch {}, this checker is in epoch {epoch}",
+                h.epoch
+            ));
+        }
+        if let Some(last) = self.last_seq
+            && h.seq <= last
         {
-            return false;
+            return Err(format!(
+                "heartbeat replayed: sequence {} after {last}",
+                h.seq
+            ));
+        }
+        if !h.verify(&self.key, &shared.chain_id, &shared.me) {
+            return Err("heartbeat signature does not verify for the device's key".into());
         }
         self.last_seq = Some(h.seq);
         let mut beats = shared.beats.lock().unwrap_or_else(|e| e.into_inner());
         let b = beats.entry(self.device).or_default();
         if b.epoch != epoch {
-            *b = Beats { epoch, count: 0 };
+            let before = if b.epoch.saturating_add(1) == epoch {
+                b.count
+            } else {
+                0
+            };
+            *b = Beats {
+                epoch,
+                count: 0,
+                before,
+            };
         }
         b.count = b.count.saturating_add(1);
         shared.metrics.heartbeats.fetch_add(1, Ordering::Relaxed);
-        true
+        Ok(Taken::Counted)
     }
+}
+
+/// What [`HeartbeatCheck::take`] made of a message.
+enum Taken {
+    /// A valid heartbeat, counted.
+    Counted,
+    /// Not a heartbeat.
+    Other(ToChecker),
 }
 
 /// Waits for the next message that `want` accepts, until `until`; heartbeats on the way are
@@ -448,7 +535,7 @@ async fn wait_for<T>(
     ctx: &Ctx,
     shared: &Shared,
     hb: &mut HeartbeatCheck,
-    msgs: &mut mpsc::UnboundedReceiver<ToChecker>,
+    msgs: &mut mpsc::UnboundedReceiver<Result<ToChecker, String>>,
     until: Instant,
     mut want: impl FnMut(ToChecker) -> Option<T>,
 ) -> Option<T> {
@@ -459,11 +546,22 @@ async fn wait_for<T>(
         }
         let sleep = Box::pin(ctx.sleep(left));
         match select(msgs.next(), sleep).await {
-            Either::Left((Some(m), _)) => {
-                if let ToChecker::Heartbeat(_) = m {
-                    hb.take(shared, m);
-                    continue;
-                }
+            Either::Left((Some(Ok(m)), _)) => {
+                // A bad heartbeat in the middle of a round is counted and logged; the round
+                // goes on (its own messages decide it).
+                let m = match hb.take(shared, m) {
+                    Ok(Taken::Counted) => continue,
+                    Ok(Taken::Other(m)) => m,
+                    Err(why) => {
+                        shared
+                            .metrics
+                            .refused_messages
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::info!("device {}: refused: {why}", hb.device);
+                        continue;
+                    }
+                };
+                let kind = m.kind();
                 if let Some(t) = want(m) {
                     return Some(t);
                 }
@@ -471,7 +569,9 @@ async fn wait_for<T>(
                     .metrics
                     .refused_messages
                     .fetch_add(1, Ordering::Relaxed);
+                tracing::info!("device {}: {kind} out of turn; ignored", hb.device);
             }
+            // Malformed (the reader has stopped), closed, or the deadline.
             _ => return None,
         }
     }
@@ -484,7 +584,7 @@ async fn run_round(
     key: &PublicKey,
     hb: &mut HeartbeatCheck,
     tx: &mut LinkSender,
-    msgs: &mut mpsc::UnboundedReceiver<ToChecker>,
+    msgs: &mut mpsc::UnboundedReceiver<Result<ToChecker, String>>,
     job: &DeviceJob,
 ) -> (ResultCode, String) {
     let h = job.height;
@@ -675,17 +775,15 @@ fn load_receipt(dir: &Path, round: u64, device: &Address) -> Option<Receipt> {
 /// Hands each round to the due devices' connections, waits for their results, and passes
 /// them to the chain thread. Rounds run one after another.
 async fn coordinate(
-    ctx: Ctx,
     mut orders: mpsc::UnboundedReceiver<RoundOrder>,
     shared: Arc<Shared>,
     results: std::sync::mpsc::Sender<(u64, Vec<(Address, ResultCode)>)>,
 ) {
-    let _ = ctx;
     while let Some(order) = orders.next().await {
         shared.metrics.rounds.fetch_add(1, Ordering::Relaxed);
         let mut waiting = Vec::new();
         let mut out = Vec::new();
-        for (device, params, first) in order.due {
+        for (device, params, excused) in order.due {
             let conn = shared
                 .conns
                 .lock()
@@ -701,12 +799,13 @@ async fn coordinate(
             };
             match conn {
                 Some(c) if c.unbounded_send(job).is_ok() => waiting.push((device, rx)),
-                // A device that never connected is not punished for its first round: it
-                // stays unverified. After that, silence is no answer.
-                _ if first => out.push((
+                // A device that never connected is not punished for its first round (it stays
+                // unverified), nor one for a round of an epoch already over. After that,
+                // silence is no answer.
+                _ if excused => out.push((
                     device,
                     ResultCode::NotChecked,
-                    "never connected yet".to_string(),
+                    "not connected (excused: its first round, or its epoch is over)".to_string(),
                 )),
                 _ => out.push((device, ResultCode::NoAnswer, "not connected".to_string())),
             }
@@ -838,13 +937,18 @@ impl RoundInfo {
     }
 }
 
-/// The devices assigned to `me` this epoch, in assignment order.
-fn assigned(client: &Client, me: &Address) -> Result<(u64, Vec<Assigned>), cairn_client::Error> {
+/// The devices assigned to `me` in `epoch` (the open one or the one before), in assignment
+/// order.
+fn assigned(
+    client: &Client,
+    me: &Address,
+    epoch: u64,
+) -> Result<(u64, Vec<Assigned>), cairn_client::Error> {
     let mut out = Vec::new();
     let mut first = 0u64;
     loop {
         let v = client.get(&format!(
-            "/v1/checkers/{me}/devices?first={first}&limit=1000"
+            "/v1/checkers/{me}/devices?epoch={epoch}&first={first}&limit=1000"
         ))?;
         let epoch = v["epoch"].as_u64().unwrap_or(0);
         for d in v["devices"].as_array().into_iter().flatten() {
@@ -875,8 +979,8 @@ fn follow_chain(
     let mut list_epoch = u64::MAX;
     let mut list_at = Instant::now() - Duration::from_secs(3600);
     let mut dispatched = 0u64;
-    // Rounds handed out: (epoch, list length at the time).
-    let mut handed: BTreeMap<u64, (u64, Vec<Address>)> = BTreeMap::new();
+    // Rounds handed out: their epoch and the checker's list for it at the time.
+    let mut handed: BTreeMap<u64, (u64, Vec<Assigned>)> = BTreeMap::new();
     let mut timing = (0u64, 1u64); // (genesis ms, epoch ms)
     let mut warned = false;
     while !stop.load(Ordering::Relaxed) {
@@ -894,7 +998,7 @@ fn follow_chain(
             }
             let knocked = shared.knocked.swap(false, Ordering::Relaxed);
             if epoch != list_epoch || knocked || list_at.elapsed() > settings.refresh {
-                let (e, l) = assigned(&client, &shared.me)?;
+                let (e, l) = assigned(&client, &shared.me, epoch)?;
                 list = l;
                 list_epoch = e;
                 list_at = Instant::now();
@@ -914,49 +1018,66 @@ fn follow_chain(
             }
             if in_committee {
                 warned = false;
-                if let Ok(v) = client.get("/v1/rounds/latest")
-                    && let Some(r) = RoundInfo::from_json(&v)
-                    && r.height > dispatched
-                    && r.epoch == epoch
-                    && r.epoch == list_epoch
-                {
-                    // Refresh the list so that devices registered before the round are in it.
-                    let (e, l) = assigned(&client, &shared.me)?;
-                    if e == r.epoch {
-                        list = l;
-                        list_at = Instant::now();
-                        *shared.admitted.lock().unwrap_or_else(|e| e.into_inner()) =
-                            list.iter().map(|d| d.address).collect();
-                        let due: Vec<(Address, Params, bool)> = list
-                            .iter()
-                            .filter(|d| d.due(&r))
-                            .filter_map(|d| Some((d.address, d.params(&classes)?, d.round == 0)))
-                            .collect();
-                        handed.insert(
-                            r.height,
-                            (r.epoch, list.iter().map(|d| d.address).collect()),
-                        );
-                        dispatched = r.height;
-                        let _ = orders.unbounded_send(RoundOrder {
-                            height: r.height,
-                            seed: r.seed,
-                            due,
-                        });
-                    }
+            }
+            // Every kept round not handed out yet, oldest first: one that started just before
+            // the epoch closed is answered against its own epoch's list (the ledger takes it in
+            // the next epoch too), and two rounds between polls are both handed out.
+            let v = client.get(&format!("/v1/rounds?after={dispatched}&limit=100"))?;
+            for r in v["rounds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(RoundInfo::from_json)
+            {
+                dispatched = dispatched.max(r.height);
+                let age = now_ms().saturating_sub(r.ts_ms);
+                if age > LATE_ROUND.as_millis() as u64 {
+                    // Handed out this late, a round's seed has been public long enough for a
+                    // device to prepare its answer: it is not run (its devices get no result
+                    // from this checker for it).
+                    eprintln!(
+                        "checker {}: round {} started {} s ago; skipped",
+                        shared.me.short(),
+                        r.height,
+                        age / 1000
+                    );
+                    continue;
                 }
+                // Read the list now, so that devices registered before the round are in it.
+                let (e, l) = assigned(&client, &shared.me, r.epoch)?;
+                if e != r.epoch || l.is_empty() {
+                    continue;
+                }
+                if e == epoch {
+                    list = l.clone();
+                    list_epoch = e;
+                    list_at = Instant::now();
+                    *shared.admitted.lock().unwrap_or_else(|e| e.into_inner()) =
+                        list.iter().map(|d| d.address).collect();
+                }
+                let due: Vec<(Address, Params, bool)> = l
+                    .iter()
+                    .filter(|d| d.due(&r))
+                    .filter_map(|d| {
+                        let excused = d.round == 0 || r.epoch < epoch;
+                        Some((d.address, d.params(&classes)?, excused))
+                    })
+                    .collect();
+                handed.insert(r.height, (r.epoch, l));
+                let _ = orders.unbounded_send(RoundOrder {
+                    height: r.height,
+                    seed: r.seed,
+                    due,
+                });
             }
             // Results that came back: journal them, then post.
             while let Ok((height, codes)) = results.try_recv() {
                 let Some((epoch, order)) = handed.remove(&height) else {
                     continue;
                 };
-                let posts = compose(
-                    shared, &order, &codes, epoch, timing, started_ms, &list, height,
-                );
+                let posts = compose(shared, &order, &codes, epoch, timing, started_ms, height);
                 journal(pending, height, &posts);
             }
-            post_pending(&client, shared, pending, epoch);
-            back_disputes(&client, shared, &me);
             Ok(())
         })();
         if let Err(e) = step {
@@ -974,20 +1095,18 @@ fn now_ms() -> u64 {
 
 /// The `PostResults` bodies for a round: one code per position of the list as it was when
 /// the round was handed out (chunks of at most `MAX_RESULTS`), with each device's uptime.
-#[allow(clippy::too_many_arguments)] // Each is one input of the results; a struct adds nothing.
 fn compose(
     shared: &Shared,
-    order: &[Address],
+    order: &[Assigned],
     codes: &[(Address, ResultCode)],
     epoch: u64,
     (genesis_ms, epoch_ms): (u64, u64),
     started_ms: u64,
-    list: &[Assigned],
     height: u64,
 ) -> Vec<PostResults> {
     let by: BTreeMap<Address, ResultCode> = codes.iter().copied().collect();
     let registered: BTreeMap<Address, u64> =
-        list.iter().map(|d| (d.address, d.registered_ms)).collect();
+        order.iter().map(|d| (d.address, d.registered_ms)).collect();
     let epoch_start = genesis_ms.saturating_add(epoch.saturating_mul(epoch_ms));
     let now = now_ms();
     let beats = shared
@@ -1002,16 +1121,15 @@ fn compose(
         let since = epoch_start
             .max(started_ms)
             .max(registered.get(d).copied().unwrap_or(0));
-        let expected = (now.saturating_sub(since) / interval).max(1);
-        let got = beats
-            .get(d)
-            .filter(|b| b.epoch == epoch)
-            .map_or(0, |b| b.count);
+        let until = now.min(epoch_start.saturating_add(epoch_ms));
+        let expected = (until.saturating_sub(since) / interval).max(1);
+        let got = beats.get(d).map_or(0, |b| b.of(epoch));
         let steps =
             (got.saturating_mul(u64::from(UPTIME_STEPS)) / expected).min(u64::from(UPTIME_STEPS));
         steps as u8
     };
     let mut out = Vec::new();
+    let order: Vec<Address> = order.iter().map(|d| d.address).collect();
     for (chunk_no, chunk) in order.chunks(cairn_primitives::MAX_RESULTS).enumerate() {
         let first = chunk_no * cairn_primitives::MAX_RESULTS;
         let codes: Vec<ResultCode> = chunk
@@ -1035,7 +1153,8 @@ fn compose(
 fn journal(dir: &Path, height: u64, posts: &[PostResults]) {
     use commonware_codec::Encode;
     for (i, p) in posts.iter().enumerate() {
-        let path = dir.join(format!("{height}-{i}.results"));
+        // Zero-padded, so that names sort by round (oldest posted first).
+        let path = dir.join(format!("{height:020}-{i:04}.results"));
         let tmp = path.with_extension("tmp");
         let body = TxBody::PostResults(p.clone());
         if let Err(e) =
@@ -1046,18 +1165,26 @@ fn journal(dir: &Path, height: u64, posts: &[PostResults]) {
     }
 }
 
-/// Posts every journaled result, oldest first; a result the chain no longer takes (its epoch
-/// ended) is dropped, saying so.
-fn post_pending(client: &Client, shared: &Shared, dir: &Path, epoch: u64) {
+/// The journaled results, oldest round first.
+fn journaled(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return Vec::new();
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "results"))
         .collect();
     files.sort();
-    for path in files {
+    files
+}
+
+/// Posts every journaled result, oldest first; a result the chain no longer takes (its epoch
+/// ended) is dropped, saying so.
+fn post_pending(client: &Client, shared: &Shared, dir: &Path, stop: &AtomicBool) {
+    for path in journaled(dir) {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
@@ -1083,24 +1210,45 @@ fn post_pending(client: &Client, shared: &Shared, dir: &Path, epoch: u64) {
             Ok(v) => {
                 shared.metrics.post_errors.fetch_add(1, Ordering::Relaxed);
                 let code = v["code"].as_str().unwrap_or("?").to_string();
-                eprintln!(
-                    "checker {}: results of round {round} refused: {code}{}",
-                    shared.me.short(),
-                    if code == "wrong_epoch" || code == "unknown_round" {
-                        " (its epoch is over); dropped"
-                    } else {
-                        "; dropped"
-                    }
-                );
+                refused(shared, round, &code, v["message"].as_str().unwrap_or(""));
+                let _ = std::fs::remove_file(&path);
+            }
+            // Refused at admission for a reason that will not pass: dropped, saying why.
+            Err(cairn_client::Error::Api {
+                status,
+                code,
+                message,
+            }) if !retry_admission(status, &code) => {
+                shared.metrics.post_errors.fetch_add(1, Ordering::Relaxed);
+                refused(shared, round, &code, &message);
                 let _ = std::fs::remove_file(&path);
             }
             Err(e) => {
                 shared.metrics.post_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("checker: posting round {round} (epoch {epoch}): {e}; will retry");
+                tracing::info!("checker: posting round {round}: {e}; will retry");
                 return;
             }
         }
     }
+}
+
+/// Whether a transaction the node refused at admission may pass later: the node is busy, or
+/// the sender's nonce or balance moves on by itself. Anything else (a round no longer taken,
+/// a result already posted, a malformed post) will be refused again.
+fn retry_admission(status: u16, code: &str) -> bool {
+    status == 429 || status >= 500 || matches!(code, "bad_nonce" | "insufficient_balance")
+}
+
+fn refused(shared: &Shared, round: u64, code: &str, message: &str) {
+    eprintln!(
+        "checker {}: results of round {round} refused: {code} ({message}){}",
+        shared.me.short(),
+        if code == "wrong_epoch" || code == "unknown_round" {
+            "; its epoch is over; dropped"
+        } else {
+            "; dropped"
+        }
+    );
 }
 
 /// Answers each open dispute of this checker's results with the receipt it kept.
@@ -1138,5 +1286,102 @@ fn back_disputes(client: &Client, shared: &Shared, me: &Value) {
                 shared.me.short()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Heartbeat;
+
+    fn post(round: u64) -> PostResults {
+        PostResults {
+            round,
+            first: 0,
+            count: 1,
+            codes: pack_codes(&[ResultCode::Pass]),
+            uptime: vec![200],
+        }
+    }
+
+    /// Found when heights gained a digit: "100-0" sorted before "99-0", so the newer round
+    /// was posted first and the older one then refused as stale.
+    #[test]
+    fn journaled_results_are_posted_oldest_round_first() {
+        let dir = tempfile::tempdir().unwrap();
+        for h in [100, 9, 99, 1_000] {
+            journal(dir.path(), h, &[post(h), post(h)]);
+        }
+        let rounds: Vec<u64> = journaled(dir.path())
+            .iter()
+            .map(
+                |p| match wire::decode::<TxBody>(&std::fs::read(p).unwrap()).unwrap() {
+                    TxBody::PostResults(p) => p.round,
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(rounds, [9, 9, 99, 99, 100, 100, 1_000, 1_000]);
+    }
+
+    /// Found in the devices API test (6 s epochs): a device whose view of the epoch led the
+    /// checker's by one had its heartbeat refused and its connection closed at each epoch
+    /// boundary, so it missed rounds.
+    #[test]
+    fn heartbeats_one_epoch_either_side_count_and_others_are_refused_with_the_reason() {
+        let checker = Keypair::from_seed([1; 32]);
+        let device = Keypair::from_seed([2; 32]);
+        let shared = Shared {
+            me: checker.address(),
+            key: checker,
+            chain_id: "test".into(),
+            evidence: PathBuf::new(),
+            admitted: Mutex::new(BTreeSet::new()),
+            knocked: AtomicBool::new(false),
+            conns: Mutex::new(BTreeMap::new()),
+            beats: Mutex::new(BTreeMap::new()),
+            epoch: AtomicU64::new(10),
+            heartbeat: Duration::from_secs(60),
+            metrics: Arc::default(),
+        };
+        let mut hb = HeartbeatCheck {
+            device: device.address(),
+            key: device.public_key(),
+            nonce: [3; 32],
+            last_seq: None,
+        };
+        let beat = |epoch, seq, nonce| {
+            ToChecker::Heartbeat(Heartbeat::sign(
+                &device, "test", &shared.me, epoch, seq, nonce,
+            ))
+        };
+        for (seq, epoch) in [(1, 9), (2, 10), (3, 11)] {
+            assert!(matches!(
+                hb.take(&shared, beat(epoch, seq, [3; 32])),
+                Ok(Taken::Counted)
+            ));
+        }
+        for (m, says) in [
+            (beat(12, 4, [3; 32]), "epoch 12"),
+            (beat(8, 4, [3; 32]), "epoch 8"),
+            (beat(10, 3, [3; 32]), "replayed"),
+            (beat(10, 4, [4; 32]), "nonce"),
+        ] {
+            match hb.take(&shared, m) {
+                Err(why) => assert!(why.contains(says), "{why}"),
+                Ok(_) => panic!("{says}: taken"),
+            }
+        }
+        assert_eq!(shared.beats.lock().unwrap()[&device.address()].count, 3);
+    }
+
+    #[test]
+    fn heartbeats_of_the_epoch_before_are_kept_for_its_late_rounds() {
+        let b = Beats {
+            epoch: 7,
+            count: 3,
+            before: 5,
+        };
+        assert_eq!((b.of(7), b.of(6), b.of(5), b.of(8)), (3, 5, 0, 0));
     }
 }

@@ -136,6 +136,22 @@ pub enum ToChecker {
     },
 }
 
+impl ToChecker {
+    /// The message's name and round, for logs ("answer for round 12").
+    pub fn kind(&self) -> String {
+        let (name, round) = match self {
+            Self::Heartbeat(h) => return format!("heartbeat {}", h.seq),
+            Self::Answer { round, .. } => ("answer", round),
+            Self::Ready { round } => ("ready", round),
+            Self::Walk { round, .. } => ("walk", round),
+            Self::Openings { round, .. } => ("openings", round),
+            Self::Receipt { round, .. } => ("receipt", round),
+            Self::Busy { round } => ("busy", round),
+        };
+        format!("{name} for round {round}")
+    }
+}
+
 /// What a checker sends a device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToDevice {

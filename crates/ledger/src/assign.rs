@@ -50,11 +50,6 @@ impl<'a> Draw<'a> {
         }
     }
 
-    /// How many checkers each device gets.
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
     /// The members checking `device`, as indexes into the committee: `k` distinct ones drawn
     /// without replacement, each with probability proportional to its stake among those not
     /// yet drawn. One SHA-256 of (seed, device) gives four 64-bit draws (a second, for the

@@ -205,6 +205,9 @@ pub enum TxError {
     /// The account is already a checker (a retired one cannot come back under the same key).
     #[error("{0} is already a checker")]
     CheckerExists(Address),
+    /// A checker's stake is below the genesis minimum.
+    #[error("a checker's stake must be at least {0} tokens (the genesis checking.min_stake)")]
+    CheckerStakeBelowMinimum(cairn_primitives::Amount),
     /// The checker is retired.
     #[error("checker {0} is retired")]
     CheckerRetired(Address),
@@ -311,7 +314,7 @@ impl TxError {
             Self::NothingToUpdate => "nothing_to_update",
             Self::NoDelegation(_) => "no_delegation",
             Self::NotEnoughShares { .. } => "not_enough_shares",
-            Self::StakeBelowMinimum => "stake_below_minimum",
+            Self::StakeBelowMinimum | Self::CheckerStakeBelowMinimum(_) => "stake_below_minimum",
             Self::PoolEmpty(_) => "pool_empty",
             Self::BadReplicas { .. } => "bad_replicas",
             Self::BadDuration { .. } => "bad_duration",

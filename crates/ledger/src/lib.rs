@@ -222,6 +222,20 @@ impl Ledger {
         self.state.rounds.get(&height)
     }
 
+    /// The kept rounds (this epoch's and the one before) started after height `after`,
+    /// oldest first, at most `limit`.
+    pub fn rounds_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Iterator<Item = (u64, &cairn_primitives::Round)> {
+        self.state
+            .rounds
+            .range(after.saturating_add(1)..)
+            .take(limit)
+            .map(|(h, r)| (*h, r))
+    }
+
     /// A checker's record.
     pub fn checker(&self, a: &Address) -> Option<&cairn_primitives::Checker> {
         self.state.checkers.get(a)

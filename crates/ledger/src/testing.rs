@@ -38,7 +38,7 @@ pub fn genesis_checker(address: Address) -> cairn_primitives::GenesisChecker {
 }
 
 /// A `PostResults` from `checker` for the round started at `round`: `codes` for the devices
-/// named, at their positions in its list this epoch, `not checked` for the rest; uptime 100 %
+/// named, at their positions in its list for the round's epoch, `not checked` for the rest; uptime 100 %
 /// for each.
 pub fn results(
     ledger: &crate::Ledger,
@@ -47,7 +47,10 @@ pub fn results(
     codes: &[(Address, cairn_primitives::ResultCode)],
 ) -> TxBody {
     use cairn_primitives::ResultCode;
-    let list = ledger.devices_of(checker, 0, usize::MAX);
+    let epoch = ledger
+        .round(round)
+        .map_or(ledger.globals().epoch, |r| r.epoch);
+    let list = ledger.devices_of(checker, epoch, 0, usize::MAX);
     let mut all = vec![ResultCode::NotChecked; list.len().max(1)];
     for (d, c) in codes {
         if let Some(i) = list.iter().position(|x| x == d)

@@ -234,7 +234,16 @@ fn follow(node: &str, devices: &[Address], view: &Mutex<ChainView>, stop: &Atomi
                     ))
                 })
                 .collect();
-            let latest = client.get("/v1/rounds/latest").ok();
+            // Every round since the last one seen (two may start between polls).
+            let after = view
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .rounds
+                .last_key_value()
+                .map_or(0, |(h, _)| *h);
+            let rounds = client
+                .get(&format!("/v1/rounds?after={after}&limit=100"))
+                .ok();
             let mut seen = BTreeMap::new();
             for a in devices {
                 let Ok(d) = client.get(&format!("/v1/devices/{a}")) else {
@@ -273,16 +282,19 @@ fn follow(node: &str, devices: &[Address], view: &Mutex<ChainView>, stop: &Atomi
             v.chain_id = chain_id;
             v.epoch = status["epoch"].as_u64().unwrap_or(0);
             v.devices = seen;
-            if let Some(r) = latest
-                && let (Some(h), Some(seed)) = (
+            for r in rounds
+                .iter()
+                .flat_map(|r| r["rounds"].as_array().into_iter().flatten())
+            {
+                if let (Some(h), Some(seed)) = (
                     r["height"].as_u64(),
                     r["seed"].as_str().and_then(|s| s.parse::<Hash>().ok()),
-                )
-            {
-                v.rounds.insert(h, seed);
-                while v.rounds.len() > 64 {
-                    v.rounds.pop_first();
+                ) {
+                    v.rounds.insert(h, seed);
                 }
+            }
+            while v.rounds.len() > 64 {
+                v.rounds.pop_first();
             }
             Ok(())
         })();

@@ -68,7 +68,9 @@ impl Ledger {
             return Err(TxError::BadEndpoint);
         }
         if stake < self.params.checking.min_stake {
-            return Err(TxError::StakeBelowMinimum);
+            return Err(TxError::CheckerStakeBelowMinimum(
+                self.params.checking.min_stake,
+            ));
         }
         let serving = self
             .state
@@ -162,10 +164,11 @@ impl Ledger {
                 self.state.set_checker(a, c);
             }
         }
+        // The committee of the epoch before stays: its rounds' results are taken in this one.
         let old: Vec<u64> = self
             .state
             .committees
-            .range(..epoch)
+            .range(..epoch.saturating_sub(1))
             .map(|(e, _)| *e)
             .collect();
         for e in old {

@@ -113,13 +113,19 @@ impl Ledger {
         })
     }
 
-    /// The devices assigned to `checker` this epoch, in assignment order (`PostResults`
-    /// positions), from `first`, at most `limit`.
-    pub fn devices_of(&self, checker: &Address, first: usize, limit: usize) -> Vec<Address> {
-        let epoch = self.state.globals.epoch;
+    /// The devices assigned to `checker` in `epoch` (the open one or the one before: a round
+    /// started just before an epoch closed is still answered against its own epoch's list), in
+    /// assignment order (`PostResults` positions), from `first`, at most `limit`.
+    pub fn devices_of(
+        &self,
+        checker: &Address,
+        epoch: u64,
+        first: usize,
+        limit: usize,
+    ) -> Vec<Address> {
         let Some(member) = self
             .state
-            .committee()
+            .committee_of(epoch)
             .and_then(|c| c.members.iter().position(|m| m.checker == *checker))
         else {
             return Vec::new();

@@ -172,7 +172,9 @@ fn checkers_register_join_the_next_committee_and_retire() {
     assert_eq!(w.run(&k, reg("nowhere", 1_000)), Some(TxError::BadEndpoint));
     assert_eq!(
         w.run(&k, reg("127.0.0.1:7300", 999)),
-        Some(TxError::StakeBelowMinimum)
+        Some(TxError::CheckerStakeBelowMinimum(Amount::from_base(
+            1_000 * TOKEN
+        )))
     );
     let (balance, staked) = (
         w.ledger.account(&k.address()).balance,
@@ -515,4 +517,34 @@ fn a_fraud_proof_convicts_each_device_and_nonce_once() {
         "the replay burned nothing"
     );
     w.check_supply();
+}
+
+/// A round that started just before its epoch closed is answered in the next epoch, against
+/// its own epoch's list. Found by CI (session 12): the close dropped the committee of the
+/// epoch before along with older ones, so such results were refused as `not_in_committee`.
+#[test]
+fn results_of_a_round_of_the_epoch_just_closed_are_taken_in_the_next() {
+    let mut w = World::new(PaymentModel::Bme);
+    w.register_cpu(0, 0, 4, 100);
+    let dev = w.devices[0].address();
+    let o = w.block(1, vec![]);
+    let round = w
+        .ledger
+        .round(o.height)
+        .expect("the block started a round")
+        .clone();
+    w.block(w.ledger.params().epoch_ms, vec![]);
+    assert_eq!(w.ledger.globals().epoch, round.epoch + 1);
+    for i in [0, 1] {
+        let k = w.checkers[i].clone();
+        let body = w.results(&k.address(), o.height, &[(dev, ResultCode::Pass)]);
+        assert_eq!(w.run(&k, body), None, "checker {i}");
+    }
+    let d = w.ledger.device(&dev).unwrap();
+    assert_eq!(
+        (d.standing.round, d.standing.verdict),
+        (o.height, Verdict::Pass)
+    );
+    w.check_supply();
+    w.ledger.check_invariants().unwrap();
 }

@@ -18,6 +18,35 @@ pub(super) async fn latest_round(State(s): State<AppState>) -> Result<Json<Value
     })
 }
 
+#[derive(Deserialize)]
+pub(super) struct RoundsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// GET /v1/rounds: the kept rounds (this epoch's and the one before), oldest first, those
+/// started after height `after`; `next` is the `after` of the next page.
+pub(super) async fn rounds(
+    State(s): State<AppState>,
+    Query(q): Query<RoundsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = super::query::limit(q.limit)?;
+    let after = q.after.unwrap_or(0);
+    s.node.with_ledger(|l| {
+        let list: Vec<(u64, &cairn_primitives::Round)> =
+            l.rounds_after(after, limit.saturating_add(1)).collect();
+        let next = (list.len() > limit)
+            .then(|| list.get(limit.saturating_sub(1)).map(|(h, _)| *h))
+            .flatten();
+        let out: Vec<Value> = list
+            .iter()
+            .take(limit)
+            .map(|(h, r)| round_json(*h, r))
+            .collect();
+        Ok(Json(json!({"rounds": out, "next": next})))
+    })
+}
+
 /// GET /v1/rounds/{height}
 pub(super) async fn round(
     State(s): State<AppState>,
@@ -116,10 +145,12 @@ pub(super) async fn checker(
 pub(super) struct DevicesQuery {
     first: Option<usize>,
     limit: Option<usize>,
+    epoch: Option<u64>,
 }
 
-/// GET /v1/checkers/{address}/devices: the devices assigned to it this epoch, in assignment
-/// order (the positions its `PostResults` use), from position `first`.
+/// GET /v1/checkers/{address}/devices: the devices assigned to it in `epoch` (default: the
+/// open one; the one before is also kept), in assignment order (the positions its
+/// `PostResults` use), from position `first`.
 pub(super) async fn checker_devices(
     State(s): State<AppState>,
     Path(address): Path<String>,
@@ -135,7 +166,18 @@ pub(super) async fn checker_devices(
                 format!("no checker {a}"),
             ));
         }
-        let list = l.devices_of(&a, first, limit.saturating_add(1));
+        let open = l.globals().epoch;
+        let epoch = q.epoch.unwrap_or(open);
+        if epoch != open && epoch.saturating_add(1) != open {
+            return Err(ApiError::not_found(
+                "unknown_epoch",
+                format!(
+                    "epoch {epoch}'s assignment is not kept (only epochs {} and {open})",
+                    open.saturating_sub(1)
+                ),
+            ));
+        }
+        let list = l.devices_of(&a, epoch, first, limit.saturating_add(1));
         let more = list.len() > limit;
         let out: Vec<Value> = list
             .iter()
@@ -144,7 +186,7 @@ pub(super) async fn checker_devices(
             .collect();
         let next = more.then(|| first.saturating_add(limit));
         Ok(Json(json!({
-            "epoch": l.globals().epoch,
+            "epoch": epoch,
             "first": first,
             "devices": out,
             "next": next,

@@ -122,6 +122,7 @@ pub fn router(node: Arc<Node>, settings: ApiSettings) -> Router {
         .route("/v1/quote", post(query::quote))
         .route("/v1/leases/{id}", get(query::lease))
         .route("/v1/leases/{id}/logs", get(logs::read).post(logs::upload))
+        .route("/v1/rounds", get(checking::rounds))
         .route("/v1/rounds/latest", get(checking::latest_round))
         .route("/v1/rounds/{height}", get(checking::round))
         .route("/v1/committee", get(checking::committee))

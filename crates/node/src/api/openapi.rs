@@ -119,6 +119,10 @@ pub fn openapi_document() -> Value {
                         "404": err("unknown_lease"),
                         "409": err("log_gap: starts past the stored length"),
                         "413": err("log_too_large")}}},
+            "/v1/rounds": {"get": {
+                "summary": "The kept rounds (this epoch's and the last), oldest first: a checker that fell behind reads every round it has not handled",
+                "parameters": [query_param("after", "integer", "only rounds started after this height (default 0)"), limit.clone()],
+                "responses": {"200": ok("{rounds: [{height, epoch, ts_ms, seed, join, since_height}], next}"), "400": err("bad_query")}}},
             "/v1/rounds/latest": {"get": {
                 "summary": "The latest round: its height, epoch, time, seed (each device's nonce is SHA-256 of \"cairn/round/nonce\", the seed and its address), whether it is a join round",
                 "responses": {"200": ok("{height, epoch, ts_ms, seed, join, since_height}"), "404": err("no_round")}}},
@@ -141,9 +145,9 @@ pub fn openapi_document() -> Value {
                 "parameters": [address.clone()],
                 "responses": {"200": ok("checker"), "400": err("bad_address"), "404": err("unknown_checker")}}},
             "/v1/checkers/{address}/devices": {"get": {
-                "summary": "The devices assigned to a checker this epoch, in assignment order: position i is the i-th result of its PostResults",
-                "parameters": [address.clone(), query_param("first", "integer", "position to start at (default 0)"), limit.clone()],
-                "responses": {"200": ok("{epoch, first, devices: [...], next}"), "400": err("bad_address, bad_query"), "404": err("unknown_checker")}}},
+                "summary": "The devices assigned to a checker in an epoch, in assignment order: position i is the i-th result of its PostResults",
+                "parameters": [address.clone(), query_param("first", "integer", "position to start at (default 0)"), query_param("epoch", "integer", "the open epoch (default) or the one before"), limit.clone()],
+                "responses": {"200": ok("{epoch, first, devices: [...], next}"), "400": err("bad_address, bad_query"), "404": err("unknown_checker, unknown_epoch")}}},
             "/v1/epochs": {"get": {
                 "summary": "The epoch in progress and closed epochs (minted, burned, each pool and what it has paid so far, devices not yet settled), newest first",
                 "parameters": [before, limit],
