@@ -1,7 +1,7 @@
-//! Checking when things go wrong: a checker killed mid-epoch, a worker killed mid-round, bad
-//! input to a live checker. A node runs in this process; checkers and workers run as the
-//! `cairn` processes an operator starts (or, where the test must speak the wire itself, in
-//! this process).
+//! Checking when things go wrong: a checker killed mid-epoch, a worker killed mid-round, a
+//! worker with no inbound route, bad input to a live checker. A node runs in this process;
+//! checkers and workers run as the `cairn` processes an operator starts (or, where the test
+//! must speak the wire itself, in this process).
 
 use cairn_client::Client;
 use cairn_primitives::{Address, Genesis, GenesisAccount, GenesisChecker, Keypair};
@@ -19,7 +19,11 @@ fn timed() -> std::fs::File {
 }
 
 fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    free_port_on(std::net::Ipv4Addr::LOCALHOST)
+}
+
+fn free_port_on(ip: std::net::Ipv4Addr) -> SocketAddr {
+    std::net::TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .expect("a free port")
 }
@@ -96,6 +100,23 @@ impl Net {
         epoch_secs: u64,
         edit: impl FnOnce(&mut Genesis),
     ) -> Self {
+        Self::start_on(
+            dir,
+            std::net::Ipv4Addr::LOCALHOST,
+            checkers,
+            epoch_secs,
+            edit,
+        )
+    }
+
+    /// As [`Net::start`], with the node's API and the checkers on `ip`.
+    fn start_on(
+        dir: &Path,
+        ip: std::net::Ipv4Addr,
+        checkers: usize,
+        epoch_secs: u64,
+        edit: impl FnOnce(&mut Genesis),
+    ) -> Self {
         let keys = dir.join("keys");
         let store = cairn_keystore::Keystore::at(&keys);
         let validator = Keypair::from_seed([1; 32]);
@@ -116,7 +137,7 @@ impl Net {
         for i in 0..checkers {
             let name = format!("checker-{i}");
             let k = store.load_or_create(&name).unwrap();
-            let addr = free_port();
+            let addr = free_port_on(ip);
             g.checkers.push(GenesisChecker {
                 address: k.address(),
                 endpoint: addr.to_string(),
@@ -130,7 +151,7 @@ impl Net {
         }
         edit(&mut g);
         let settings = cairn_node::NodeSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: SocketAddr::from((ip, 0)),
             ..cairn_node::NodeSettings::default()
         };
         let (url_tx, url_rx) = std::sync::mpsc::channel();
@@ -692,4 +713,157 @@ fn a_checker_killed_mid_epoch_costs_its_devices_nothing() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     link.join().unwrap();
     drop(checkers);
+}
+
+/// A network namespace joined to this host by one veth pair: from inside, only the host's end
+/// of the pair is reachable, and no connection can be opened into it (inbound SYNs are
+/// dropped). Deleted when dropped.
+struct Netns {
+    name: String,
+    host_if: String,
+    host: std::net::Ipv4Addr,
+}
+
+/// Installs iproute2 and iptables with apt-get when either is missing (CI runs as root).
+fn ensure_ip_tools() {
+    let have = |p: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if have("ip") && have("iptables") {
+        return;
+    }
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "iproute2", "iptables"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get").args(["update", "-q"]).status();
+        assert!(
+            install(),
+            "iproute2 and iptables are needed for the network namespace test and apt-get could \
+             not install them"
+        );
+    }
+}
+
+fn ip(args: &[&str]) {
+    let o = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2's `ip`");
+    assert!(
+        o.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+impl Netns {
+    fn create() -> Self {
+        ensure_ip_tools();
+        let id = std::process::id();
+        let name = format!("cairn-w{id}");
+        let (host_if, ns_if) = (format!("vh{id}"), format!("vw{id}"));
+        let net = 1 + id % 250;
+        let host = std::net::Ipv4Addr::new(10, 201, net as u8, 1);
+        let inside = format!("10.201.{net}.2/30");
+        ip(&["netns", "add", &name]);
+        let ns = Self {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            host,
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        ip(&["link", "set", &ns_if, "netns", &name]);
+        ip(&["addr", "add", &format!("{host}/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        let exec = |args: &[&str]| ip(&[&["netns", "exec", &name][..], args].concat());
+        exec(&["ip", "addr", "add", &inside, "dev", &ns_if]);
+        exec(&["ip", "link", "set", &ns_if, "up"]);
+        exec(&["ip", "link", "set", "lo", "up"]);
+        exec(&[
+            "iptables", "-A", "INPUT", "-p", "tcp", "--syn", "-j", "DROP",
+        ]);
+        ns
+    }
+
+    /// `cairn args…` run inside the namespace.
+    fn cairn(&self) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_cairn")]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A worker with no inbound route (its own network namespace, reaching only the node and its
+/// checker through a veth pair, inbound connections dropped) registers and is verified: it
+/// dials its checker, nothing dials it.
+#[test]
+fn a_worker_with_no_inbound_route_is_verified() {
+    let _turn = timed();
+    let dir = tempfile::tempdir().unwrap();
+    let ns = Netns::create();
+    // Regular rounds every few seconds: the first one after the worker connects verifies it.
+    let net = Net::start_on(dir.path(), ns.host, 1, 20, |_| {});
+    let _checker = net.checker_process(0, dir.path());
+    let wdir = dir.path().join("worker");
+    let reg = ns
+        .cairn()
+        .args(["worker", "register", "--key", "owner", "--data-dir"])
+        .arg(&wdir)
+        .env("CAIRN_NODE", &net.url)
+        .env("CAIRN_KEYS_DIR", &net.keys)
+        .output()
+        .unwrap();
+    assert!(
+        reg.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reg.stderr)
+    );
+    let c = Client::new(&net.url);
+    let dev: Address = c
+        .get(&format!("/v1/devices?owner={}", net.owner.address()))
+        .unwrap()["devices"][0]["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _worker = Guard(
+        ns.cairn()
+            .args(["worker", "run", "--data-dir"])
+            .arg(&wdir)
+            .env("CAIRN_NODE", &net.url)
+            .stdout(Stdio::null())
+            .stderr(log_file(dir.path(), "worker"))
+            .spawn()
+            .unwrap(),
+    );
+    eventually(
+        90,
+        dir.path(),
+        "the device behind no inbound route is verified",
+        || net.verification(&dev)["status"] == "verified",
+    );
 }

@@ -1320,9 +1320,24 @@ fn deploy_runs_the_job_and_only_its_owner_reads_the_logs() {
     // Extend, then stop, from the CLI: the deposit grows by the extra hour, and stopping
     // refunds everything not served.
     deploy_sh(&net, &keys, "sleep 1000; : cairn-stopped-job-marker");
-    eventually(30, "the second job starts", || {
-        c.get("/v1/deployments/1").unwrap()["leases"][0]["started"] == true
-    });
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = c.get("/v1/deployments/1").unwrap();
+        if d["leases"][0]["started"] == true {
+            break;
+        }
+        if std::time::Instant::now() > until {
+            let log = net.log.lock().unwrap();
+            let dev = d["leases"][0]["device"].as_str().unwrap_or("?").to_string();
+            panic!(
+                "timed out: the second job starts: {d}\ndevice account: {}\nstatus: {}\ndevnet said:\n{}",
+                http_get(&net.url, &format!("/v1/accounts/{dev}")).1,
+                http_get(&net.url, "/v1/status").1,
+                log.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let deposit = |c: &Client| {
         c.get("/v1/deployments/1").unwrap()["deposit"]
             .as_u64()

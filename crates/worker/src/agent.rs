@@ -148,6 +148,11 @@ struct Reporter {
     /// waits for them, so that stopping right after it (a devnet, a machine shutting down)
     /// cannot drop a lease's outcome with the node's mempool.
     unconfirmed: Mutex<Vec<Hash>>,
+    /// Every report admitted whose fate is not known yet. One that failed in its block (a
+    /// heartbeat that raced its lease's end) did not use its nonce: the nonces kept after it
+    /// would leave a gap that the node never fills, and every later report would wait behind
+    /// it forever.
+    outstanding: Mutex<Vec<Hash>>,
 }
 
 impl Reporter {
@@ -171,11 +176,39 @@ impl Reporter {
         }
     }
 
+    /// Forgets the kept nonce when a report admitted earlier failed in its block or left the
+    /// mempool without a block: the next report reads the account's nonce again.
+    fn resync(&self, next: &mut Option<u64>) {
+        let mut outstanding = self
+            .outstanding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lost = false;
+        outstanding.retain(|h| match self.client.tx_status(h) {
+            Ok(v) if v["status"] == "final" => false,
+            Ok(v) if v["status"] == "failed" => {
+                lost = true;
+                false
+            }
+            Err(cairn_client::Error::Api { status: 404, .. }) => {
+                lost = true;
+                false
+            }
+            _ => true,
+        });
+        if lost {
+            tracing::info!("a lease report did not land; reading the device's nonce again");
+            outstanding.clear();
+            *next = None;
+        }
+    }
+
     fn report(&self, lease: u64, kind: LeaseReportKind, usage: Usage) {
         let mut next = self
             .next_nonce
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.resync(&mut next);
         for attempt in 0..3 {
             let nonce = match *next {
                 Some(n) => n,
@@ -201,6 +234,16 @@ impl Reporter {
             match self.client.submit(&tx) {
                 Ok(hash) => {
                     *next = Some(nonce + 1);
+                    let mut outstanding = self
+                        .outstanding
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    outstanding.push(hash);
+                    // Bounded: the oldest are long decided.
+                    if outstanding.len() > 64 {
+                        outstanding.remove(0);
+                    }
+                    drop(outstanding);
                     if matches!(
                         kind,
                         LeaseReportKind::Finished { .. } | LeaseReportKind::Failed { .. }
@@ -330,6 +373,7 @@ impl Agent {
                     key,
                     next_nonce: Mutex::new(None),
                     unconfirmed: Mutex::new(Vec::new()),
+                    outstanding: Mutex::new(Vec::new()),
                 })
             })
             .collect();
@@ -415,7 +459,8 @@ impl Agent {
             }
             if last_beat.elapsed() >= self.cfg.heartbeat {
                 last_beat = Instant::now();
-                for (id, r) in &running {
+                // A job that has ended reported its end: no heartbeat after it.
+                for (id, r) in running.iter().filter(|(_, r)| !r.thread.is_finished()) {
                     let usage = r.logs.lock().map_or_else(
                         |_| Usage::default(),
                         |l| Usage {
