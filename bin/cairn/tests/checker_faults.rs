@@ -225,6 +225,44 @@ impl Net {
         );
     }
 
+    /// `cairn worker register` (run by `cairn`, which may enter a namespace) for the owner,
+    /// with its data in `wdir`; the device it registered.
+    fn register_worker(&self, mut cairn: Command, wdir: &Path) -> Address {
+        let reg = cairn
+            .args(["worker", "register", "--key", "owner", "--data-dir"])
+            .arg(wdir)
+            .env("CAIRN_NODE", &self.url)
+            .env("CAIRN_KEYS_DIR", &self.keys)
+            .output()
+            .unwrap();
+        assert!(
+            reg.status.success(),
+            "{}",
+            String::from_utf8_lossy(&reg.stderr)
+        );
+        Client::new(&self.url)
+            .get(&format!("/v1/devices?owner={}", self.owner.address()))
+            .unwrap()["devices"][0]["address"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// `cairn worker run` on `wdir`, its log in `logs/worker.log`.
+    fn run_worker(&self, mut cairn: Command, wdir: &Path, logs: &Path) -> Guard {
+        Guard(
+            cairn
+                .args(["worker", "run", "--data-dir"])
+                .arg(wdir)
+                .env("CAIRN_NODE", &self.url)
+                .stdout(Stdio::null())
+                .stderr(log_file(logs, "worker"))
+                .spawn()
+                .unwrap(),
+        )
+    }
+
     fn verification(&self, device: &Address) -> serde_json::Value {
         Client::new(&self.url)
             .get(&format!("/v1/devices/{device}"))
@@ -242,38 +280,9 @@ fn a_worker_killed_mid_round_fails_that_round_only() {
     let net = Net::start(dir.path(), 1, 20, |g| g.checking.jail_epochs = 1);
     let _checker = net.checker_process(0, dir.path());
     let wdir = dir.path().join("worker");
-    let reg = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["worker", "register", "--key", "owner", "--data-dir"])
-        .arg(&wdir)
-        .env("CAIRN_NODE", &net.url)
-        .env("CAIRN_KEYS_DIR", &net.keys)
-        .output()
-        .unwrap();
-    assert!(
-        reg.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reg.stderr)
-    );
+    let dev = net.register_worker(Command::new(env!("CARGO_BIN_EXE_cairn")), &wdir);
     let c = Client::new(&net.url);
-    let dev: Address = c
-        .get(&format!("/v1/devices?owner={}", net.owner.address()))
-        .unwrap()["devices"][0]["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let worker = || {
-        Guard(
-            Command::new(env!("CARGO_BIN_EXE_cairn"))
-                .args(["worker", "run", "--data-dir"])
-                .arg(&wdir)
-                .env("CAIRN_NODE", &net.url)
-                .stdout(Stdio::null())
-                .stderr(log_file(dir.path(), "worker"))
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let worker = || net.run_worker(Command::new(env!("CARGO_BIN_EXE_cairn")), &wdir, dir.path());
     let mut w = worker();
     eventually(90, dir.path(), "the device is verified", || {
         net.verification(&dev)["status"] == "verified"
@@ -724,32 +733,11 @@ struct Netns {
     host: std::net::Ipv4Addr,
 }
 
-/// Installs iproute2 and iptables with apt-get when either is missing (CI runs as root).
+/// Installs iproute2 and iptables with apt-get when either is missing.
 fn ensure_ip_tools() {
-    let have = |p: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {p}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if have("ip") && have("iptables") {
-        return;
-    }
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "iproute2", "iptables"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !install() {
-        let _ = Command::new("apt-get").args(["update", "-q"]).status();
-        assert!(
-            install(),
-            "iproute2 and iptables are needed for the network namespace test and apt-get could \
-             not install them"
-        );
+    use cairn_worker::testing::{apt_install, installed};
+    if !installed("ip") || !installed("iptables") {
+        apt_install(&["iproute2", "iptables"], "the network namespace test");
     }
 }
 
@@ -829,37 +817,8 @@ fn a_worker_with_no_inbound_route_is_verified() {
     let net = Net::start_on(dir.path(), ns.host, 1, 20, |_| {});
     let _checker = net.checker_process(0, dir.path());
     let wdir = dir.path().join("worker");
-    let reg = ns
-        .cairn()
-        .args(["worker", "register", "--key", "owner", "--data-dir"])
-        .arg(&wdir)
-        .env("CAIRN_NODE", &net.url)
-        .env("CAIRN_KEYS_DIR", &net.keys)
-        .output()
-        .unwrap();
-    assert!(
-        reg.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reg.stderr)
-    );
-    let c = Client::new(&net.url);
-    let dev: Address = c
-        .get(&format!("/v1/devices?owner={}", net.owner.address()))
-        .unwrap()["devices"][0]["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let _worker = Guard(
-        ns.cairn()
-            .args(["worker", "run", "--data-dir"])
-            .arg(&wdir)
-            .env("CAIRN_NODE", &net.url)
-            .stdout(Stdio::null())
-            .stderr(log_file(dir.path(), "worker"))
-            .spawn()
-            .unwrap(),
-    );
+    let dev = net.register_worker(ns.cairn(), &wdir);
+    let _worker = net.run_worker(ns.cairn(), &wdir, dir.path());
     eventually(
         90,
         dir.path(),

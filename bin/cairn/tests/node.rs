@@ -765,10 +765,22 @@ fn subscribe(url: &str, query: &str) -> std::sync::Arc<std::sync::Mutex<Vec<Stri
 }
 
 /// Polls `f` every 100 ms for up to `secs`; panics with `what` if it never holds.
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+fn eventually(secs: u64, what: &str, f: impl FnMut() -> bool) {
+    eventually_or(secs, what, f, String::new);
+}
+
+/// As [`eventually`], adding what `context` says (state, logs) to the panic.
+fn eventually_or(
+    secs: u64,
+    what: &str,
+    mut f: impl FnMut() -> bool,
+    context: impl FnOnce() -> String,
+) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while !f() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out: {what}\n{}", context());
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -957,29 +969,24 @@ fn devices_deployments_epochs_stakes_credits_and_events() {
     );
     assert!(o.status.success(), "{}", text(&o));
 
-    let until = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let (_, d) = http_get(&net.url, &format!("/v1/devices/{watched}"));
-        if d["verification"]["status"] == "verified" {
-            break;
-        }
-        if std::time::Instant::now() > until {
+    eventually_or(
+        90,
+        "the cheapest device is verified",
+        || {
+            http_get(&net.url, &format!("/v1/devices/{watched}")).1["verification"]["status"]
+                == "verified"
+        },
+        || {
+            let (_, d) = http_get(&net.url, &format!("/v1/devices/{watched}"));
             let log = net.log.lock().unwrap();
-            let tail: Vec<&String> = log
+            let said: Vec<&str> = log
                 .iter()
                 .filter(|l| !l.contains("not connected"))
+                .map(String::as_str)
                 .collect();
-            panic!(
-                "timed out: the cheapest device is verified: {}\ndevnet said:\n{}",
-                d["verification"],
-                tail.iter()
-                    .map(|l| l.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            format!("{}\ndevnet said:\n{}", d["verification"], said.join("\n"))
+        },
+    );
     let (_, unverified) = http_get(&net.url, &format!("/v1/devices/{}", devices[1].address()));
     assert_eq!(
         unverified["verification"]["status"], "unverified",
@@ -1320,24 +1327,21 @@ fn deploy_runs_the_job_and_only_its_owner_reads_the_logs() {
     // Extend, then stop, from the CLI: the deposit grows by the extra hour, and stopping
     // refunds everything not served.
     deploy_sh(&net, &keys, "sleep 1000; : cairn-stopped-job-marker");
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let d = c.get("/v1/deployments/1").unwrap();
-        if d["leases"][0]["started"] == true {
-            break;
-        }
-        if std::time::Instant::now() > until {
-            let log = net.log.lock().unwrap();
+    eventually_or(
+        30,
+        "the second job starts",
+        || c.get("/v1/deployments/1").unwrap()["leases"][0]["started"] == true,
+        || {
+            let d = c.get("/v1/deployments/1").unwrap();
             let dev = d["leases"][0]["device"].as_str().unwrap_or("?").to_string();
-            panic!(
-                "timed out: the second job starts: {d}\ndevice account: {}\nstatus: {}\ndevnet said:\n{}",
+            format!(
+                "{d}\ndevice account: {}\nstatus: {}\ndevnet said:\n{}",
                 http_get(&net.url, &format!("/v1/accounts/{dev}")).1,
                 http_get(&net.url, "/v1/status").1,
-                log.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+                net.log.lock().unwrap().join("\n")
+            )
+        },
+    );
     let deposit = |c: &Client| {
         c.get("/v1/deployments/1").unwrap()["deposit"]
             .as_u64()

@@ -83,7 +83,8 @@ pub struct Podman {
     service: Child,
 }
 
-fn installed(program: &str) -> bool {
+/// Whether `program` is on the PATH.
+pub fn installed(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .stdout(Stdio::null())
@@ -91,15 +92,14 @@ fn installed(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn ensure_packages() {
-    let missing = !installed("podman") || !installed("runc") || !Path::new("/bin/busybox").exists();
-    if !missing {
-        return;
-    }
+/// Installs Debian `packages` with apt-get (updating the lists once if the first try fails);
+/// panics naming `what` needs them if it cannot. Tests call it when something they need is
+/// missing (CI runs as root).
+pub fn apt_install(packages: &[&str], what: &str) {
     let install = || {
         Command::new("apt-get")
             .args(["install", "-y", "-q"])
-            .args(PACKAGES)
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .is_ok_and(|s| s.success())
@@ -108,9 +108,16 @@ fn ensure_packages() {
         let _ = Command::new("apt-get").args(["update", "-q"]).status();
         assert!(
             install(),
-            "podman, runc and busybox-static are needed for the container tests and \
-             apt-get could not install them"
+            "{} are needed for {what} and apt-get could not install them",
+            packages.join(", ")
         );
+    }
+}
+
+fn ensure_packages() {
+    let missing = !installed("podman") || !installed("runc") || !Path::new("/bin/busybox").exists();
+    if missing {
+        apt_install(&PACKAGES, "the container tests");
     }
 }
 
