@@ -7,49 +7,15 @@ use cairn_client::Client;
 use cairn_primitives::{Address, Genesis, GenesisAccount, GenesisChecker, Keypair};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The timed tests take turns (docs/ARCHITECTURE.md, "Timed tests").
-fn timed() -> std::fs::File {
-    let path = std::env::temp_dir().join("cairn-timed-tests.lock");
-    let file = std::fs::File::create(&path).expect("the timed tests' lock file");
-    file.lock().expect("the timed tests' lock");
-    file
-}
-
-fn free_port() -> SocketAddr {
-    free_port_on(std::net::Ipv4Addr::LOCALHOST)
-}
-
-fn free_port_on(ip: std::net::Ipv4Addr) -> SocketAddr {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
+mod common;
+use common::{Guard, free_port_on, timed};
 
 /// Waits for `f`; on time-out fails with `what` and the processes' logs under `logs`.
-fn eventually(secs: u64, logs: &Path, what: &str, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        if Instant::now() >= until {
-            let mut out = String::new();
-            for e in std::fs::read_dir(logs).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.extension().is_some_and(|x| x == "log") {
-                    let text = std::fs::read_to_string(&p).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                    out.push_str(&format!("--- {}\n", p.display()));
-                    for l in tail.into_iter().rev() {
-                        out.push_str(l);
-                        out.push('\n');
-                    }
-                }
-            }
-            panic!("timed out: {what}\n{out}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn eventually(secs: u64, logs: &Path, what: &str, f: impl FnMut() -> bool) {
+    common::eventually_or(secs, what, f, || common::log_tails(logs, 40));
 }
 
 /// A file the process writes its log to (appended), shown when the test times out.
@@ -59,16 +25,6 @@ fn log_file(dir: &Path, name: &str) -> std::fs::File {
         .append(true)
         .open(dir.join(format!("{name}.log")))
         .expect("a log file")
-}
-
-/// A child process killed and reaped when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A node in this process, with `checkers` staked at genesis (their keys in `keys`), an
@@ -124,7 +80,8 @@ impl Net {
         let mut g = Genesis::production("cairn-faults", epoch_secs, cairn_node::now_ms());
         g.validators = vec![cairn_primitives::Validator {
             key: validator.address(),
-            p2p: free_port().to_string(),
+            // One validator: nobody dials its p2p port.
+            p2p: "127.0.0.1:0".into(),
         }];
         g.checking.join_delay_secs = 2;
         g.checking.min_round_gap_secs = 5;
@@ -323,6 +280,64 @@ fn a_worker_killed_mid_round_fails_that_round_only() {
     let v = net.verification(&dev);
     assert_eq!(v["consecutive_fails"], 0, "{v}");
     assert!(v["round"].as_u64().unwrap() > killed_round);
+}
+
+/// What a device that skimps on its work would sign: the true product with one wrong entry
+/// in every row (its diagonal, plus one).
+struct OneWrongEntryPerRow;
+
+impl cairn_solver::Solver for OneWrongEntryPerRow {
+    fn name(&self) -> String {
+        "a CPU that answers one wrong entry per row".into()
+    }
+
+    fn solve(&self, c: &cairn_popw::Challenge) -> Result<Vec<i32>, cairn_solver::SolveError> {
+        let mut v = cairn_solver::Solver::solve(&cairn_solver::CpuSolver, c)?;
+        let n = c.n as usize;
+        for r in 0..n {
+            v[r * n + r] = v[r * n + r].wrapping_add(1);
+        }
+        Ok(v)
+    }
+}
+
+/// A device that signs a wrong answer fails its round, and its checkers (real `cairn checker`
+/// processes) turn the wrong entry their audit found into a fraud proof that lands: the
+/// device is slashed, once, whatever else they post; no checker passed it, so none is struck.
+#[test]
+fn a_wrong_signed_answer_is_convicted_by_its_checkers_fraud_proof() {
+    let _turn = timed();
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::start(dir.path(), 3, 60, |_| {});
+    let _checkers: Vec<Guard> = (0..3).map(|i| net.checker_process(i, dir.path())).collect();
+    let device = Keypair::from_seed([0x5c; 32]);
+    net.register(&device, 1, 2_048);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let link = cairn_worker::spawn_checking_with(
+        &net.url,
+        vec![cairn_worker::ProvingDevice {
+            key: device.clone(),
+            gpu: None,
+        }],
+        stop.clone(),
+        std::sync::Arc::new(OneWrongEntryPerRow),
+    );
+    let c = Client::new(&net.url);
+    let dev = device.address();
+    eventually(120, dir.path(), "the device is slashed", || {
+        c.get(&format!("/v1/devices/{dev}")).unwrap()["status"] == "slashed"
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = link.join();
+    let d = c.get(&format!("/v1/devices/{dev}")).unwrap();
+    assert_ne!(d["verification"]["verdict"], "pass", "{d}");
+    let logs = common::log_tails(dir.path(), 40);
+    assert!(logs.contains("fraud proof journaled"), "{logs}");
+    for (name, _) in &net.checkers {
+        let k = cairn_keystore::Keystore::at(&net.keys).load(name).unwrap();
+        let v = c.get(&format!("/v1/checkers/{}", k.address())).unwrap();
+        assert_eq!(v["strikes"], 0, "{v}");
+    }
 }
 
 /// A counter from the checker's Prometheus text.

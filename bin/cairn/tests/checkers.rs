@@ -4,27 +4,11 @@
 use cairn_client::Client;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A child process killed and reaped when dropped (every path, failures included).
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The timed tests take turns (docs/ARCHITECTURE.md, "Timed tests"): the honest device's
-/// rounds are timed against its class's deadline.
-fn timed() -> std::fs::File {
-    let path = std::env::temp_dir().join("cairn-timed-tests.lock");
-    let file = std::fs::File::create(&path).expect("the timed tests' lock file");
-    file.lock().expect("the timed tests' lock");
-    file
-}
+mod common;
+use common::{Guard, eventually, free_port, timed};
 
 /// A devnet without its worker in `dir`; returns it and its API URL.
 fn devnet(dir: &Path, extra: &[&str]) -> (Guard, String) {
@@ -59,14 +43,6 @@ fn cairn(url: &str, keys: &Path, path: &str, args: &[&str]) -> std::process::Out
         .env("PATH", path)
         .output()
         .expect("run cairn")
-}
-
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < until, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// The io.net incident of April 2024, replayed: a worker whose `nvidia-smi` lies registers
@@ -230,13 +206,6 @@ fn eight_fake_h100s_are_jailed_never_matched_nor_paid_and_the_honest_cpu_is() {
     }
 }
 
-/// A free loopback port.
-fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
 /// One solver answering for two devices misses the deadline in a round where both are due.
 /// The CPU class's margin cannot show it on this machine under CI load, so the test calibrates
 /// its own class to this machine: its deadline is 1.5 times the time one challenge takes here
@@ -285,7 +254,8 @@ fn one_solver_answering_for_two_devices_misses_the_deadline() {
     g.classes.push(class.clone());
     g.validators = vec![cairn_primitives::Validator {
         key: validator.address(),
-        p2p: free_port().to_string(),
+        // One validator: nobody dials its p2p port.
+        p2p: "127.0.0.1:0".into(),
     }];
     g.checking.min_round_gap_secs = 86_400;
     g.checking.join_delay_secs = 3;

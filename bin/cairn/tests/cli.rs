@@ -4,6 +4,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+use common::timed;
+
 fn cairn(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(args)
@@ -26,18 +29,6 @@ fn fails(args: &[&str]) -> String {
     let o = cairn(args);
     assert!(!o.status.success(), "cairn {args:?} should fail");
     String::from_utf8(o.stderr).unwrap()
-}
-
-/// Tests whose commands time real work against a deadline take turns with the other heavy
-/// ones, in this binary and others (cargo nextest runs binaries side by side): run side by
-/// side on a 2-core machine, the probe's compute phase measured the bench beside it and
-/// missed its deadline. The same file lock as the proof-of-work tests' (docs/ARCHITECTURE.md,
-/// "Timed tests"), held until the returned file is dropped.
-fn heavy() -> std::fs::File {
-    let path = std::env::temp_dir().join("cairn-timed-tests.lock");
-    let file = std::fs::File::create(&path).expect("the timed tests' lock file");
-    file.lock().expect("the timed tests' lock");
-    file
 }
 
 fn s(p: &Path) -> &str {
@@ -145,7 +136,7 @@ fn ledger_generate_replay_and_status() {
 
 #[test]
 fn bench_ledger_prints_figures_beside_bars_as_json() {
-    let _turn = heavy();
+    let _turn = timed();
     let v: serde_json::Value = serde_json::from_str(&ok(&[
         "bench",
         "ledger",
@@ -173,7 +164,7 @@ fn bench_ledger_prints_figures_beside_bars_as_json() {
 
 #[test]
 fn worker_probe_runs_the_challenge_on_this_machine_and_reports_each_class() {
-    let _turn = heavy();
+    let _turn = timed();
     let v: serde_json::Value =
         serde_json::from_str(&ok(&["worker", "probe", "--json"])).expect("probe json");
     assert_eq!(v["verdict"], "pass", "{v}");
@@ -204,7 +195,7 @@ fn worker_probe_runs_the_challenge_on_this_machine_and_reports_each_class() {
 
 #[test]
 fn bench_popw_reports_the_solver_and_both_audits_beside_the_bar() {
-    let _turn = heavy();
+    let _turn = timed();
     // The smallest GPU class keeps the test short: 7 tables of 16,384², rows opened in each.
     let v: serde_json::Value = serde_json::from_str(&ok(&[
         "bench", "popw", "--json", "--runs", "1", "--class", "RTX-3050",

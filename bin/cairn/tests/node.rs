@@ -10,6 +10,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+mod common;
+use common::{Guard, eventually, eventually_or};
+
 /// A devnet process, killed on drop (every path, failures included).
 struct Devnet {
     child: Child,
@@ -22,30 +25,6 @@ impl Drop for Devnet {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A child process killed and reaped when the guard drops, on every path (a failed assertion
-/// included).
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl std::ops::Deref for ChildGuard {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for ChildGuard {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
     }
 }
 
@@ -764,27 +743,6 @@ fn subscribe(url: &str, query: &str) -> std::sync::Arc<std::sync::Mutex<Vec<Stri
     lines
 }
 
-/// Polls `f` every 100 ms for up to `secs`; panics with `what` if it never holds.
-fn eventually(secs: u64, what: &str, f: impl FnMut() -> bool) {
-    eventually_or(secs, what, f, String::new);
-}
-
-/// As [`eventually`], adding what `context` says (state, logs) to the panic.
-fn eventually_or(
-    secs: u64,
-    what: &str,
-    mut f: impl FnMut() -> bool,
-    context: impl FnOnce() -> String,
-) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        if std::time::Instant::now() >= deadline {
-            panic!("timed out: {what}\n{}", context());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Signs and submits `body` from `key` and waits until it is final; panics if it failed.
 fn run_tx(c: &Client, key: &Keypair, body: TxBody) -> cairn_primitives::Hash {
     let chain = chain_id(c);
@@ -1442,7 +1400,7 @@ fn a_killed_worker_s_lease_times_out_and_is_never_run_twice() {
         },
     );
     let worker = || {
-        ChildGuard(
+        Guard(
             Command::new(env!("CARGO_BIN_EXE_cairn"))
                 .args(["worker", "run", "--heartbeat-secs", "1", "--data-dir"])
                 .arg(&wdir)

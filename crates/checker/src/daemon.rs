@@ -72,6 +72,8 @@ pub struct Metrics {
     results_posted: AtomicU64,
     post_errors: AtomicU64,
     disputes_backed: AtomicU64,
+    fraud_proofs: AtomicU64,
+    fraud_proofs_posted: AtomicU64,
 }
 
 impl Metrics {
@@ -104,6 +106,16 @@ impl Metrics {
                 "results_posted",
                 "PostResults transactions final.",
                 &self.results_posted,
+            ),
+            c(
+                "fraud_proofs",
+                "Fraud proofs built from wrong entries found by audits.",
+                &self.fraud_proofs,
+            ),
+            c(
+                "fraud_proofs_posted",
+                "SubmitFraudProof transactions final.",
+                &self.fraud_proofs_posted,
             ),
             c(
                 "post_errors",
@@ -165,6 +177,8 @@ struct Shared {
     me: Address,
     chain_id: String,
     evidence: PathBuf,
+    /// Transactions to post (results, fraud proofs), one file each, until final.
+    pending: PathBuf,
     /// Devices assigned to this checker this epoch: only they may connect.
     admitted: Mutex<BTreeSet<Address>>,
     /// Keys refused since the last refresh: a device registered since then is admitted as
@@ -210,6 +224,7 @@ pub fn run(
         key,
         chain_id,
         evidence,
+        pending: pending.clone(),
         admitted: Mutex::new(BTreeSet::new()),
         knocked: AtomicBool::new(false),
         conns: Mutex::new(BTreeMap::new()),
@@ -710,6 +725,17 @@ async fn run_round(
         move || cairn_popw::check_audit(&p, &answer, &walk_nonce, &digests, &audit_seed, &openings)
     };
     if let Err(f) = audit() {
+        // A wrong entry in a row under a signed root is a fraud proof anyone can check: the
+        // device is slashed, and whoever passed this answer takes a strike.
+        if let cairn_popw::Fault::WrongRow { table, row, col } = f
+            && let Some(proof) = openings
+                .iter()
+                .find(|o| o.table == table && o.row == row)
+                .and_then(|o| cairn_popw::fraud_proof_of(device, &answer, o, col))
+        {
+            shared.metrics.fraud_proofs.fetch_add(1, Ordering::Relaxed);
+            journal_fraud(&shared.pending, h, proof);
+        }
         return (ResultCode::Fail, format!("audit: {f}"));
     }
     let receipt = wait_for(
@@ -1165,7 +1191,22 @@ fn journal(dir: &Path, height: u64, posts: &[PostResults]) {
     }
 }
 
-/// The journaled results, oldest round first.
+/// Journals a fraud proof found in round `height`, posted with that round's results.
+fn journal_fraud(dir: &Path, height: u64, proof: cairn_primitives::FraudProof) {
+    use commonware_codec::Encode;
+    let path = dir.join(format!("{height:020}-fraud-{}.results", proof.device));
+    let tmp = path.with_extension("tmp");
+    let device = proof.device;
+    let body = TxBody::SubmitFraudProof(proof);
+    match std::fs::write(&tmp, body.encode()).and_then(|()| std::fs::rename(&tmp, &path)) {
+        Ok(()) => eprintln!(
+            "checker: round {height}: device {device} answered a wrong entry; fraud proof journaled"
+        ),
+        Err(e) => eprintln!("checker: cannot journal the fraud proof against {device}: {e}"),
+    }
+}
+
+/// The journaled transactions, oldest round first.
 fn journaled(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -1192,25 +1233,27 @@ fn post_pending(client: &Client, shared: &Shared, dir: &Path, stop: &AtomicBool)
             let _ = std::fs::remove_file(&path);
             continue;
         };
-        let round = match &body {
-            TxBody::PostResults(p) => p.round,
-            _ => 0,
+        let what = match &body {
+            TxBody::PostResults(p) => format!("results of round {}", p.round),
+            TxBody::SubmitFraudProof(p) => format!("the fraud proof against {}", p.device),
+            _ => "a transaction".to_string(),
+        };
+        let posted = match &body {
+            TxBody::SubmitFraudProof(_) => &shared.metrics.fraud_proofs_posted,
+            _ => &shared.metrics.results_posted,
         };
         let outcome = client
             .sign_and_submit(&shared.key, None, body)
             .and_then(|h| client.wait_final(&h, Duration::from_secs(30)));
         match outcome {
             Ok(v) if v["status"] == "final" => {
-                shared
-                    .metrics
-                    .results_posted
-                    .fetch_add(1, Ordering::Relaxed);
+                posted.fetch_add(1, Ordering::Relaxed);
                 let _ = std::fs::remove_file(&path);
             }
             Ok(v) => {
                 shared.metrics.post_errors.fetch_add(1, Ordering::Relaxed);
                 let code = v["code"].as_str().unwrap_or("?").to_string();
-                refused(shared, round, &code, v["message"].as_str().unwrap_or(""));
+                refused(shared, &what, &code, v["message"].as_str().unwrap_or(""));
                 let _ = std::fs::remove_file(&path);
             }
             // Refused at admission for a reason that will not pass: dropped, saying why.
@@ -1220,12 +1263,12 @@ fn post_pending(client: &Client, shared: &Shared, dir: &Path, stop: &AtomicBool)
                 message,
             }) if !retry_admission(status, &code) => {
                 shared.metrics.post_errors.fetch_add(1, Ordering::Relaxed);
-                refused(shared, round, &code, &message);
+                refused(shared, &what, &code, &message);
                 let _ = std::fs::remove_file(&path);
             }
             Err(e) => {
                 shared.metrics.post_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("checker: posting round {round}: {e}; will retry");
+                tracing::info!("checker: posting {what}: {e}; will retry");
                 return;
             }
         }
@@ -1239,9 +1282,9 @@ fn retry_admission(status: u16, code: &str) -> bool {
     status == 429 || status >= 500 || matches!(code, "bad_nonce" | "insufficient_balance")
 }
 
-fn refused(shared: &Shared, round: u64, code: &str, message: &str) {
+fn refused(shared: &Shared, what: &str, code: &str, message: &str) {
     eprintln!(
-        "checker {}: results of round {round} refused: {code} ({message}){}",
+        "checker {}: {what} refused: {code} ({message}){}",
         shared.me.short(),
         if code == "wrong_epoch" || code == "unknown_round" {
             "; its epoch is over; dropped"
@@ -1336,6 +1379,7 @@ mod tests {
             key: checker,
             chain_id: "test".into(),
             evidence: PathBuf::new(),
+            pending: PathBuf::new(),
             admitted: Mutex::new(BTreeSet::new()),
             knocked: AtomicBool::new(false),
             conns: Mutex::new(BTreeMap::new()),

@@ -172,7 +172,7 @@ pub fn run(opts: Options) -> Result<(), DevnetError> {
         // Three checkers, staked at genesis, with tokens for the fees of their results.
         for (k, addr) in checker_keys.iter().zip(opts.checkers) {
             let addr = if addr.port() == 0 {
-                free_port(addr)
+                free_port(addr.ip()).unwrap_or(addr)
             } else {
                 addr
             };
@@ -272,11 +272,43 @@ pub fn run(opts: Options) -> Result<(), DevnetError> {
     }
 }
 
-/// A free port on `addr`'s interface (the OS picks it; it is free again when this returns).
-fn free_port(addr: SocketAddr) -> SocketAddr {
-    std::net::TcpListener::bind(addr)
+/// A free port on `ip` for a process that binds it later (a checker named in a genesis, a
+/// devnet started on port 0), or `None` when none is.
+///
+/// A port the kernel hands out for `bind(…:0)` is free again once the probe closes, and until
+/// the process binds it the kernel may give it to an outgoing connection as its source port:
+/// with many HTTP polls in flight that happened in CI (a listener failed with `BindFailed`).
+/// So the port comes from below the kernel's ephemeral range, which only an explicit bind
+/// takes. Successive calls in one process try successive candidates, from a start that depends
+/// on the process id, and return the first that binds now.
+pub fn free_port(ip: std::net::IpAddr) -> Option<SocketAddr> {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // The first port of the ephemeral range (32768 where it cannot be read).
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let (first, span): (u32, u32) = if low > 12_000 {
+        (10_000, low - 10_000)
+    } else {
+        (1_025, low.saturating_sub(1_025).max(1))
+    };
+    let start = std::process::id().wrapping_mul(7_919);
+    for _ in 0..span.min(2_000) {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let candidate = first.saturating_add(start.wrapping_add(n.wrapping_mul(13)) % span);
+        let Ok(port) = u16::try_from(candidate) else {
+            continue;
+        };
+        if let Ok(l) = std::net::TcpListener::bind((ip, port)) {
+            return l.local_addr().ok();
+        }
+    }
+    // Nothing below the range is free: the kernel's pick.
+    std::net::TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
-        .unwrap_or(addr)
+        .ok()
 }
 
 /// Each checker's listening address: its endpoint in the devnet's genesis file, else the

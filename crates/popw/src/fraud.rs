@@ -78,6 +78,29 @@ pub fn fraud_proof(
     }
 }
 
+/// The fraud proof a checker's audit found: entry `col` of `opening` (a row the device opened
+/// under its signed root for the opening's table) is wrong. `None` when the answer has no such
+/// table (the audit checked that it has).
+pub fn fraud_proof_of(
+    device: Address,
+    answer: &crate::Answer,
+    opening: &crate::Opening,
+    col: u32,
+) -> Option<FraudProof> {
+    let k = usize::try_from(opening.table).ok()?;
+    Some(FraudProof {
+        device,
+        nonce: Hash(crate::protocol::table_nonce(&answer.nonce, opening.table)),
+        n: answer.n,
+        root: *answer.roots.get(k)?,
+        device_signature: answer.signatures.get(k)?.clone(),
+        row: opening.row,
+        values: opening.values.clone(),
+        path: opening.path.clone(),
+        col,
+    })
+}
+
 /// The Merkle path for leaf `index` among `leaves` (a power-of-two count), matching
 /// `cairn_primitives::merkle_root`.
 pub fn merkle_path(leaves: &[Hash], mut index: usize) -> Vec<Hash> {

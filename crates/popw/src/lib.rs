@@ -41,7 +41,8 @@ mod protocol;
 mod verify;
 
 pub use fraud::{
-    FraudError, answer_message, fraud_proof, merkle_path, sign_answer, verify_fraud_proof,
+    FraudError, answer_message, fraud_proof, fraud_proof_of, merkle_path, sign_answer,
+    verify_fraud_proof,
 };
 pub use matrix::{
     CHUNK_TAG, Challenge, ChallengeError, LEAF_CHUNK, MAX_N, ROW_TAG, chunk_digests,
@@ -49,7 +50,7 @@ pub use matrix::{
 };
 pub use protocol::{
     Answer, CPU_N, CPU_REQUIRED_FRACTION, GPU_N, GPU_REQUIRED_FRACTION, NETWORK_ALLOWANCE, Opening,
-    Params, WALK_MIN_BYTES, row_digest, table_challenge, walk_chain, walk_positions, walk_starts,
-    walk_with,
+    Params, WALK_MIN_BYTES, row_digest, table_challenge, table_nonce, walk_chain, walk_positions,
+    walk_starts, walk_with,
 };
 pub use verify::{Fault, audit_requests, check_answer, check_audit, check_walk, freivalds};

@@ -185,7 +185,12 @@ fn ops(n: u32, tables: u32) -> f64 {
 
 /// Table `k`'s challenge under `nonce`.
 pub fn table_challenge(nonce: &[u8; 32], k: u32, n: u32) -> Result<Challenge, ChallengeError> {
-    Challenge::new(sha256(&[b"cairn/popw/table", nonce, &k.to_be_bytes()]).0, n)
+    Challenge::new(table_nonce(nonce, k), n)
+}
+
+/// Table `k`'s own nonce under the device's `nonce` (what the device signs with its root).
+pub fn table_nonce(nonce: &[u8; 32], k: u32) -> [u8; 32] {
+    sha256(&[b"cairn/popw/table", nonce, &k.to_be_bytes()]).0
 }
 
 /// A signed answer to the compute phase.

@@ -70,13 +70,17 @@ pub enum Fault {
     /// A walk step's digest does not match the rows opened for it.
     #[error("walk step {0} does not match the rows it read")]
     WalkDigest(usize),
-    /// An opened row is not the product (Freivalds, or an entry computed exactly).
-    #[error("row {row} of table {table} is not the product on the audited columns")]
+    /// An opened row is not the product: entry `col` differs from the true dot product
+    /// (found by Freivalds' check and then located exactly, or computed exactly). With the
+    /// opening and the signed root that is a fraud proof ([`crate::fraud_proof_of`]).
+    #[error("entry ({row}, {col}) of table {table} is not the product")]
     WrongRow {
         /// Table.
         table: u32,
         /// Row.
         row: u32,
+        /// The wrong entry's column.
+        col: u32,
     },
     /// The challenge parameters are malformed.
     #[error("{0}")]
@@ -302,6 +306,7 @@ fn check_rows(
                 return Err(Fault::WrongRow {
                     table: o.table,
                     row: o.row,
+                    col: *j,
                 });
             }
         }
@@ -355,9 +360,17 @@ pub fn freivalds(
                 .map(|(a, y)| i64::from(*a).wrapping_mul(i64::from(*y)))
                 .sum();
             if lhs != rhs {
+                // Some entry of S under x differs (the entries are below 2³¹ in size, so the
+                // sums are exact): find it, one dot product per column.
+                let col = picked
+                    .iter()
+                    .zip(b.chunks_exact(n))
+                    .find(|(j, bj)| o.values.get(**j as usize) != Some(&dot(ar, bj)))
+                    .map_or(0, |(j, _)| *j);
                 return Err(Fault::WrongRow {
                     table: o.table,
                     row: o.row,
+                    col,
                 });
             }
         }
@@ -385,7 +398,11 @@ mod tests {
             wrong.values[j] += 1;
             assert_eq!(
                 check_rows(&c, &[&wrong], 64, 8, &[1; 32]),
-                Err(Fault::WrongRow { table: 0, row: 9 })
+                Err(Fault::WrongRow {
+                    table: 0,
+                    row: 9,
+                    col: j as u32
+                })
             );
         }
         // Eight rows share the table: Freivalds (8·64 > 8·(32 + 8)), same verdicts.
@@ -402,9 +419,14 @@ mod tests {
         let mut wrong = rows[5].clone();
         wrong.values[40] -= 1;
         refs[5] = &wrong;
+        // Freivalds finds the row; the column is then located exactly.
         assert_eq!(
             check_rows(&c, &refs, 64, 8, &[1; 32]),
-            Err(Fault::WrongRow { table: 0, row: 5 })
+            Err(Fault::WrongRow {
+                table: 0,
+                row: 5,
+                col: 40
+            })
         );
     }
 }

@@ -3,7 +3,8 @@
 
 use cairn_popw::{
     Answer, Challenge, Fault, Opening, Params, audit_requests, check_answer, check_audit,
-    check_walk, freivalds, row_digest, table_challenge, walk_with,
+    check_walk, fraud_proof_of, freivalds, row_digest, table_challenge, verify_fraud_proof,
+    walk_with,
 };
 use cairn_primitives::{DeviceClass, Keypair};
 use cairn_solver::{CpuSolver, Inputs, Prover, Solver, self_challenge};
@@ -136,13 +137,34 @@ fn an_honest_walk_passes_when_checks_draw_the_same_step_twice() {
 }
 
 #[test]
-fn one_wrong_entry_is_caught() {
+fn one_wrong_entry_is_caught_and_becomes_a_fraud_proof_anyone_can_check() {
     let p = small();
     let nonce = [1; 32];
     let tables = tampered(honest_tables(&p, &nonce), 1, |v, n| v[37 * n + 11] += 1);
     assert_eq!(
-        judge(&p, nonce, tables, Duration::ZERO),
-        Err(Fault::WrongRow { table: 1, row: 37 })
+        judge(&p, nonce, tables.clone(), Duration::ZERO),
+        Err(Fault::WrongRow {
+            table: 1,
+            row: 37,
+            col: 11
+        })
+    );
+    // The checker's side: the opening it was sent, the signed answer, and the entry the audit
+    // located make a proof the ledger checks in O(n), with nothing else.
+    let prover = Prover::from_values(nonce, p.clone(), tables).unwrap();
+    let answer = prover.answer(&key(), CHAIN);
+    let opening = prover.open(1, 37).unwrap();
+    let device = key().address();
+    let proof = fraud_proof_of(device, &answer, &opening, 11).unwrap();
+    assert_eq!(
+        verify_fraud_proof(CHAIN, &key().public_key(), &proof),
+        Ok(())
+    );
+    // A proof naming a right entry of the same row proves nothing.
+    let right = fraud_proof_of(device, &answer, &opening, 12).unwrap();
+    assert_eq!(
+        verify_fraud_proof(CHAIN, &key().public_key(), &right),
+        Err(cairn_popw::FraudError::EntryCorrect)
     );
 }
 

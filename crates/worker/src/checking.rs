@@ -95,16 +95,27 @@ impl Lane {
 }
 
 /// Starts the checking link for `devices` against the node at `node`; it stops when `stop`
-/// is set.
+/// is set. CPU devices are proved with [`CpuSolver`].
 pub fn spawn(node: &str, devices: Vec<ProvingDevice>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    spawn_with(node, devices, stop, Arc::new(CpuSolver))
+}
+
+/// As [`spawn`], proving CPU devices with `cpu` (another CPU implementation; the tests use
+/// one that answers a wrong entry, to see the checkers convict it).
+pub fn spawn_with(
+    node: &str,
+    devices: Vec<ProvingDevice>,
+    stop: Arc<AtomicBool>,
+    cpu: Arc<dyn Solver>,
+) -> JoinHandle<()> {
     let node = node.to_string();
     std::thread::Builder::new()
         .name("checking".into())
-        .spawn(move || run(&node, devices, &stop))
+        .spawn(move || run(&node, devices, &stop, &cpu))
         .unwrap_or_else(|e| panic!("spawning the checking thread: {e}"))
 }
 
-fn run(node: &str, devices: Vec<ProvingDevice>, stop: &Arc<AtomicBool>) {
+fn run(node: &str, devices: Vec<ProvingDevice>, stop: &Arc<AtomicBool>, cpu: &Arc<dyn Solver>) {
     let view = Arc::new(Mutex::new(ChainView::default()));
     let keys: BTreeMap<Address, Keypair> = devices
         .iter()
@@ -132,10 +143,11 @@ fn run(node: &str, devices: Vec<ProvingDevice>, stop: &Arc<AtomicBool>) {
         );
         let keys = keys.clone();
         let view = view.clone();
+        let cpu = cpu.clone();
         provers.push(
             std::thread::Builder::new()
                 .name("prover".into())
-                .spawn(move || prove(rx, &keys, solver, &pending, &view)),
+                .spawn(move || prove(rx, &keys, solver, &*cpu, &pending, &view)),
         );
     }
     let follower = {
@@ -306,11 +318,12 @@ fn follow(node: &str, devices: &[Address], view: &Mutex<ChainView>, stop: &Atomi
 }
 
 /// A lane's prover thread: one computation at a time on its solver (`None`: the CPU; else a
-/// CUDA ordinal), the latest round's tables kept per device.
+/// CUDA ordinal, `cpu` then), the latest round's tables kept per device.
 fn prove(
     jobs: std::sync::mpsc::Receiver<Job>,
     keys: &BTreeMap<Address, Keypair>,
     solver: Option<usize>,
+    cpu: &dyn Solver,
     pending: &std::sync::atomic::AtomicUsize,
     view: &Mutex<ChainView>,
 ) {
@@ -337,7 +350,7 @@ fn prove(
                         _ => {
                             kept.remove(&device);
                             let solved = gpu_solver(solver, &mut cuda).and_then(|s| {
-                                let s: &dyn Solver = s.unwrap_or(&CpuSolver);
+                                let s: &dyn Solver = s.unwrap_or(cpu);
                                 s.prepare(&params).map_err(|e| e.to_string())?;
                                 Prover::solve(s, nonce, params, |_, _| {})
                                     .map_err(|e| e.to_string())

@@ -30,7 +30,7 @@ mod sandbox;
 pub mod testing;
 
 pub use agent::{Agent, AgentConfig, AgentError};
-pub use checking::{ProvingDevice, spawn as spawn_checking};
+pub use checking::{ProvingDevice, spawn as spawn_checking, spawn_with as spawn_checking_with};
 pub use discover::{Gpu, GpuAccess, Hardware, parse_smi};
 pub use docker::{DockerRuntime, default_socket};
 pub use probe::{

@@ -519,6 +519,46 @@ fn a_fraud_proof_convicts_each_device_and_nonce_once() {
     w.check_supply();
 }
 
+/// Checkers are penalized only on evidence: a pass for an answer a fraud proof convicts is a
+/// strike for each checker that posted it; a checker that did not pass it takes none.
+#[test]
+fn a_fraud_proof_strikes_each_checker_that_passed_the_convicted_answer() {
+    use cairn_popw::{Challenge, fraud_proof, rows_root, sign_answer, table_nonce};
+    let mut w = World::new(PaymentModel::Bme);
+    w.register_cpu(0, 0, 4, 100);
+    let dev = w.devices[0].clone();
+    let o = w.check(&[dev.address()], &[0, 1], ResultCode::Pass);
+    let round = w.ledger.round(o.height).expect("a round").clone();
+    // Table 0 of the device's challenge in that round, signed with one wrong entry.
+    let nonce = table_nonce(&device_nonce(&round.seed, &dev.address()), 0);
+    let c = Challenge::new(nonce, 8).unwrap();
+    let mut rows: Vec<Vec<i32>> = (0..8).map(|r| c.result_row(r)).collect();
+    rows[2][6] = rows[2][6].wrapping_add(3);
+    let sig = sign_answer(&dev, &w.genesis.chain_id, &nonce, 8, &rows_root(&rows));
+    let proof = TxBody::SubmitFraudProof(fraud_proof(dev.address(), nonce, &rows, sig, 2, 6));
+    let reporter = w.checkers[2].clone();
+    let t = w.tx(&reporter, proof);
+    let o = w.block(1, vec![t]);
+    assert_eq!(o.results[0].error, None);
+    let penalized: Vec<Address> = o
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::CheckerPenalized { checker, .. } => Some(*checker),
+            _ => None,
+        })
+        .collect();
+    let passed = [w.checkers[0].address(), w.checkers[1].address()];
+    assert_eq!(penalized.len(), 2, "{penalized:?}");
+    for a in passed {
+        assert!(penalized.contains(&a), "{a} passed the convicted answer");
+        assert_eq!(w.ledger.checker(&a).unwrap().strikes, 1);
+    }
+    assert_eq!(w.ledger.checker(&reporter.address()).unwrap().strikes, 0);
+    w.check_supply();
+    w.ledger.check_invariants().unwrap();
+}
+
 /// A round that started just before its epoch closed is answered in the next epoch, against
 /// its own epoch's list. Found by CI (session 12): the close dropped the committee of the
 /// epoch before along with older ones, so such results were refused as `not_in_committee`.
