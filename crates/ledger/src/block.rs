@@ -199,7 +199,10 @@ impl Ledger {
                 let mark = self.state.mark();
                 let events = self.cx.events.len();
                 match self.apply_tx(&tx.tx) {
-                    Ok(()) => None,
+                    Ok(()) => {
+                        self.state.commit_tx(mark);
+                        None
+                    }
                     Err(e) => {
                         self.state.revert_to(mark);
                         self.cx.events.truncate(events);

@@ -55,7 +55,14 @@ pub(crate) struct State {
     /// added.
     pub(crate) assignments: [std::sync::OnceLock<crate::assign::Assignment>; 2],
 
+    /// Undo entries, oldest first: (key, the record before the write). Within a block, once a
+    /// transaction has succeeded only the first entry per key is kept ([`State::commit_tx`]).
     journal: Vec<(StateKey, Option<StateValue>)>,
+    /// The keys with an entry in the journal from a transaction that succeeded in this block.
+    committed: LookupMap<StateKey, ()>,
+    /// The journal's length after the latest [`State::commit_tx`]: entries before it belong
+    /// to the block's work or to transactions that succeeded.
+    settled: usize,
 }
 
 /// What the tallies counting for one epoch weigh, summed over devices: kept true on every
@@ -194,13 +201,57 @@ impl State {
         self.journal.len()
     }
 
-    /// Undoes every change after `mark`.
+    /// Undoes every change after `mark`: a failed transaction's, or (from the block's
+    /// mark) a failed block's.
     pub(crate) fn revert_to(&mut self, mark: usize) {
         while self.journal.len() > mark {
             if let Some((k, old)) = self.journal.pop() {
+                // Undoing a failed block reaches the entries of its transactions that
+                // succeeded: their keys are no longer written in it.
+                if self.journal.len() < self.settled {
+                    self.committed.remove(&k);
+                }
                 self.raw_set(k, old);
             }
         }
+        self.settled = self.settled.min(mark);
+    }
+
+    /// The transaction whose changes start at `mark` succeeded: of its journal entries only
+    /// those for keys not yet written in this block are kept. The block's first entry per key
+    /// is all that undoing the block and finding its changes need; the others only served to
+    /// undo this transaction. This keeps the journal at one old record per key written in the
+    /// block (a round's results write each device once per checker: three copies before).
+    pub(crate) fn commit_tx(&mut self, mark: usize) {
+        let Some(tail) = self.journal.get(mark..) else {
+            return;
+        };
+        if tail.iter().all(|(k, _)| !self.committed.contains_key(k)) {
+            // No key written before in this block: keep everything, remember the keys (a key
+            // the transaction wrote twice keeps both entries; the first one counts).
+            for (k, _) in tail {
+                self.committed.insert(*k, ());
+            }
+        } else {
+            // In place: the entries kept move down over those dropped, which are then
+            // truncated away (a round's results from its second checker keep almost none).
+            let mut kept = mark;
+            for i in mark..self.journal.len() {
+                let new_key = self
+                    .journal
+                    .get(i)
+                    .is_some_and(|(k, _)| !self.committed.contains_key(k));
+                if new_key {
+                    self.journal.swap(kept, i);
+                    kept = kept.saturating_add(1);
+                }
+            }
+            self.journal.truncate(kept);
+            for (k, _) in self.journal.get(mark..).unwrap_or_default() {
+                self.committed.insert(*k, ());
+            }
+        }
+        self.settled = self.journal.len();
     }
 
     /// Forgets the journal (the block is final) and hands back the records that differ from
@@ -210,15 +261,21 @@ impl State {
     /// no longer reverted).
     pub(crate) fn take_changes(&mut self, epoch: u64) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         let journal = std::mem::take(&mut self.journal);
-        let mut first: BTreeMap<StateKey, Option<StateValue>> = BTreeMap::new();
-        for (k, old) in journal {
-            first.entry(k).or_insert(old);
-        }
-        let mut changed: Vec<StateKey> = first
-            .into_iter()
-            .filter_map(|(k, old)| (!self.holds(&k, old.as_ref())).then_some(k))
+        self.committed = LookupMap::default();
+        self.settled = 0;
+        // After [`State::commit_tx`] a key has one entry, except where writes outside a
+        // transaction's commit (the block's own work, genesis) wrote it more than once: the
+        // first entry per key is the record at the block's start.
+        let mut seen: LookupMap<StateKey, ()> = LookupMap::default();
+        let mut changed: Vec<StateKey> = journal
+            .iter()
+            .filter(|(k, _)| seen.insert(*k, ()).is_none())
+            .filter(|(k, old)| !self.holds(k, old.as_ref()))
+            .map(|(k, _)| *k)
             .collect();
-        changed.sort_unstable();
+        drop(seen);
+        drop(journal);
+        changed.par_sort_unstable();
         self.weights = self.weights.split_off(&epoch);
         changed
             .into_par_iter()
@@ -341,37 +398,45 @@ impl State {
                     Some(V::Device(d)) => Some(d),
                     _ => None,
                 };
-                if let Some(d) = &new {
-                    if is_marketable(d) {
-                        self.market.insert(a, d);
-                    }
-                    // Only the open epoch's weights are kept (a closed epoch's were read when it
-                    // closed, and dropped at the end of that block).
-                    if d.tally_epoch >= self.globals.epoch
-                        && let Some(w) = TallyWeight::of(d, &self.class_weights)
-                        && self
-                            .weights
-                            .entry(d.tally_epoch)
-                            .or_default()
-                            .add(&w)
-                            .is_none()
-                    {
-                        self.weights_overflow = true;
-                    }
+                if let Some(d) = &new
+                    && d.tally_epoch >= self.globals.epoch
+                    && let Some(w) = TallyWeight::of(d, &self.class_weights)
+                    && self
+                        .weights
+                        .entry(d.tally_epoch)
+                        .or_default()
+                        .add(&w)
+                        .is_none()
+                {
+                    // Only the open epoch's weights are kept (a closed epoch's were read when
+                    // it closed, and dropped at the end of that block).
+                    self.weights_overflow = true;
                 }
                 // One walk down the map when the record is replaced. The market entry stays
-                // when the rank and set are the same and the device is still marketable.
-                let mut same_slot = false;
+                // when the device was and is marketable with the same rank and set (a verdict
+                // or a tally changes neither): no walk down the market either.
                 let old = match (new, self.devices.get_mut(&a)) {
                     (Some(d), Some(slot)) => {
-                        same_slot = is_marketable(&d)
+                        let same_slot = is_marketable(&d)
+                            && is_marketable(slot)
                             && d.price_per_hour == slot.price_per_hour
                             && d.reputation_ppm == slot.reputation_ppm
                             && d.class == slot.class
                             && d.region == slot.region;
+                        if !same_slot {
+                            if is_marketable(slot) {
+                                self.market.remove(&a, slot);
+                            }
+                            if is_marketable(&d) {
+                                self.market.insert(a, &d);
+                            }
+                        }
                         Some(std::mem::replace(slot, d))
                     }
                     (Some(d), None) => {
+                        if is_marketable(&d) {
+                            self.market.insert(a, &d);
+                        }
                         for asg in self.assignments.iter_mut().filter_map(|x| x.get_mut()) {
                             asg.add(a, &d);
                         }
@@ -380,6 +445,9 @@ impl State {
                     (None, _) => {
                         let old = self.devices.remove(&a);
                         if let Some(o) = &old {
+                            if is_marketable(o) {
+                                self.market.remove(&a, o);
+                            }
                             for asg in self.assignments.iter_mut().filter_map(|x| x.get_mut()) {
                                 asg.remove(a, o);
                             }
@@ -387,21 +455,17 @@ impl State {
                         old
                     }
                 };
-                if let Some(o) = &old {
-                    if !same_slot {
-                        self.market.remove(&a, o);
-                    }
-                    if o.tally_epoch >= self.globals.epoch
-                        && let Some(w) = TallyWeight::of(o, &self.class_weights)
-                        && self
-                            .weights
-                            .entry(o.tally_epoch)
-                            .or_default()
-                            .sub(&w)
-                            .is_none()
-                    {
-                        self.weights_overflow = true;
-                    }
+                if let Some(o) = &old
+                    && o.tally_epoch >= self.globals.epoch
+                    && let Some(w) = TallyWeight::of(o, &self.class_weights)
+                    && self
+                        .weights
+                        .entry(o.tally_epoch)
+                        .or_default()
+                        .sub(&w)
+                        .is_none()
+                {
+                    self.weights_overflow = true;
                 }
                 old.map(V::Device)
             }
@@ -564,4 +628,83 @@ pub(crate) fn is_marketable(d: &Device) -> bool {
         && d.available
         && d.lease.is_none()
         && d.standing.status == CheckStatus::Verified
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(balance: u64) -> Account {
+        Account {
+            balance: cairn_primitives::Amount::from_base(balance),
+            ..Account::default()
+        }
+    }
+
+    fn balance(s: &State, a: &Address) -> Option<u64> {
+        s.accounts.get(a).map(|x| x.balance.base())
+    }
+
+    const A: Address = Address([1; 32]);
+    const B: Address = Address([2; 32]);
+
+    /// A block of three transactions: the first writes A twice, the second writes A and B
+    /// and fails, the third writes A and B.
+    fn block() -> State {
+        let mut s = State::default();
+        s.raw_set(StateKey::Account(A), Some(StateValue::Account(account(10))));
+        let m1 = s.mark();
+        s.set_account(A, account(11));
+        s.set_account(A, account(12));
+        s.commit_tx(m1);
+        // Both entries are its own: A was not written before in the block.
+        assert_eq!(s.journal.len(), 2);
+        let m2 = s.mark();
+        s.set_account(A, account(20));
+        s.set_account(B, account(5));
+        s.revert_to(m2);
+        assert_eq!((balance(&s, &A), balance(&s, &B)), (Some(12), None));
+        let m3 = s.mark();
+        s.set_account(A, account(30));
+        s.set_account(B, account(6));
+        s.commit_tx(m3);
+        // A's entry went (A was written before in the block), B's stayed.
+        assert_eq!(s.journal.len(), 3);
+        s
+    }
+
+    /// The journal keeps one old record per key written in a block once transactions
+    /// succeed; undoing a failed transaction, or the whole block, still restores exactly what
+    /// was there, and the block's changes name each key once.
+    #[test]
+    fn a_compacted_journal_undoes_transactions_and_blocks_exactly() {
+        let mut failed = block();
+        failed.revert_to(0);
+        assert_eq!(
+            (balance(&failed, &A), balance(&failed, &B)),
+            (Some(10), None)
+        );
+        assert!(failed.journal.is_empty() && failed.settled == 0);
+        // The keys of the undone block are forgotten: a new transaction's entries stay.
+        let m = failed.mark();
+        failed.set_account(A, account(40));
+        failed.commit_tx(m);
+        assert_eq!(failed.journal.len(), 1);
+
+        let mut kept = block();
+        let changes = kept.take_changes(0);
+        let keys: Vec<Vec<u8>> = changes.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(
+            keys,
+            [
+                StateKey::Account(A).to_bytes(),
+                StateKey::Account(B).to_bytes()
+            ]
+        );
+        assert_eq!(
+            (balance(&kept, &A), balance(&kept, &B)),
+            (Some(30), Some(6))
+        );
+        assert!(kept.journal.is_empty() && kept.settled == 0);
+    }
 }
