@@ -1030,20 +1030,22 @@ fn follow_chain(
                 list_at = Instant::now();
                 *shared.admitted.lock().unwrap_or_else(|e| e.into_inner()) =
                     list.iter().map(|d| d.address).collect();
-            }
-            let me = client.get(&format!("/v1/checkers/{}", shared.me))?;
-            let in_committee = me["in_committee"].as_bool().unwrap_or(false);
-            if !in_committee && !warned {
-                eprintln!(
-                    "checker {}: not in this epoch's committee (status {}); it checks from epoch {}",
-                    shared.me.short(),
-                    me["status"],
-                    me["since_epoch"]
-                );
-                warned = true;
-            }
-            if in_committee {
-                warned = false;
+                // Membership changes only with the epoch (or a registration or retirement,
+                // seen at the next refresh): read with the list, not at every poll.
+                let me = client.get(&format!("/v1/checkers/{}", shared.me))?;
+                let in_committee = me["in_committee"].as_bool().unwrap_or(false);
+                if !in_committee && !warned {
+                    eprintln!(
+                        "checker {}: not in this epoch's committee (status {}); it checks from epoch {}",
+                        shared.me.short(),
+                        me["status"],
+                        me["since_epoch"]
+                    );
+                    warned = true;
+                }
+                if in_committee {
+                    warned = false;
+                }
             }
             // Every kept round not handed out yet, oldest first: one that started just before
             // the epoch closed is answered against its own epoch's list (the ledger takes it in
