@@ -206,6 +206,17 @@ impl Ledger {
             if code == ResultCode::NotChecked {
                 continue;
             }
+            // Slashed (another checker's fraud proof landed first) or retired since the
+            // round started: the checker could not know; its result changes nothing and is
+            // not counted, and the rest of its results stand.
+            if self
+                .state
+                .devices
+                .get(device)
+                .is_some_and(|d| d.status != DeviceStatus::Active)
+            {
+                continue;
+            }
             let uptime = p.uptime.get(i).copied().unwrap_or(NO_UPTIME);
             self.vote(sender, p.round, &round, *device, code, uptime)?;
             results = results.saturating_add(1);

@@ -559,6 +559,49 @@ fn a_fraud_proof_strikes_each_checker_that_passed_the_convicted_answer() {
     w.ledger.check_invariants().unwrap();
 }
 
+/// Found while turning audits into fraud proofs (session 13): the first checker's proof
+/// slashes the device, and the other checkers' results for the same round, which name it as
+/// failed, were refused whole (`not_due`), taking every other device's result in the
+/// transaction with them. A device slashed or retired since the round started is skipped: its
+/// result changes nothing and is not counted.
+#[test]
+fn a_result_for_a_device_slashed_since_the_round_started_is_skipped_not_refused() {
+    use cairn_popw::{Challenge, fraud_proof, rows_root, sign_answer};
+    let mut w = World::new(PaymentModel::Bme);
+    w.register_cpu(0, 0, 4, 100);
+    w.register_cpu(0, 1, 4, 100);
+    let (cheat, other) = (w.devices[0].clone(), w.devices[1].address());
+    let round = w.block(1, vec![]).height;
+    assert!(w.ledger.round(round).is_some(), "the block started a round");
+    let nonce = [0x52; 32];
+    let c = Challenge::new(nonce, 8).unwrap();
+    let mut rows: Vec<Vec<i32>> = (0..8).map(|r| c.result_row(r)).collect();
+    rows[1][1] = rows[1][1].wrapping_add(1);
+    let sig = sign_answer(&cheat, &w.genesis.chain_id, &nonce, 8, &rows_root(&rows));
+    let proof = TxBody::SubmitFraudProof(fraud_proof(cheat.address(), nonce, &rows, sig, 1, 1));
+    let reporter = w.users[2].clone();
+    assert_eq!(w.run(&reporter, proof), None);
+    let before = w.ledger.device(&cheat.address()).unwrap().clone();
+    assert_eq!(before.status, cairn_primitives::DeviceStatus::Slashed);
+    let k = w.checkers[0].clone();
+    let posted = w.ledger.checker(&k.address()).unwrap().posted;
+    let body = w.results(
+        &k.address(),
+        round,
+        &[
+            (cheat.address(), ResultCode::Fail),
+            (other, ResultCode::Pass),
+        ],
+    );
+    assert_eq!(w.run(&k, body), None);
+    let d = w.ledger.device(&other).unwrap();
+    assert_eq!((d.standing.round, d.standing.votes.len()), (round, 1));
+    assert_eq!(w.ledger.device(&cheat.address()).unwrap(), &before);
+    assert_eq!(w.ledger.checker(&k.address()).unwrap().posted, posted + 1);
+    w.check_supply();
+    w.ledger.check_invariants().unwrap();
+}
+
 /// A round that started just before its epoch closed is answered in the next epoch, against
 /// its own epoch's list. Found by CI (session 12): the close dropped the committee of the
 /// epoch before along with older ones, so such results were refused as `not_in_committee`.
