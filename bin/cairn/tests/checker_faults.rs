@@ -331,8 +331,18 @@ fn a_wrong_signed_answer_is_convicted_by_its_checkers_fraud_proof() {
     let _ = link.join();
     let d = c.get(&format!("/v1/devices/{dev}")).unwrap();
     assert_ne!(d["verification"]["verdict"], "pass", "{d}");
+    // Every checker posts what it journaled (its results, its copy of the proof): none of
+    // the results is refused for naming a device slashed since the round started.
+    eventually(60, dir.path(), "every checker posted its journal", || {
+        net.checkers.iter().all(|(name, _)| {
+            std::fs::read_dir(dir.path().join(name).join("pending"))
+                .map(|d| d.count() == 0)
+                .unwrap_or(false)
+        })
+    });
     let logs = common::log_tails(dir.path(), 40);
     assert!(logs.contains("fraud proof journaled"), "{logs}");
+    assert!(!logs.contains("not_due"), "{logs}");
     for (name, _) in &net.checkers {
         let k = cairn_keystore::Keystore::at(&net.keys).load(name).unwrap();
         let v = c.get(&format!("/v1/checkers/{}", k.address())).unwrap();
