@@ -206,20 +206,10 @@ impl Ledger {
             if code == ResultCode::NotChecked {
                 continue;
             }
-            // Slashed (another checker's fraud proof landed first) or retired since the
-            // round started: the checker could not know; its result changes nothing and is
-            // not counted, and the rest of its results stand.
-            if self
-                .state
-                .devices
-                .get(device)
-                .is_some_and(|d| d.status != DeviceStatus::Active)
-            {
-                continue;
-            }
             let uptime = p.uptime.get(i).copied().unwrap_or(NO_UPTIME);
-            self.vote(sender, p.round, &round, *device, code, uptime)?;
-            results = results.saturating_add(1);
+            if self.vote(sender, p.round, &round, *device, code, uptime)? {
+                results = results.saturating_add(1);
+            }
         }
         let mut c = self
             .state
@@ -243,7 +233,12 @@ impl Ledger {
         Ok(())
     }
 
-    /// Records one checker's result for a device, and decides the round when enough agree.
+    /// Records one checker's result for a device, and decides the round when enough agree;
+    /// `false` when the result is skipped. A device slashed or retired since the round
+    /// started (another checker's fraud proof may land first), or one that served a lease
+    /// during the round (leased just before the round's message reached its worker, or
+    /// between the round and the results), is skipped: its checker could not know, the
+    /// result changes nothing and is not counted, and the rest of its results stand.
     fn vote(
         &mut self,
         checker: Address,
@@ -252,14 +247,11 @@ impl Ledger {
         device: Address,
         code: ResultCode,
         uptime: u8,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut d = self.settled_device(&device)?;
         let s = &d.standing;
         if d.status != DeviceStatus::Active {
-            return Err(TxError::NotDue {
-                device,
-                why: "it is retired or slashed",
-            });
+            return Ok(false);
         }
         if s.registered_height >= height {
             return Err(TxError::NotDue {
@@ -281,10 +273,7 @@ impl Ledger {
             .and_then(|l| self.state.leases.get(&l))
             .is_some_and(|l| l.start_ms <= round.ts_ms);
         if leased_at_start || s.lease_ended_ms >= round.ts_ms {
-            return Err(TxError::NotDue {
-                device,
-                why: "it was serving a lease when the round started",
-            });
+            return Ok(false);
         }
         if s.round > height {
             return Err(TxError::StaleResult {
@@ -325,13 +314,14 @@ impl Ledger {
                     self.cx.agreed.push(v.checker);
                 }
             }
-            return self.apply_verdict(device, d, height, verdict);
+            self.apply_verdict(device, d, height, verdict)?;
+            return Ok(true);
         }
         if verdict != Verdict::Pending && agrees(code, verdict) {
             self.cx.agreed.push(checker);
         }
         self.state.set_device(device, d);
-        Ok(())
+        Ok(true)
     }
 
     /// Adds the agreeing results counted in this transaction to their checkers' tallies.

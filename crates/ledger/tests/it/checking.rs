@@ -602,6 +602,43 @@ fn a_result_for_a_device_slashed_since_the_round_started_is_skipped_not_refused(
     w.ledger.check_invariants().unwrap();
 }
 
+/// Found on a devnet (session 13): a device leased just before a round's message reached its
+/// worker answered it, and its checkers' results for that round were refused whole
+/// (`not_due`: it was serving a lease when the round started). Such a result is skipped; the
+/// rest of the transaction stands.
+#[test]
+fn a_result_for_a_device_that_served_a_lease_in_the_round_is_skipped_not_refused() {
+    let mut w = World::new(PaymentModel::Bme);
+    w.register_cpu(0, 0, 4, 100);
+    w.register_cpu(0, 1, 4, 100);
+    with_credits(&mut w);
+    let customer = w.users[1].clone();
+    assert_eq!(w.run(&customer, deploy_one()), None);
+    let (a, b) = (w.devices[0].address(), w.devices[1].address());
+    let (leased, idle) = if w.ledger.device(&a).unwrap().lease.is_some() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let round = w.block(1, vec![]).height;
+    assert!(w.ledger.round(round).is_some(), "the block started a round");
+    let before = w.ledger.device(&leased).unwrap().clone();
+    let k = w.checkers[0].clone();
+    let posted = w.ledger.checker(&k.address()).unwrap().posted;
+    let body = w.results(
+        &k.address(),
+        round,
+        &[(leased, ResultCode::Pass), (idle, ResultCode::Pass)],
+    );
+    assert_eq!(w.run(&k, body), None);
+    assert_eq!(w.ledger.device(&leased).unwrap(), &before);
+    let d = w.ledger.device(&idle).unwrap();
+    assert_eq!((d.standing.round, d.standing.votes.len()), (round, 1));
+    assert_eq!(w.ledger.checker(&k.address()).unwrap().posted, posted + 1);
+    w.check_supply();
+    w.ledger.check_invariants().unwrap();
+}
+
 /// A round that started just before its epoch closed is answered in the next epoch, against
 /// its own epoch's list. Found by CI (session 12): the close dropped the committee of the
 /// epoch before along with older ones, so such results were refused as `not_in_committee`.
