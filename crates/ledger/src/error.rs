@@ -244,16 +244,6 @@ pub enum TxError {
         /// Why.
         why: &'static str,
     },
-    /// A result for a round older than the device's latest.
-    #[error("device {device} already has results for round {latest}, after round {round}")]
-    StaleResult {
-        /// The device.
-        device: Address,
-        /// The round posted.
-        round: u64,
-        /// Its latest round.
-        latest: u64,
-    },
     /// A dispute of a result the checker did not post (or one that cannot be backed).
     #[error(
         "checker {checker} has no pass or fail for device {device} in round {round} to dispute"
@@ -340,7 +330,6 @@ impl TxError {
             Self::BadResults(_) => "bad_results",
             Self::ResultsOutOfRange { .. } => "results_out_of_range",
             Self::NotDue { .. } => "not_due",
-            Self::StaleResult { .. } => "stale_result",
             Self::NoSuchResult { .. } => "no_such_result",
             Self::DisputeExists => "dispute_exists",
             Self::UnknownDispute(_) => "unknown_dispute",

@@ -235,9 +235,10 @@ impl Ledger {
 
     /// Records one checker's result for a device, and decides the round when enough agree;
     /// `false` when the result is skipped. A device slashed or retired since the round
-    /// started (another checker's fraud proof may land first), or one that served a lease
+    /// started (another checker's fraud proof may land first), one that served a lease
     /// during the round (leased just before the round's message reached its worker, or
-    /// between the round and the results), is skipped: its checker could not know, the
+    /// between the round and the results), and one whose results for a later round landed
+    /// first (a slow or restarted checker) are skipped: its checker could not know, the
     /// result changes nothing and is not counted, and the rest of its results stand.
     fn vote(
         &mut self,
@@ -276,11 +277,8 @@ impl Ledger {
             return Ok(false);
         }
         if s.round > height {
-            return Err(TxError::StaleResult {
-                device,
-                round: height,
-                latest: s.round,
-            });
+            // A round older than the device's latest: its verdict no longer matters.
+            return Ok(false);
         }
         if s.round < height {
             d.standing.round = height;
