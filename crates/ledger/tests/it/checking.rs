@@ -496,18 +496,30 @@ fn unverified_devices_are_never_matched_nor_paid_and_verification_lapses() {
     assert_eq!(w.run(&customer, deploy_one()), None);
 }
 
+/// A `SubmitFraudProof` against `device`: its signed answer to `nonce` (8 × 8) with entry
+/// (`row`, `col`) off by `by`.
+fn wrong_answer(
+    w: &World,
+    device: &cairn_primitives::Keypair,
+    nonce: [u8; 32],
+    (row, col): (u32, u32),
+    by: i32,
+) -> TxBody {
+    use cairn_popw::{Challenge, fraud_proof, rows_root, sign_answer};
+    let c = Challenge::new(nonce, 8).unwrap();
+    let mut rows: Vec<Vec<i32>> = (0..8).map(|r| c.result_row(r)).collect();
+    let entry = &mut rows[row as usize][col as usize];
+    *entry = entry.wrapping_add(by);
+    let sig = sign_answer(device, &w.genesis.chain_id, &nonce, 8, &rows_root(&rows));
+    TxBody::SubmitFraudProof(fraud_proof(device.address(), nonce, &rows, sig, row, col))
+}
+
 #[test]
 fn a_fraud_proof_convicts_each_device_and_nonce_once() {
-    use cairn_popw::{Challenge, fraud_proof, rows_root, sign_answer};
     let mut w = World::new(PaymentModel::Bme);
     w.register_cpu(0, 0, 4, 100);
     let dev = w.devices[0].clone();
-    let nonce = [0x51; 32];
-    let c = Challenge::new(nonce, 8).unwrap();
-    let mut rows: Vec<Vec<i32>> = (0..8).map(|r| c.result_row(r)).collect();
-    rows[3][5] = rows[3][5].wrapping_add(1);
-    let sig = sign_answer(&dev, &w.genesis.chain_id, &nonce, 8, &rows_root(&rows));
-    let proof = TxBody::SubmitFraudProof(fraud_proof(dev.address(), nonce, &rows, sig, 3, 5));
+    let proof = wrong_answer(&w, &dev, [0x51; 32], (3, 5), 1);
     let reporter = w.users[2].clone();
     assert_eq!(w.run(&reporter, proof.clone()), None);
     let supply = w.ledger.globals().supply;
@@ -527,7 +539,7 @@ fn a_fraud_proof_convicts_each_device_and_nonce_once() {
 /// strike for each checker that posted it; a checker that did not pass it takes none.
 #[test]
 fn a_fraud_proof_strikes_each_checker_that_passed_the_convicted_answer() {
-    use cairn_popw::{Challenge, fraud_proof, rows_root, sign_answer, table_nonce};
+    use cairn_popw::table_nonce;
     let mut w = World::new(PaymentModel::Bme);
     w.register_cpu(0, 0, 4, 100);
     let dev = w.devices[0].clone();
@@ -535,11 +547,7 @@ fn a_fraud_proof_strikes_each_checker_that_passed_the_convicted_answer() {
     let round = w.ledger.round(o.height).expect("a round").clone();
     // Table 0 of the device's challenge in that round, signed with one wrong entry.
     let nonce = table_nonce(&device_nonce(&round.seed, &dev.address()), 0);
-    let c = Challenge::new(nonce, 8).unwrap();
-    let mut rows: Vec<Vec<i32>> = (0..8).map(|r| c.result_row(r)).collect();
-    rows[2][6] = rows[2][6].wrapping_add(3);
-    let sig = sign_answer(&dev, &w.genesis.chain_id, &nonce, 8, &rows_root(&rows));
-    let proof = TxBody::SubmitFraudProof(fraud_proof(dev.address(), nonce, &rows, sig, 2, 6));
+    let proof = wrong_answer(&w, &dev, nonce, (2, 6), 3);
     let reporter = w.checkers[2].clone();
     let t = w.tx(&reporter, proof);
     let o = w.block(1, vec![t]);
@@ -570,19 +578,13 @@ fn a_fraud_proof_strikes_each_checker_that_passed_the_convicted_answer() {
 /// result changes nothing and is not counted.
 #[test]
 fn a_result_for_a_device_slashed_since_the_round_started_is_skipped_not_refused() {
-    use cairn_popw::{Challenge, fraud_proof, rows_root, sign_answer};
     let mut w = World::new(PaymentModel::Bme);
     w.register_cpu(0, 0, 4, 100);
     w.register_cpu(0, 1, 4, 100);
     let (cheat, other) = (w.devices[0].clone(), w.devices[1].address());
     let round = w.block(1, vec![]).height;
     assert!(w.ledger.round(round).is_some(), "the block started a round");
-    let nonce = [0x52; 32];
-    let c = Challenge::new(nonce, 8).unwrap();
-    let mut rows: Vec<Vec<i32>> = (0..8).map(|r| c.result_row(r)).collect();
-    rows[1][1] = rows[1][1].wrapping_add(1);
-    let sig = sign_answer(&cheat, &w.genesis.chain_id, &nonce, 8, &rows_root(&rows));
-    let proof = TxBody::SubmitFraudProof(fraud_proof(cheat.address(), nonce, &rows, sig, 1, 1));
+    let proof = wrong_answer(&w, &cheat, [0x52; 32], (1, 1), 1);
     let reporter = w.users[2].clone();
     assert_eq!(w.run(&reporter, proof), None);
     let before = w.ledger.device(&cheat.address()).unwrap().clone();
