@@ -70,3 +70,20 @@ fn oversized_lengths_are_refused_before_allocation() {
     bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
     assert!(Block::decode(Copying(&bytes)).is_err());
 }
+
+proptest! {
+    /// Addresses order as their bytes do (the ledger's maps, the state root's keys and the
+    /// API's paging rely on it), also when they share a prefix of whole words.
+    #[test]
+    fn addresses_order_as_their_bytes(
+        a in prop::array::uniform32(any::<u8>()),
+        b in prop::array::uniform32(any::<u8>()),
+        shared in 0usize..=32,
+    ) {
+        let mut b = b;
+        b[..shared].copy_from_slice(&a[..shared]);
+        let (x, y) = (cairn_primitives::Address(a), cairn_primitives::Address(b));
+        prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+        prop_assert_eq!(x.partial_cmp(&y), Some(a.cmp(&b)));
+    }
+}
