@@ -47,6 +47,7 @@ mod block;
 mod epoch;
 mod error;
 mod events;
+mod journal;
 mod lookup;
 mod matching;
 mod merkle;

@@ -57,7 +57,7 @@ pub(crate) struct State {
 
     /// Undo entries, oldest first: (key, the record before the write). Within a block, once a
     /// transaction has succeeded only the first entry per key is kept ([`State::commit_tx`]).
-    journal: Vec<(StateKey, Option<StateValue>)>,
+    journal: crate::journal::Journal,
     /// The keys with an entry in the journal from a transaction that succeeded in this block.
     committed: LookupMap<StateKey, ()>,
     /// The journal's length after the latest [`State::commit_tx`]: entries before it belong
@@ -223,13 +223,17 @@ impl State {
     /// undo this transaction. This keeps the journal at one old record per key written in the
     /// block (a round's results write each device once per checker: three copies before).
     pub(crate) fn commit_tx(&mut self, mark: usize) {
-        let Some(tail) = self.journal.get(mark..) else {
+        if mark > self.journal.len() {
             return;
-        };
-        if tail.iter().all(|(k, _)| !self.committed.contains_key(k)) {
+        }
+        if self
+            .journal
+            .iter_from(mark)
+            .all(|(k, _)| !self.committed.contains_key(k))
+        {
             // No key written before in this block: keep everything, remember the keys (a key
             // the transaction wrote twice keeps both entries; the first one counts).
-            for (k, _) in tail {
+            for (k, _) in self.journal.iter_from(mark) {
                 self.committed.insert(*k, ());
             }
         } else {
@@ -247,7 +251,7 @@ impl State {
                 }
             }
             self.journal.truncate(kept);
-            for (k, _) in self.journal.get(mark..).unwrap_or_default() {
+            for (k, _) in self.journal.iter_from(mark) {
                 self.committed.insert(*k, ());
             }
         }
@@ -265,17 +269,26 @@ impl State {
         self.settled = 0;
         // After [`State::commit_tx`] a key has one entry, except where writes outside a
         // transaction's commit (the block's own work, genesis) wrote it more than once: the
-        // first entry per key is the record at the block's start.
-        let mut seen: LookupMap<StateKey, ()> = LookupMap::default();
-        let mut changed: Vec<StateKey> = journal
-            .iter()
-            .filter(|(k, _)| seen.insert(*k, ()).is_none())
-            .filter(|(k, old)| !self.holds(k, old.as_ref()))
-            .map(|(k, _)| *k)
+        // first entry per key is the record at the block's start. Sorting (key, position)
+        // finds it and leaves the keys in order, on every core (a round's results leave a
+        // million entries: hashing each into a map was a cache miss apiece).
+        let mut first: Vec<(StateKey, usize)> = journal
+            .iter_from(0)
+            .enumerate()
+            .map(|(i, (k, _))| (*k, i))
             .collect();
-        drop(seen);
+        first.par_sort_unstable();
+        first.dedup_by_key(|(k, _)| *k);
+        let changed: Vec<StateKey> = first
+            .into_par_iter()
+            .filter(|(k, i)| {
+                !journal
+                    .get(*i)
+                    .is_some_and(|(_, old)| self.holds(k, old.as_ref()))
+            })
+            .map(|(k, _)| k)
+            .collect();
         drop(journal);
-        changed.par_sort_unstable();
         self.weights = self.weights.split_off(&epoch);
         changed
             .into_par_iter()

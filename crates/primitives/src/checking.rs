@@ -258,24 +258,117 @@ codec_u8_enum!(Verdict {
     Missed = 3
 });
 
-/// One checker's result for a device in its latest round.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One checker's result for a device in its latest round. The checker is named by its
+/// position in the committee of the round's epoch (a byte, not its 32-byte address: a
+/// device's results then fit in its record without a heap allocation, which a round's
+/// 3,000,000 results would otherwise make and copy once each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Vote {
-    /// The checker.
-    pub checker: Address,
+    /// The checker's position in the committee of the round's epoch.
+    pub member: u8,
     /// What it found.
     pub code: ResultCode,
     /// The device's heartbeat uptime it saw this epoch, in 1/200 steps (200: always up).
     pub uptime: u8,
 }
 codec_struct!(Vote {
-    checker: (),
+    member: (),
     code: (),
     uptime: ()
 });
 
+impl Default for Vote {
+    fn default() -> Self {
+        Self {
+            member: 0,
+            code: ResultCode::NotChecked,
+            uptime: 0,
+        }
+    }
+}
+
+/// A device's results for one round, in the order they landed: at most [`MAX_ASSIGNED`],
+/// held inline. Encoded as a length-prefixed list, like a vector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Votes {
+    len: u8,
+    items: [Vote; MAX_ASSIGNED],
+}
+
+impl Votes {
+    /// The results, in order.
+    pub fn as_slice(&self) -> &[Vote] {
+        self.items.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+
+    /// How many results there are.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds a result; `false` (and nothing changed) when [`MAX_ASSIGNED`] are held.
+    pub fn push(&mut self, v: Vote) -> bool {
+        match self.items.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = v;
+                self.len = self.len.saturating_add(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops every result.
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+impl Serialize for Votes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.as_slice().serialize(s)
+    }
+}
+
+impl Write for Votes {
+    fn write(&self, buf: &mut impl BufMut) {
+        self.len().write(buf);
+        for v in self.as_slice() {
+            v.write(buf);
+        }
+    }
+}
+
+impl EncodeSize for Votes {
+    fn encode_size(&self) -> usize {
+        self.len().encode_size()
+            + self
+                .as_slice()
+                .iter()
+                .map(EncodeSize::encode_size)
+                .sum::<usize>()
+    }
+}
+
+impl Read for Votes {
+    type Cfg = ();
+    fn read_cfg(buf: &mut impl Buf, _: &()) -> Result<Self, Error> {
+        let len = usize::read_cfg(buf, &(0..=MAX_ASSIGNED).into())?;
+        let mut votes = Self::default();
+        for _ in 0..len {
+            votes.push(Vote::read(buf)?);
+        }
+        Ok(votes)
+    }
+}
+
 /// Where a device stands with its checkers: kept on the device record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Standing {
     /// Its status.
     pub status: CheckStatus,
@@ -290,7 +383,7 @@ pub struct Standing {
     /// Height of the round `votes` are for (0: none yet).
     pub round: u64,
     /// Its checkers' results for `round`.
-    pub votes: Vec<Vote>,
+    pub votes: Votes,
     /// `round`'s verdict.
     pub verdict: Verdict,
     /// Block time its last lease ended: a round that started before then found it busy.
@@ -303,7 +396,7 @@ codec_struct!(Standing {
     jailed_until_epoch: (),
     fails: (),
     round: (),
-    votes: vec_cfg::<()>(MAX_ASSIGNED),
+    votes: (),
     verdict: (),
     lease_ended_ms: (),
 });
@@ -318,7 +411,7 @@ impl Standing {
             jailed_until_epoch: 0,
             fails: 0,
             round: 0,
-            votes: Vec::new(),
+            votes: Votes::default(),
             verdict: Verdict::Pending,
             lease_ended_ms: 0,
         }

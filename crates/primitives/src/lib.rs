@@ -43,7 +43,7 @@ pub use block::{Block, Header, MAX_BLOCK_TXS};
 pub use checking::{
     CheckStatus, Checker, CheckerStatus, Committee, Dispute, MAX_ASSIGNED, MAX_COMMITTEE,
     MAX_RESULTS, Member, Receipt, ReceiptFor, ResultCode, Round, Standing, UPTIME_STEPS, Verdict,
-    Vote, code_at, device_nonce, pack_codes,
+    Vote, Votes, code_at, device_nonce, pack_codes,
 };
 pub use class::{ClassId, ClassKind, DeviceClass, gpu_class};
 pub use codec::{BoundedString, read_string};

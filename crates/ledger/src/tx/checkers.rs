@@ -201,9 +201,10 @@ impl Ledger {
             .devices
             .get(&device)
             .ok_or(TxError::UnknownDevice(device))?;
+        let member = self.member_in_round(round, &checker);
         let disputable = d.standing.round == round
-            && d.standing.votes.iter().any(|v| {
-                v.checker == checker && matches!(v.code, ResultCode::Pass | ResultCode::Fail)
+            && d.standing.votes.as_slice().iter().any(|v| {
+                Some(v.member) == member && matches!(v.code, ResultCode::Pass | ResultCode::Fail)
             });
         if !disputable {
             return Err(TxError::NoSuchResult {

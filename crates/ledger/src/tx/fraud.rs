@@ -78,11 +78,16 @@ impl Ledger {
         if !(0..tables).any(|k| cairn_popw::table_nonce(&nonce, k) == *table_nonce) {
             return Vec::new();
         }
+        let Some(committee) = self.state.committee_of(round.epoch) else {
+            return Vec::new();
+        };
         d.standing
             .votes
+            .as_slice()
             .iter()
             .filter(|v| v.code == ResultCode::Pass)
-            .map(|v| v.checker)
+            .filter_map(|v| committee.members.get(usize::from(v.member)))
+            .map(|m| m.checker)
             .collect()
     }
 }

@@ -5,8 +5,8 @@ use crate::assign::{Assignment, Draw, round_seed};
 use crate::events::Event;
 use crate::{Ledger, Result, TxError};
 use cairn_primitives::{
-    Address, CheckStatus, DeviceStatus, LeaseState, PostResults, ResultCode, Round, UPTIME_STEPS,
-    Verdict, Vote, code_at,
+    Address, CheckStatus, Device, DeviceStatus, LeaseState, PostResults, ResultCode, Round,
+    UPTIME_STEPS, Verdict, Vote, code_at,
 };
 
 /// Uptime byte meaning "not reported".
@@ -106,6 +106,34 @@ impl Ledger {
         self.checkers_in(self.state.globals.epoch, device)
     }
 
+    /// `checker`'s position in the committee of the epoch of the round started at `round`
+    /// (how a device's results name it), while that round is kept.
+    pub(crate) fn member_in_round(&self, round: u64, checker: &Address) -> Option<u8> {
+        let epoch = self.state.rounds.get(&round)?.epoch;
+        let c = self.state.committee_of(epoch)?;
+        let i = c.members.iter().position(|m| m.checker == *checker)?;
+        u8::try_from(i).ok()
+    }
+
+    /// A device's results for its latest round with the checkers' addresses (`None` for a
+    /// checker whose round or committee is no longer kept), in the order they landed.
+    pub fn results_of(&self, device: &Device) -> Vec<(Option<Address>, Vote)> {
+        let members = self
+            .state
+            .rounds
+            .get(&device.standing.round)
+            .and_then(|r| self.state.committee_of(r.epoch))
+            .map(|c| c.members.as_slice())
+            .unwrap_or_default();
+        device
+            .standing
+            .votes
+            .as_slice()
+            .iter()
+            .map(|v| (members.get(usize::from(v.member)).map(|m| m.checker), *v))
+            .collect()
+    }
+
     /// The checkers assigned to `device` in `epoch` (the open one or the one before).
     fn checkers_in(&self, epoch: u64, device: &Address) -> Vec<Address> {
         self.state.committee_of(epoch).map_or_else(Vec::new, |c| {
@@ -168,6 +196,8 @@ impl Ledger {
             .committee_of(round.epoch)
             .and_then(|c| c.members.iter().position(|m| m.checker == sender))
             .ok_or(TxError::NotInCommittee(sender))?;
+        // A committee has at most 256 members: its positions fit a byte.
+        let slot = u8::try_from(member).map_err(|_| TxError::NotInCommittee(sender))?;
         let count = usize::try_from(p.count).map_err(|_| TxError::BadResults("count"))?;
         if count == 0 || count > cairn_primitives::MAX_RESULTS {
             return Err(TxError::BadResults("count must be 1-262144"));
@@ -207,7 +237,7 @@ impl Ledger {
                 continue;
             }
             let uptime = p.uptime.get(i).copied().unwrap_or(NO_UPTIME);
-            if self.vote(sender, p.round, &round, *device, code, uptime)? {
+            if self.vote((sender, slot), p.round, &round, *device, code, uptime)? {
                 results = results.saturating_add(1);
             }
         }
@@ -240,9 +270,10 @@ impl Ledger {
     /// between the round and the results), and one whose results for a later round landed
     /// first (a slow or restarted checker) are skipped: its checker could not know, the
     /// result changes nothing and is not counted, and the rest of its results stand.
+    /// The checker comes with its position in the round's committee.
     fn vote(
         &mut self,
-        checker: Address,
+        (checker, member): (Address, u8),
         height: u64,
         round: &Round,
         device: Address,
@@ -285,7 +316,12 @@ impl Ledger {
             d.standing.votes.clear();
             d.standing.verdict = Verdict::Pending;
         }
-        if d.standing.votes.iter().any(|v| v.checker == checker) {
+        if d.standing
+            .votes
+            .as_slice()
+            .iter()
+            .any(|v| v.member == member)
+        {
             return Err(TxError::DuplicateResult(device));
         }
         // The device came from the checker's own list for the round's epoch: the checker is
@@ -293,23 +329,33 @@ impl Ledger {
         let assigned = self.state.committee_of(round.epoch).map_or(0, |c| {
             usize::from(self.params.checking.committee).min(c.members.len())
         });
-        d.standing.votes.push(Vote {
-            checker,
+        if !d.standing.votes.push(Vote {
+            member,
             code,
             uptime,
-        });
+        }) {
+            // At most `assigned` distinct members vote, and `assigned` ≤ MAX_ASSIGNED.
+            return Err(TxError::DuplicateResult(device));
+        }
         let before = d.standing.verdict;
         let verdict = if before == Verdict::Pending {
-            decide(&d.standing.votes, assigned)
+            decide(d.standing.votes.as_slice(), assigned)
         } else {
             before
         };
         d.standing.verdict = verdict;
         if before == Verdict::Pending && verdict != Verdict::Pending {
             // Every result so far that agrees is paid.
-            for v in &d.standing.votes {
-                if agrees(v.code, verdict) {
-                    self.cx.agreed.push(v.checker);
+            let members = self
+                .state
+                .committee_of(round.epoch)
+                .map(|c| c.members.as_slice())
+                .unwrap_or_default();
+            for v in d.standing.votes.as_slice() {
+                if agrees(v.code, verdict)
+                    && let Some(m) = members.get(usize::from(v.member))
+                {
+                    self.cx.agreed.push(m.checker);
                 }
             }
             self.apply_verdict(device, d, height, verdict)?;
@@ -361,7 +407,7 @@ impl Ledger {
     ) -> Result<()> {
         let epoch = self.state.globals.epoch;
         let p = &self.params.checking;
-        let uptime = median_uptime(&d.standing.votes);
+        let uptime = median_uptime(d.standing.votes.as_slice());
         d.tally_uptime = uptime;
         let mut slash_bps = 0u32;
         match verdict {
@@ -495,7 +541,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, c)| Vote {
-                checker: Address([i as u8; 32]),
+                member: i as u8,
                 code: *c,
                 uptime: 200,
             })

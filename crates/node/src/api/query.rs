@@ -137,7 +137,11 @@ pub(super) fn device_json(a: &Address, d: &Device, l: &Ledger) -> Value {
             "round": d.standing.round,
             "verdict": d.standing.verdict,
             "lease_ended_ms": d.standing.lease_ended_ms,
-            "results": d.standing.votes,
+            "results": l.results_of(d).iter().map(|(checker, v)| json!({
+                "checker": checker.map(|c| c.to_string()),
+                "code": v.code,
+                "uptime": v.uptime,
+            })).collect::<Vec<_>>(),
             "checkers": l.checkers_of(a).iter().map(|c| c.to_string()).collect::<Vec<_>>(),
         },
         "epoch_tally": {

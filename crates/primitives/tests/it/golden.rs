@@ -247,11 +247,15 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             jailed_until_epoch: 0,
             fails: 0,
             round: 9,
-            votes: vec![Vote {
-                checker: Address([4; 32]),
-                code: ResultCode::Pass,
-                uptime: 200,
-            }],
+            votes: {
+                let mut v = Votes::default();
+                v.push(Vote {
+                    member: 4,
+                    code: ResultCode::Pass,
+                    uptime: 200,
+                });
+                v
+            },
             verdict: Verdict::Pending,
             lease_ended_ms: 10,
         },
