@@ -3,13 +3,41 @@
 //! a single vector doubling its way there copied everything it held at each step (about
 //! 0.65 GB) and touched fresh pages for twice the final size.
 
-use cairn_primitives::{StateKey, StateValue};
+use cairn_primitives::{Standing, StateKey, StateValue, Verdict};
 
-/// One undo entry: a key and its record before the write (`None`: absent).
-pub(crate) type Entry = (StateKey, Option<StateValue>);
+/// What undoing one write restores.
+#[derive(Debug)]
+pub(crate) enum Undo {
+    /// The whole record before the write (`None`: absent), boxed: the largest record is a
+    /// device's 272 bytes, which would otherwise size every entry.
+    Record(Option<Box<StateValue>>),
+    /// Only a device's checking fields before the write: a round's result that changes
+    /// nothing else (`State::set_checking`) writes the device in place and copies these few
+    /// bytes instead of the whole record.
+    Checking {
+        standing: Standing,
+        tally_uptime: u8,
+        tally_verdict: Verdict,
+    },
+}
 
-/// Entries per chunk: 16,384 (5.5 MiB).
+impl Undo {
+    /// Whether undoing restores the whole record.
+    pub(crate) fn is_full(&self) -> bool {
+        matches!(self, Self::Record(_))
+    }
+}
+
+/// One undo entry: a key and what undoing the write restores.
+pub(crate) type Entry = (StateKey, Undo);
+
+/// Entries per chunk: 16,384 (about 2.6 MiB).
 const CHUNK: usize = 1 << 14;
+
+/// Emptied chunks kept for reuse within a block, at most: a transaction whose entries the
+/// block does not need (a round's results from its second and third checkers) empties the
+/// chunks it filled, and the next one fills them again without fresh pages.
+const SPARE: usize = 64;
 
 /// A vector of entries in chunks of [`CHUNK`]: push, pop and truncate at the end, read and
 /// swap by position.
@@ -17,6 +45,7 @@ const CHUNK: usize = 1 << 14;
 pub(crate) struct Journal {
     chunks: Vec<Vec<Entry>>,
     len: usize,
+    spare: Vec<Vec<Entry>>,
 }
 
 impl Journal {
@@ -33,7 +62,10 @@ impl Journal {
         match self.chunks.last_mut() {
             Some(c) if c.len() < CHUNK => c.push(e),
             _ => {
-                let mut c = Vec::with_capacity(CHUNK);
+                let mut c = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(CHUNK));
                 c.push(e);
                 self.chunks.push(c);
             }
@@ -44,8 +76,10 @@ impl Journal {
     pub(crate) fn pop(&mut self) -> Option<Entry> {
         let last = self.chunks.last_mut()?;
         let e = last.pop();
-        if last.is_empty() {
-            self.chunks.pop();
+        if last.is_empty()
+            && let Some(c) = self.chunks.pop()
+        {
+            self.keep_spare(c);
         }
         if e.is_some() {
             self.len = self.len.saturating_sub(1);
@@ -85,13 +119,25 @@ impl Journal {
             return;
         }
         let chunks = len.div_ceil(CHUNK);
-        self.chunks.truncate(chunks);
+        while self.chunks.len() > chunks {
+            if let Some(mut c) = self.chunks.pop() {
+                c.clear();
+                self.keep_spare(c);
+            }
+        }
         // The last chunk kept holds what is left after the full ones before it.
         let keep = len.saturating_sub(chunks.saturating_sub(1).saturating_mul(CHUNK));
         if let Some(c) = self.chunks.last_mut() {
             c.truncate(keep);
         }
         self.len = len;
+    }
+
+    /// Keeps an emptied chunk for reuse, up to [`SPARE`].
+    fn keep_spare(&mut self, c: Vec<Entry>) {
+        if self.spare.len() < SPARE && c.capacity() == CHUNK {
+            self.spare.push(c);
+        }
     }
 
     /// The entries from position `from` on, in order.
@@ -110,7 +156,7 @@ mod tests {
     use super::*;
 
     fn entry(i: u64) -> Entry {
-        (StateKey::Lease(i), None)
+        (StateKey::Lease(i), Undo::Record(None))
     }
 
     fn keys(j: &Journal) -> Vec<u64> {
@@ -132,23 +178,23 @@ mod tests {
             v.push(i);
         }
         assert_eq!((j.len(), keys(&j)), (v.len(), v.clone()));
-        // Swaps within a chunk and across chunks, in either argument order.
-        for (a, b) in [(1, 2), (CHUNK - 1, CHUNK), (2 * CHUNK + 3, 7)] {
-            j.swap(a, b);
-            v.swap(a, b);
-        }
-        j.swap(0, n as usize + 10);
-        assert_eq!(keys(&j), v);
         assert_eq!(
             j.iter_from(CHUNK - 1).count(),
             v.len() - (CHUNK - 1),
             "from a chunk's last entry"
         );
-        for cut in [2 * CHUNK + 1, 2 * CHUNK, CHUNK, 3] {
-            j.truncate(cut);
-            v.truncate(cut);
-            assert_eq!((j.len(), keys(&j)), (v.len(), v.clone()));
+        assert!(
+            j.get(CHUNK)
+                .is_some_and(|(k, _)| *k == StateKey::Lease(CHUNK as u64))
+        );
+        // The last chunk popped empty and pushed again: the emptied chunk is reused.
+        for _ in 0..5 {
+            assert_eq!(j.pop().map(|(k, _)| k), v.pop().map(StateKey::Lease));
         }
+        assert_eq!(j.spare.len(), 1);
+        j.push(entry(77));
+        v.push(77);
+        assert_eq!((j.len(), keys(&j), j.spare.len()), (v.len(), v.clone(), 0));
         while let Some((k, _)) = j.pop() {
             assert_eq!(Some(k), v.pop().map(StateKey::Lease));
         }

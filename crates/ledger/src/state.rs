@@ -3,6 +3,7 @@
 //! and the store), and the derived indexes (market, lease ends, unbonding queue).
 
 use crate::TxError;
+use crate::journal::{Entry, Undo};
 use crate::lookup::LookupMap;
 use crate::matching::Market;
 use cairn_primitives::{
@@ -55,11 +56,13 @@ pub(crate) struct State {
     /// added.
     pub(crate) assignments: [std::sync::OnceLock<crate::assign::Assignment>; 2],
 
-    /// Undo entries, oldest first: (key, the record before the write). Within a block, once a
-    /// transaction has succeeded only the first entry per key is kept ([`State::commit_tx`]).
+    /// Undo entries, oldest first: (key, what undoing the write restores). Within a block,
+    /// once a transaction has succeeded only the entries the block needs are kept
+    /// ([`State::commit_tx`]).
     journal: crate::journal::Journal,
-    /// The keys with an entry in the journal from a transaction that succeeded in this block.
-    committed: LookupMap<StateKey, ()>,
+    /// The keys with an entry in the journal from a transaction that succeeded in this block,
+    /// and whether one of those entries holds the whole record (not only checking fields).
+    committed: LookupMap<StateKey, bool>,
     /// The journal's length after the latest [`State::commit_tx`]: entries before it belong
     /// to the block's work or to transactions that succeeded.
     settled: usize,
@@ -211,21 +214,46 @@ impl State {
                 if self.journal.len() < self.settled {
                     self.committed.remove(&k);
                 }
-                self.raw_set(k, old);
+                match old {
+                    Undo::Record(old) => {
+                        self.raw_set(k, old.map(|b| *b));
+                    }
+                    Undo::Checking {
+                        standing,
+                        tally_uptime,
+                        tally_verdict,
+                    } => {
+                        if let StateKey::Device(a) = k
+                            && let Some(mut d) = self.devices.get(&a).cloned()
+                        {
+                            d.standing = standing;
+                            d.tally_uptime = tally_uptime;
+                            d.tally_verdict = tally_verdict;
+                            self.raw_set(k, Some(StateValue::Device(d)));
+                        }
+                    }
+                }
             }
         }
         self.settled = self.settled.min(mark);
     }
 
     /// The transaction whose changes start at `mark` succeeded: of its journal entries only
-    /// those for keys not yet written in this block are kept. The block's first entry per key
-    /// is all that undoing the block and finding its changes need; the others only served to
-    /// undo this transaction. This keeps the journal at one old record per key written in the
-    /// block (a round's results write each device once per checker: three copies before).
+    /// those that undoing the block still needs are kept. That is the block's first entry
+    /// per key, and a whole record after a kept [`Undo::Checking`] (which restores only the
+    /// checking fields); the others only served to undo this transaction. This keeps the
+    /// journal at about one entry per key written in the block (a round's results write each
+    /// device once per checker), where one per write would hold up to a block's worth of
+    /// results (about 6.7 million in 8 MiB).
     pub(crate) fn commit_tx(&mut self, mark: usize) {
         if mark > self.journal.len() {
             return;
         }
+        // Whether the block needs an entry: its key is new to the block, or the block kept
+        // only checking fields for it and this entry is a whole record.
+        let needed = |committed: &LookupMap<StateKey, bool>, (k, u): &Entry| {
+            committed.get(k).is_none_or(|full| !*full && u.is_full())
+        };
         if self
             .journal
             .iter_from(mark)
@@ -233,26 +261,34 @@ impl State {
         {
             // No key written before in this block: keep everything, remember the keys (a key
             // the transaction wrote twice keeps both entries; the first one counts).
-            for (k, _) in self.journal.iter_from(mark) {
-                self.committed.insert(*k, ());
+            for (k, u) in self.journal.iter_from(mark) {
+                let full = u.is_full() || self.committed.get(k).copied().unwrap_or(false);
+                self.committed.insert(*k, full);
             }
         } else {
             // In place: the entries kept move down over those dropped, which are then
             // truncated away (a round's results from its second checker keep almost none).
+            // Each is judged against the keys kept before this transaction.
             let mut kept = mark;
             for i in mark..self.journal.len() {
-                let new_key = self
+                if self
                     .journal
                     .get(i)
-                    .is_some_and(|(k, _)| !self.committed.contains_key(k));
-                if new_key {
+                    .is_some_and(|e| needed(&self.committed, e))
+                {
                     self.journal.swap(kept, i);
                     kept = kept.saturating_add(1);
                 }
             }
             self.journal.truncate(kept);
-            for (k, _) in self.journal.iter_from(mark) {
-                self.committed.insert(*k, ());
+            let marks: Vec<(StateKey, bool)> = self
+                .journal
+                .iter_from(mark)
+                .map(|(k, u)| (*k, u.is_full()))
+                .collect();
+            for (k, full) in marks {
+                let full = full || self.committed.get(&k).copied().unwrap_or(false);
+                self.committed.insert(k, full);
             }
         }
         self.settled = self.journal.len();
@@ -267,7 +303,7 @@ impl State {
         let journal = std::mem::take(&mut self.journal);
         self.committed = LookupMap::default();
         self.settled = 0;
-        // After [`State::commit_tx`] a key has one entry, except where writes outside a
+        // After [`State::commit_tx`] a key has about one entry, except where writes outside a
         // transaction's commit (the block's own work, genesis) wrote it more than once: the
         // first entry per key is the record at the block's start. Sorting (key, position)
         // finds it and leaves the keys in order, on every core (a round's results leave a
@@ -279,12 +315,16 @@ impl State {
             .collect();
         first.par_sort_unstable();
         first.dedup_by_key(|(k, _)| *k);
+        // A key whose first entry kept only checking fields counts as changed (other
+        // fields may have changed after it): rewriting a record that did not change is
+        // harmless.
         let changed: Vec<StateKey> = first
             .into_par_iter()
             .filter(|(k, i)| {
-                !journal
-                    .get(*i)
-                    .is_some_and(|(_, old)| self.holds(k, old.as_ref()))
+                !journal.get(*i).is_some_and(|(_, old)| match old {
+                    Undo::Record(old) => self.holds(k, old.as_deref()),
+                    Undo::Checking { .. } => false,
+                })
             })
             .map(|(k, _)| k)
             .collect();
@@ -339,7 +379,58 @@ impl State {
 
     pub(crate) fn put(&mut self, key: StateKey, value: Option<StateValue>) {
         let old = self.raw_set(key, value);
-        self.journal.push((key, old));
+        self.journal.push((key, Undo::Record(old.map(Box::new))));
+    }
+
+    /// Sets device `a`'s checking fields (its standing and its epoch tally's verdict and
+    /// uptime) in place: one walk down the map, and only those fields copied into the
+    /// journal, where [`State::set_device`] copies and replaces the whole record. Keeps the
+    /// epoch weights and the market true. `false` (nothing changed) when there is no such
+    /// device.
+    pub(crate) fn set_checking(
+        &mut self,
+        a: Address,
+        standing: cairn_primitives::Standing,
+        tally_uptime: u8,
+        tally_verdict: Verdict,
+    ) -> bool {
+        let epoch = self.globals.epoch;
+        let Some(slot) = self.devices.get_mut(&a) else {
+            return false;
+        };
+        let weigh = |d: &Device| {
+            (d.tally_epoch >= epoch)
+                .then(|| TallyWeight::of(d, &self.class_weights))
+                .flatten()
+        };
+        let (before, was_marketable) = (weigh(slot), is_marketable(slot));
+        let old = Undo::Checking {
+            standing: std::mem::replace(&mut slot.standing, standing),
+            tally_uptime: std::mem::replace(&mut slot.tally_uptime, tally_uptime),
+            tally_verdict: std::mem::replace(&mut slot.tally_verdict, tally_verdict),
+        };
+        let (after, marketable, tally_epoch) = (weigh(slot), is_marketable(slot), slot.tally_epoch);
+        if before != after {
+            let w = self.weights.entry(tally_epoch).or_default();
+            let ok = before.is_none_or(|b| w.sub(&b).is_some())
+                && after.is_none_or(|x| w.add(&x).is_some());
+            if !ok {
+                self.weights_overflow = true;
+            }
+        }
+        if was_marketable != marketable {
+            // The market's rank (price, reputation, class, region) is not a checking field:
+            // the record as it is now ranks as it did.
+            if let Some(d) = self.devices.get(&a) {
+                if was_marketable {
+                    self.market.remove(&a, d);
+                } else {
+                    self.market.insert(a, d);
+                }
+            }
+        }
+        self.journal.push((StateKey::Device(a), old));
+        true
     }
 
     pub(crate) fn set_globals(&mut self, g: Globals) {
@@ -686,7 +777,7 @@ mod tests {
         s
     }
 
-    /// The journal keeps one old record per key written in a block once transactions
+    /// The journal keeps about one old record per key written in a block once transactions
     /// succeed; undoing a failed transaction, or the whole block, still restores exactly what
     /// was there, and the block's changes name each key once.
     #[test]
@@ -719,5 +810,95 @@ mod tests {
             (Some(30), Some(6))
         );
         assert!(kept.journal.is_empty() && kept.settled == 0);
+
+        // A record written and then restored within the block is no change.
+        let mut same = State::default();
+        same.raw_set(StateKey::Account(A), Some(StateValue::Account(account(10))));
+        same.set_account(A, account(11));
+        same.set_account(A, account(10));
+        assert!(same.take_changes(0).is_empty());
+    }
+
+    /// A device written in place (only its checking fields journaled) and whole by a later
+    /// transaction: undoing the block restores the whole record as it was, undoing a
+    /// transaction restores exactly what it changed, the market and the weights follow,
+    /// and the block's changes name the device.
+    #[test]
+    fn checking_fields_written_in_place_undo_exactly_beside_whole_records() {
+        let spec = cairn_primitives::DeviceSpec {
+            gpu_count: 0,
+            vram_mib: 0,
+            cpu_cores: 4,
+            ram_mib: 8_192,
+        };
+        let mut unverified = crate::synthetic::device_record(B, 0, spec, "eu", 100, 500_000, 1_000);
+        unverified.standing.status = CheckStatus::Unverified;
+        let params = crate::testing::genesis(&[]).validate().expect("params");
+        let mut s = State::new(&params);
+        s.raw_set(
+            StateKey::Device(A),
+            Some(StateValue::Device(unverified.clone())),
+        );
+        let market_true = |s: &State| {
+            Market::build(s.devices.iter().filter(|(_, d)| is_marketable(d))) == s.market
+        };
+        let start = s.weights.clone();
+        assert!(!is_marketable(&unverified));
+
+        let mut passed = unverified.standing;
+        passed.status = CheckStatus::Verified;
+        passed.round = 7;
+        let m1 = s.mark();
+        assert!(s.set_checking(A, passed, 150, Verdict::Pass));
+        s.commit_tx(m1);
+        let written = s.devices.get(&A).expect("device").clone();
+        assert!(is_marketable(&written) && written.tally_verdict == Verdict::Pass);
+        assert_ne!(s.weights, start);
+        assert!(market_true(&s) && s.market != Market::build(std::iter::empty()));
+
+        // A failed transaction's in-place write is undone exactly.
+        let m2 = s.mark();
+        let mut jailed = passed;
+        jailed.status = CheckStatus::Jailed;
+        assert!(s.set_checking(A, jailed, 0, Verdict::Fail));
+        s.revert_to(m2);
+        assert_eq!(s.devices.get(&A), Some(&written));
+        assert!(market_true(&s));
+
+        // A later transaction writes the whole record: its entry is kept, since the
+        // block's first entry for the device restores only the checking fields.
+        let m3 = s.mark();
+        let mut repriced = written.clone();
+        repriced.price_per_hour = cairn_primitives::PayUnits(999);
+        s.set_device(A, repriced);
+        s.commit_tx(m3);
+        assert_eq!(s.journal.len(), 2);
+        // Another in-place write after it is not needed by the block.
+        let m4 = s.mark();
+        assert!(s.set_checking(A, passed, 120, Verdict::Pass));
+        s.commit_tx(m4);
+        assert_eq!(s.journal.len(), 2);
+        assert!(
+            !s.set_checking(B, passed, 0, Verdict::Pass),
+            "no such device"
+        );
+
+        let mut undone = s;
+        undone.revert_to(0);
+        assert_eq!(undone.devices.get(&A), Some(&unverified));
+        assert_eq!(
+            undone.weights.get(&0).copied().unwrap_or_default(),
+            EpochWeights::default()
+        );
+        assert!(market_true(&undone) && undone.market == Market::build(std::iter::empty()));
+
+        let mut kept = State::new(&params);
+        kept.raw_set(StateKey::Device(A), Some(StateValue::Device(unverified)));
+        let m = kept.mark();
+        assert!(kept.set_checking(A, passed, 150, Verdict::Pass));
+        kept.commit_tx(m);
+        let changes = kept.take_changes(0);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].0, StateKey::Device(A).to_bytes());
     }
 }

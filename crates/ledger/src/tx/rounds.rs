@@ -280,7 +280,26 @@ impl Ledger {
         code: ResultCode,
         uptime: u8,
     ) -> Result<bool> {
-        let mut d = self.settled_device(&device)?;
+        // A tally of a closed epoch is settled first, as any write to the device does: the
+        // checking fields written below then count for the open epoch.
+        let current = self.state.globals.epoch;
+        let unsettled = self
+            .state
+            .devices
+            .get(&device)
+            .ok_or(TxError::UnknownDevice(device))?
+            .tally_epoch
+            < current;
+        if unsettled {
+            // Written back: a device with nothing to settle only moves its tally's epoch.
+            let d = self.settled_device(&device)?;
+            self.state.set_device(device, d);
+        }
+        let d = self
+            .state
+            .devices
+            .get(&device)
+            .ok_or(TxError::UnknownDevice(device))?;
         let s = &d.standing;
         if d.status != DeviceStatus::Active {
             return Ok(false);
@@ -311,25 +330,25 @@ impl Ledger {
             // A round older than the device's latest: its verdict no longer matters.
             return Ok(false);
         }
-        if s.round < height {
-            d.standing.round = height;
-            d.standing.votes.clear();
-            d.standing.verdict = Verdict::Pending;
+        let mut standing = *s;
+        let (mut tally_uptime, mut tally_verdict) = (d.tally_uptime, d.tally_verdict);
+        if standing.round < height {
+            standing.round = height;
+            standing.votes.clear();
+            standing.verdict = Verdict::Pending;
         }
-        if d.standing
-            .votes
-            .as_slice()
-            .iter()
-            .any(|v| v.member == member)
-        {
+        if standing.votes.as_slice().iter().any(|v| v.member == member) {
             return Err(TxError::DuplicateResult(device));
         }
         // The device came from the checker's own list for the round's epoch: the checker is
         // one of its `assigned` (the committee's draw, all members when fewer).
-        let assigned = self.state.committee_of(round.epoch).map_or(0, |c| {
-            usize::from(self.params.checking.committee).min(c.members.len())
-        });
-        if !d.standing.votes.push(Vote {
+        let members = self
+            .state
+            .committee_of(round.epoch)
+            .map(|c| c.members.as_slice())
+            .unwrap_or_default();
+        let assigned = usize::from(self.params.checking.committee).min(members.len());
+        if !standing.votes.push(Vote {
             member,
             code,
             uptime,
@@ -337,34 +356,54 @@ impl Ledger {
             // At most `assigned` distinct members vote, and `assigned` ≤ MAX_ASSIGNED.
             return Err(TxError::DuplicateResult(device));
         }
-        let before = d.standing.verdict;
-        let verdict = if before == Verdict::Pending {
-            decide(d.standing.votes.as_slice(), assigned)
-        } else {
-            before
-        };
-        d.standing.verdict = verdict;
-        if before == Verdict::Pending && verdict != Verdict::Pending {
-            // Every result so far that agrees is paid.
-            let members = self
-                .state
-                .committee_of(round.epoch)
-                .map(|c| c.members.as_slice())
-                .unwrap_or_default();
-            for v in d.standing.votes.as_slice() {
-                if agrees(v.code, verdict)
-                    && let Some(m) = members.get(usize::from(v.member))
-                {
-                    self.cx.agreed.push(m.checker);
-                }
+        let before = standing.verdict;
+        if before != Verdict::Pending {
+            // Decided before this result: it only counts (and is paid if it agrees).
+            if agrees(code, before) {
+                self.cx.agreed.push(checker);
             }
-            self.apply_verdict(device, d, height, verdict)?;
+            self.state
+                .set_checking(device, standing, tally_uptime, tally_verdict);
             return Ok(true);
         }
-        if verdict != Verdict::Pending && agrees(code, verdict) {
-            self.cx.agreed.push(checker);
+        let verdict = decide(standing.votes.as_slice(), assigned);
+        standing.verdict = verdict;
+        if verdict == Verdict::Pending {
+            self.state
+                .set_checking(device, standing, tally_uptime, tally_verdict);
+            return Ok(true);
         }
-        self.state.set_device(device, d);
+        // Decided by this result: every result so far that agrees is paid.
+        for v in standing.votes.as_slice() {
+            if agrees(v.code, verdict)
+                && let Some(m) = members.get(usize::from(v.member))
+            {
+                self.cx.agreed.push(m.checker);
+            }
+        }
+        let uptime = median_uptime(standing.votes.as_slice());
+        if verdict == Verdict::Pass {
+            passed(&mut standing, &mut tally_verdict, current);
+            if standing.status != CheckStatus::Jailed {
+                // Nothing but the checking fields changes (no lease ends, nothing is
+                // slashed): written in place.
+                tally_uptime = uptime;
+                let status = standing.status;
+                self.state
+                    .set_checking(device, standing, tally_uptime, tally_verdict);
+                self.emit(Event::Verdict {
+                    device,
+                    round: height,
+                    verdict,
+                    status,
+                });
+                return Ok(true);
+            }
+        }
+        let mut d = self.settled_device(&device)?;
+        d.standing = standing;
+        d.tally_verdict = tally_verdict;
+        self.apply_verdict(device, d, height, verdict, uptime)?;
         Ok(true)
     }
 
@@ -404,23 +443,15 @@ impl Ledger {
         mut d: cairn_primitives::Device,
         round: u64,
         verdict: Verdict,
+        uptime: u8,
     ) -> Result<()> {
         let epoch = self.state.globals.epoch;
         let p = &self.params.checking;
-        let uptime = median_uptime(d.standing.votes.as_slice());
         d.tally_uptime = uptime;
         let mut slash_bps = 0u32;
         match verdict {
             Verdict::Pass => {
-                let s = &mut d.standing;
-                s.fails = 0;
-                s.last_pass_epoch = Some(epoch);
-                if s.status != CheckStatus::Jailed || s.jailed_until_epoch <= epoch {
-                    s.status = CheckStatus::Verified;
-                }
-                if d.tally_verdict == Verdict::Pending {
-                    d.tally_verdict = Verdict::Pass;
-                }
+                // The pass's fields were set by the caller ([`passed`]).
             }
             Verdict::Fail | Verdict::Missed => {
                 let s = &mut d.standing;
@@ -481,6 +512,20 @@ impl Ledger {
             status,
         });
         Ok(())
+    }
+}
+
+/// What a pass does to a device's checking fields in `epoch`: its consecutive fails reset,
+/// verified (unless jailed and its jail not over), and its epoch tally a pass unless a fail
+/// came first.
+fn passed(s: &mut cairn_primitives::Standing, tally_verdict: &mut Verdict, epoch: u64) {
+    s.fails = 0;
+    s.last_pass_epoch = Some(epoch);
+    if s.status != CheckStatus::Jailed || s.jailed_until_epoch <= epoch {
+        s.status = CheckStatus::Verified;
+    }
+    if *tally_verdict == Verdict::Pending {
+        *tally_verdict = Verdict::Pass;
     }
 }
 
