@@ -711,6 +711,7 @@ fn a_checker_killed_mid_epoch_costs_its_devices_nothing() {
     checkers[0].0.kill().unwrap();
     checkers[0].0.wait().unwrap();
     let after = net.verification(&dev)["round"].as_u64().unwrap();
+    let mut decided_view = serde_json::Value::Null;
     eventually(
         90,
         dir.path(),
@@ -719,9 +720,34 @@ fn a_checker_killed_mid_epoch_costs_its_devices_nothing() {
             let v = net.verification(&dev);
             assert_ne!(v["status"], "jailed", "the device was jailed: {v}");
             let decided = v["verdict"] == "pass" && v["round"].as_u64().unwrap() > after;
-            decided && v["results"].as_array().is_some_and(|r| r.len() == 2)
+            let done = decided && v["results"].as_array().is_some_and(|r| r.len() == 2);
+            if done {
+                decided_view = v;
+            }
+            done
         },
     );
+    // The API names each result's checker by its address: the two left, among the device's
+    // checkers (the ledger keeps a result's checker as its committee position).
+    let killed = cairn_keystore::Keystore::at(&net.keys)
+        .load(&net.checkers[0].0)
+        .unwrap()
+        .address()
+        .to_string();
+    let v = &decided_view;
+    let assigned: Vec<&str> = v["checkers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+        .unwrap_or_default();
+    for r in v["results"].as_array().unwrap() {
+        let by = r["checker"].as_str().unwrap_or_default();
+        assert!(by != killed && assigned.contains(&by), "{v}");
+        assert_eq!(
+            (&r["code"], &r["uptime"].is_u64()),
+            (&"pass".into(), &true),
+            "{v}"
+        );
+    }
     eventually(90, dir.path(), "the epoch closes", || {
         c.status().unwrap()["epoch"].as_u64().unwrap() > epoch
     });

@@ -3,7 +3,7 @@
 //! and the store), and the derived indexes (market, lease ends, unbonding queue).
 
 use crate::TxError;
-use crate::journal::{Entry, Undo};
+use crate::journal::Undo;
 use crate::lookup::LookupMap;
 use crate::matching::Market;
 use cairn_primitives::{
@@ -246,50 +246,30 @@ impl State {
     /// device once per checker), where one per write would hold up to a block's worth of
     /// results (about 6.7 million in 8 MiB).
     pub(crate) fn commit_tx(&mut self, mark: usize) {
-        if mark > self.journal.len() {
-            return;
-        }
-        // Whether the block needs an entry: its key is new to the block, or the block kept
-        // only checking fields for it and this entry is a whole record.
-        let needed = |committed: &LookupMap<StateKey, bool>, (k, u): &Entry| {
-            committed.get(k).is_none_or(|full| !*full && u.is_full())
-        };
-        if self
-            .journal
-            .iter_from(mark)
-            .all(|(k, _)| !self.committed.contains_key(k))
-        {
-            // No key written before in this block: keep everything, remember the keys (a key
-            // the transaction wrote twice keeps both entries; the first one counts).
-            for (k, u) in self.journal.iter_from(mark) {
-                let full = u.is_full() || self.committed.get(k).copied().unwrap_or(false);
-                self.committed.insert(*k, full);
-            }
-        } else {
-            // In place: the entries kept move down over those dropped, which are then
-            // truncated away (a round's results from its second checker keep almost none).
-            // Each is judged against the keys kept before this transaction.
-            let mut kept = mark;
-            for i in mark..self.journal.len() {
-                if self
-                    .journal
-                    .get(i)
-                    .is_some_and(|e| needed(&self.committed, e))
-                {
+        // In place: the entries needed move down over those dropped, which are then truncated
+        // away (a round's results from its second checker keep almost none). Each is judged
+        // against the keys kept before this transaction: an entry is needed when its key is
+        // new to the block (a key the transaction wrote twice keeps both entries; the first
+        // one counts), or when the block kept only checking fields for it and this entry is a
+        // whole record.
+        let mut kept = mark;
+        for i in mark..self.journal.len() {
+            let needed = self.journal.get(i).is_some_and(|(k, u)| {
+                self.committed
+                    .get(k)
+                    .is_none_or(|full| !*full && u.is_full())
+            });
+            if needed {
+                if kept != i {
                     self.journal.swap(kept, i);
-                    kept = kept.saturating_add(1);
                 }
+                kept = kept.saturating_add(1);
             }
-            self.journal.truncate(kept);
-            let marks: Vec<(StateKey, bool)> = self
-                .journal
-                .iter_from(mark)
-                .map(|(k, u)| (*k, u.is_full()))
-                .collect();
-            for (k, full) in marks {
-                let full = full || self.committed.get(&k).copied().unwrap_or(false);
-                self.committed.insert(k, full);
-            }
+        }
+        self.journal.truncate(kept);
+        for (k, u) in self.journal.iter_from(mark) {
+            let full = u.is_full() || self.committed.get(k).copied().unwrap_or(false);
+            self.committed.insert(*k, full);
         }
         self.settled = self.journal.len();
     }
@@ -398,26 +378,16 @@ impl State {
         let Some(slot) = self.devices.get_mut(&a) else {
             return false;
         };
-        let weigh = |d: &Device| {
-            (d.tally_epoch >= epoch)
-                .then(|| TallyWeight::of(d, &self.class_weights))
-                .flatten()
-        };
-        let (before, was_marketable) = (weigh(slot), is_marketable(slot));
+        let before = open_weight(slot, epoch, &self.class_weights);
+        let was_marketable = is_marketable(slot);
         let old = Undo::Checking {
             standing: std::mem::replace(&mut slot.standing, standing),
             tally_uptime: std::mem::replace(&mut slot.tally_uptime, tally_uptime),
             tally_verdict: std::mem::replace(&mut slot.tally_verdict, tally_verdict),
         };
-        let (after, marketable, tally_epoch) = (weigh(slot), is_marketable(slot), slot.tally_epoch);
-        if before != after {
-            let w = self.weights.entry(tally_epoch).or_default();
-            let ok = before.is_none_or(|b| w.sub(&b).is_some())
-                && after.is_none_or(|x| w.add(&x).is_some());
-            if !ok {
-                self.weights_overflow = true;
-            }
-        }
+        let after = open_weight(slot, epoch, &self.class_weights);
+        let marketable = is_marketable(slot);
+        self.move_weight(before, after);
         if was_marketable != marketable {
             // The market's rank (price, reputation, class, region) is not a checking field:
             // the record as it is now ranks as it did.
@@ -431,6 +401,25 @@ impl State {
         }
         self.journal.push((StateKey::Device(a), old));
         true
+    }
+
+    /// Moves the kept epoch weights from a device's weight before a write to its weight
+    /// after (each with the epoch it counts for); flags `weights_overflow` when a sum would
+    /// leave its range.
+    fn move_weight(
+        &mut self,
+        before: Option<(u64, TallyWeight)>,
+        after: Option<(u64, TallyWeight)>,
+    ) {
+        if before == after {
+            return;
+        }
+        let removed =
+            before.is_none_or(|(e, w)| self.weights.entry(e).or_default().sub(&w).is_some());
+        let added = after.is_none_or(|(e, w)| self.weights.entry(e).or_default().add(&w).is_some());
+        if !(removed && added) {
+            self.weights_overflow = true;
+        }
     }
 
     pub(crate) fn set_globals(&mut self, g: Globals) {
@@ -502,20 +491,10 @@ impl State {
                     Some(V::Device(d)) => Some(d),
                     _ => None,
                 };
-                if let Some(d) = &new
-                    && d.tally_epoch >= self.globals.epoch
-                    && let Some(w) = TallyWeight::of(d, &self.class_weights)
-                    && self
-                        .weights
-                        .entry(d.tally_epoch)
-                        .or_default()
-                        .add(&w)
-                        .is_none()
-                {
-                    // Only the open epoch's weights are kept (a closed epoch's were read when
-                    // it closed, and dropped at the end of that block).
-                    self.weights_overflow = true;
-                }
+                let epoch = self.globals.epoch;
+                let after = new
+                    .as_ref()
+                    .and_then(|d| open_weight(d, epoch, &self.class_weights));
                 // One walk down the map when the record is replaced. The market entry stays
                 // when the device was and is marketable with the same rank and set (a verdict
                 // or a tally changes neither): no walk down the market either.
@@ -559,18 +538,10 @@ impl State {
                         old
                     }
                 };
-                if let Some(o) = &old
-                    && o.tally_epoch >= self.globals.epoch
-                    && let Some(w) = TallyWeight::of(o, &self.class_weights)
-                    && self
-                        .weights
-                        .entry(o.tally_epoch)
-                        .or_default()
-                        .sub(&w)
-                        .is_none()
-                {
-                    self.weights_overflow = true;
-                }
+                let before = old
+                    .as_ref()
+                    .and_then(|o| open_weight(o, epoch, &self.class_weights));
+                self.move_weight(before, after);
                 old.map(V::Device)
             }
             (StateKey::Delegation(d, s), v) => {
@@ -723,6 +694,20 @@ impl State {
         );
         keys
     }
+}
+
+/// A device's tally weight with the epoch it counts for, when that is the open epoch: only
+/// the open epoch's weights are kept (a closed epoch's were read when it closed, and dropped
+/// at the end of that block).
+fn open_weight(
+    d: &Device,
+    epoch: u64,
+    class_weights: &[(ClassKind, u32)],
+) -> Option<(u64, TallyWeight)> {
+    if d.tally_epoch < epoch {
+        return None;
+    }
+    TallyWeight::of(d, class_weights).map(|w| (d.tally_epoch, w))
 }
 
 /// Whether a device can be matched to a new lease: active, offered, free, and verified by

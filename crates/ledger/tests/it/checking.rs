@@ -587,25 +587,11 @@ fn a_result_for_a_device_slashed_since_the_round_started_is_skipped_not_refused(
     let proof = wrong_answer(&w, &cheat, [0x52; 32], (1, 1), 1);
     let reporter = w.users[2].clone();
     assert_eq!(w.run(&reporter, proof), None);
-    let before = w.ledger.device(&cheat.address()).unwrap().clone();
-    assert_eq!(before.status, cairn_primitives::DeviceStatus::Slashed);
-    let k = w.checkers[0].clone();
-    let posted = w.ledger.checker(&k.address()).unwrap().posted;
-    let body = w.results(
-        &k.address(),
-        round,
-        &[
-            (cheat.address(), ResultCode::Fail),
-            (other, ResultCode::Pass),
-        ],
+    assert_eq!(
+        w.ledger.device(&cheat.address()).unwrap().status,
+        cairn_primitives::DeviceStatus::Slashed
     );
-    assert_eq!(w.run(&k, body), None);
-    let d = w.ledger.device(&other).unwrap();
-    assert_eq!((d.standing.round, d.standing.votes.len()), (round, 1));
-    assert_eq!(w.ledger.device(&cheat.address()).unwrap(), &before);
-    assert_eq!(w.ledger.checker(&k.address()).unwrap().posted, posted + 1);
-    w.check_supply();
-    w.ledger.check_invariants().unwrap();
+    post_one_skipped_one_counted(&mut w, round, (cheat.address(), ResultCode::Fail), other);
 }
 
 /// Found on a devnet (session 13): a device leased just before a round's message reached its
@@ -628,17 +614,29 @@ fn a_result_for_a_device_that_served_a_lease_in_the_round_is_skipped_not_refused
     };
     let round = w.block(1, vec![]).height;
     assert!(w.ledger.round(round).is_some(), "the block started a round");
-    let before = w.ledger.device(&leased).unwrap().clone();
+    post_one_skipped_one_counted(&mut w, round, (leased, ResultCode::Pass), idle);
+}
+
+/// The first checker posts `skipped`'s result and a pass for `counted` in `round`: the
+/// transaction stands, `skipped` is unchanged, `counted` has the one result, and the
+/// checker is credited with one result.
+fn post_one_skipped_one_counted(
+    w: &mut World,
+    round: u64,
+    (skipped, code): (Address, ResultCode),
+    counted: Address,
+) {
+    let before = w.ledger.device(&skipped).unwrap().clone();
     let k = w.checkers[0].clone();
     let posted = w.ledger.checker(&k.address()).unwrap().posted;
     let body = w.results(
         &k.address(),
         round,
-        &[(leased, ResultCode::Pass), (idle, ResultCode::Pass)],
+        &[(skipped, code), (counted, ResultCode::Pass)],
     );
     assert_eq!(w.run(&k, body), None);
-    assert_eq!(w.ledger.device(&leased).unwrap(), &before);
-    let d = w.ledger.device(&idle).unwrap();
+    assert_eq!(w.ledger.device(&skipped).unwrap(), &before);
+    let d = w.ledger.device(&counted).unwrap();
     assert_eq!((d.standing.round, d.standing.votes.len()), (round, 1));
     assert_eq!(w.ledger.checker(&k.address()).unwrap().posted, posted + 1);
     w.check_supply();
