@@ -96,6 +96,7 @@ fn eight_fake_h100s_are_jailed_never_matched_nor_paid_and_the_honest_cpu_is() {
     assert_eq!((fakes.len(), cpus.len()), (8, 1), "{devices}");
     let addr = |d: &serde_json::Value| d["address"].as_str().unwrap().to_string();
     let cpu = addr(cpus[0]);
+    let claimed_cores = cpus[0]["spec"]["cpu_cores"].as_u64().unwrap();
     let fakes: Vec<String> = fakes.iter().map(|d| addr(d)).collect();
 
     let worker = Command::new(env!("CARGO_BIN_EXE_cairn"))
@@ -122,10 +123,28 @@ fn eight_fake_h100s_are_jailed_never_matched_nor_paid_and_the_honest_cpu_is() {
         "the fake H100s are jailed and the CPU verified",
         || status(&cpu) == "verified" && fakes.iter().all(|f| status(f) == "jailed"),
     );
+    // The CPU device counts the cores its answers' times showed, never more than it claims;
+    // each passing checker's figure is on record.
+    let d = c.get(&format!("/v1/devices/{cpu}")).unwrap();
+    let counted = d["verification"]["cores"].as_u64().unwrap_or(0);
+    assert!((1..=claimed_cores).contains(&counted), "{d}");
+    assert!(
+        d["verification"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["code"] == "pass")
+            .all(|r| r["cores"].as_u64().is_some_and(|n| n >= 1)),
+        "{d}"
+    );
     for f in &fakes {
         let d = c.get(&format!("/v1/devices/{f}")).unwrap();
         let v = &d["verification"];
         assert_eq!(v["verdict"], "missed", "{d}");
+        assert!(
+            v["cores"].is_null(),
+            "a GPU class has no counted cores: {d}"
+        );
         assert!(v["last_pass_epoch"].is_null(), "never passed: {d}");
     }
 
@@ -218,7 +237,7 @@ fn one_solver_answering_for_two_devices_misses_the_deadline() {
     let _turn = timed();
     let dir = tempfile::tempdir().unwrap();
 
-    // Calibrate: one challenge of 8 tables of 2,048² (the most the CPU kind has), timed on
+    // Calibrate: one challenge of 8 tables of 2,048² (one core and 16 GiB claimed), timed on
     // this machine: long enough that the network allowance (0.5 s) does not blur the margins.
     let mut class = DeviceClass {
         name: "TEST-CPU".into(),

@@ -161,15 +161,30 @@ struct RoundOrder {
     /// Due devices, their challenge, and whether not being connected is excused (their first
     /// round, or a round of an epoch that closed before it was handed out: the device may
     /// have moved on to its new epoch's checkers).
-    due: Vec<(Address, Params, bool)>,
+    due: Vec<(Address, Task, bool)>,
 }
+
+/// A due device's challenge: its size and deadlines and, for a CPU class, the class and the
+/// cores claimed, to measure the cores its answer's time shows.
+#[derive(Clone)]
+struct Task {
+    params: Params,
+    cpu: Option<(DeviceClass, u32)>,
+}
+
+/// What a round found for one device: its result, the cores measured (a CPU-class pass; 0
+/// otherwise), and why.
+type Found = (ResultCode, u8, String);
+
+/// A round's height and each due device's result with the cores measured.
+type RoundResults = (u64, Vec<(Address, ResultCode, u8)>);
 
 /// One device's part of a round, handed to its connection.
 struct DeviceJob {
     height: u64,
     seed: Hash,
-    params: Params,
-    done: oneshot::Sender<(ResultCode, String)>,
+    task: Task,
+    done: oneshot::Sender<Found>,
 }
 
 struct Shared {
@@ -246,7 +261,7 @@ pub fn run(
     // port as an error before anything starts).
     drop(listener);
     let (orders_tx, orders_rx) = mpsc::unbounded::<RoundOrder>();
-    let (results_tx, results_rx) = std::sync::mpsc::channel::<(u64, Vec<(Address, ResultCode)>)>();
+    let (results_tx, results_rx) = std::sync::mpsc::channel::<RoundResults>();
     let chain = {
         let shared = shared.clone();
         let stop = stop.clone();
@@ -429,14 +444,18 @@ async fn serve_device(
         };
         match next {
             Either::Left((Some(job), _)) => {
-                let (code, why) =
-                    run_round(&ctx, &shared, &key, &mut hb, &mut tx, &mut msgs, &job).await;
+                let mut cores = 0;
+                let (code, why) = run_round(
+                    &ctx, &shared, &key, &mut hb, &mut tx, &mut msgs, &job, &mut cores,
+                )
+                .await;
+                let cores = if code == ResultCode::Pass { cores } else { 0 };
                 let done = ToDevice::Done {
                     round: job.height,
                     code,
                     reason: reason(&why),
                 };
-                let _ = job.done.send((code, why));
+                let _ = job.done.send((code, cores, why));
                 if link::send(&mut tx, &done).await.is_err() {
                     break;
                 }
@@ -592,7 +611,9 @@ async fn wait_for<T>(
     }
 }
 
-/// One round against one device: compute, walk, audit, receipt.
+/// One round against one device: compute, walk, audit, receipt. For a CPU class, `cores`
+/// is set to what the answer's time shows.
+#[allow(clippy::too_many_arguments)] // The connection's halves and state, each needed.
 async fn run_round(
     ctx: &Ctx,
     shared: &Shared,
@@ -601,10 +622,11 @@ async fn run_round(
     tx: &mut LinkSender,
     msgs: &mut mpsc::UnboundedReceiver<Result<ToChecker, String>>,
     job: &DeviceJob,
+    cores: &mut u8,
 ) -> (ResultCode, String) {
     let h = job.height;
     let device = Address::of(key);
-    let p = &job.params;
+    let p = &job.task.params;
     let nonce = device_nonce(&job.seed, &device);
     if link::send(
         tx,
@@ -640,6 +662,9 @@ async fn run_round(
     let elapsed = t0.elapsed();
     if let Err(f) = cairn_popw::check_answer(&shared.chain_id, key, &nonce, p, &answer, elapsed) {
         return (ResultCode::Fail, format!("answer: {f}"));
+    }
+    if let Some((class, claimed)) = &job.task.cpu {
+        *cores = cairn_popw::measured_cores(class, p, elapsed, *claimed);
     }
     let ready = wait_for(
         ctx,
@@ -803,13 +828,13 @@ fn load_receipt(dir: &Path, round: u64, device: &Address) -> Option<Receipt> {
 async fn coordinate(
     mut orders: mpsc::UnboundedReceiver<RoundOrder>,
     shared: Arc<Shared>,
-    results: std::sync::mpsc::Sender<(u64, Vec<(Address, ResultCode)>)>,
+    results: std::sync::mpsc::Sender<RoundResults>,
 ) {
     while let Some(order) = orders.next().await {
         shared.metrics.rounds.fetch_add(1, Ordering::Relaxed);
         let mut waiting = Vec::new();
         let mut out = Vec::new();
-        for (device, params, excused) in order.due {
+        for (device, task, excused) in order.due {
             let conn = shared
                 .conns
                 .lock()
@@ -820,7 +845,7 @@ async fn coordinate(
             let job = DeviceJob {
                 height: order.height,
                 seed: order.seed,
-                params,
+                task,
                 done,
             };
             match conn {
@@ -830,20 +855,31 @@ async fn coordinate(
                 // silence is no answer.
                 _ if excused => out.push((
                     device,
-                    ResultCode::NotChecked,
-                    "not connected (excused: its first round, or its epoch is over)".to_string(),
+                    (
+                        ResultCode::NotChecked,
+                        0,
+                        "not connected (excused: its first round, or its epoch is over)".into(),
+                    ),
                 )),
-                _ => out.push((device, ResultCode::NoAnswer, "not connected".to_string())),
+                _ => out.push((
+                    device,
+                    (ResultCode::NoAnswer, 0, "not connected".to_string()),
+                )),
             }
         }
         for (device, rx) in waiting {
-            let (code, why) = rx
-                .await
-                .unwrap_or((ResultCode::NoAnswer, "the connection closed".into()));
-            out.push((device, code, why));
+            let found =
+                rx.await
+                    .unwrap_or((ResultCode::NoAnswer, 0, "the connection closed".into()));
+            out.push((device, found));
         }
         let mut summary: BTreeMap<&str, usize> = BTreeMap::new();
-        for (device, code, why) in &out {
+        for (device, (code, cores, why)) in &out {
+            let why = if *cores > 0 {
+                format!("{why}, {cores} cores counted")
+            } else {
+                why.clone()
+            };
             shared.count(*code);
             tracing::info!("round {}: device {device}: {code:?} ({why})", order.height);
             let k = match code {
@@ -873,7 +909,7 @@ async fn coordinate(
                 line.join(", ")
             }
         );
-        let codes = out.into_iter().map(|(d, c, _)| (d, c)).collect();
+        let codes = out.into_iter().map(|(d, (c, n, _))| (d, c, n)).collect();
         if results.send((order.height, codes)).is_err() {
             return;
         }
@@ -930,13 +966,18 @@ impl Assigned {
         true
     }
 
-    fn params(&self, classes: &[DeviceClass]) -> Option<Params> {
+    fn task(&self, classes: &[DeviceClass]) -> Option<Task> {
         let class = classes.iter().find(|c| c.name == self.class)?;
-        let units = match class.kind {
-            cairn_primitives::ClassKind::Gpu => self.gpu_count,
-            cairn_primitives::ClassKind::Cpu => self.cpu_cores,
+        let (units, cpu) = match class.kind {
+            cairn_primitives::ClassKind::Gpu => (self.gpu_count, None),
+            cairn_primitives::ClassKind::Cpu => {
+                (self.cpu_cores, Some((class.clone(), self.cpu_cores)))
+            }
         };
-        Some(Params::for_class(class, units, self.ram_mib))
+        Some(Task {
+            params: Params::for_class(class, units, self.ram_mib),
+            cpu,
+        })
     }
 }
 
@@ -995,7 +1036,7 @@ fn follow_chain(
     shared: &Shared,
     pending: &Path,
     orders: mpsc::UnboundedSender<RoundOrder>,
-    results: std::sync::mpsc::Receiver<(u64, Vec<(Address, ResultCode)>)>,
+    results: std::sync::mpsc::Receiver<RoundResults>,
     stop: &AtomicBool,
 ) {
     let client = Client::new(&settings.node);
@@ -1083,12 +1124,12 @@ fn follow_chain(
                     *shared.admitted.lock().unwrap_or_else(|e| e.into_inner()) =
                         list.iter().map(|d| d.address).collect();
                 }
-                let due: Vec<(Address, Params, bool)> = l
+                let due: Vec<(Address, Task, bool)> = l
                     .iter()
                     .filter(|d| d.due(&r))
                     .filter_map(|d| {
                         let excused = d.round == 0 || r.epoch < epoch;
-                        Some((d.address, d.params(&classes)?, excused))
+                        Some((d.address, d.task(&classes)?, excused))
                     })
                     .collect();
                 handed.insert(r.height, (r.epoch, l));
@@ -1126,13 +1167,14 @@ fn now_ms() -> u64 {
 fn compose(
     shared: &Shared,
     order: &[Assigned],
-    codes: &[(Address, ResultCode)],
+    codes: &[(Address, ResultCode, u8)],
     epoch: u64,
     (genesis_ms, epoch_ms): (u64, u64),
     started_ms: u64,
     height: u64,
 ) -> Vec<PostResults> {
-    let by: BTreeMap<Address, ResultCode> = codes.iter().copied().collect();
+    let by: BTreeMap<Address, (ResultCode, u8)> =
+        codes.iter().map(|(d, c, n)| (*d, (*c, *n))).collect();
     let registered: BTreeMap<Address, u64> =
         order.iter().map(|d| (d.address, d.registered_ms)).collect();
     let epoch_start = genesis_ms.saturating_add(epoch.saturating_mul(epoch_ms));
@@ -1160,10 +1202,17 @@ fn compose(
     let order: Vec<Address> = order.iter().map(|d| d.address).collect();
     for (chunk_no, chunk) in order.chunks(cairn_primitives::MAX_RESULTS).enumerate() {
         let first = chunk_no * cairn_primitives::MAX_RESULTS;
-        let codes: Vec<ResultCode> = chunk
+        let found: Vec<(ResultCode, u8)> = chunk
             .iter()
-            .map(|d| by.get(d).copied().unwrap_or(ResultCode::NotChecked))
+            .map(|d| by.get(d).copied().unwrap_or((ResultCode::NotChecked, 0)))
             .collect();
+        let codes: Vec<ResultCode> = found.iter().map(|(c, _)| *c).collect();
+        // One byte per device when any is a CPU-class pass; else none.
+        let cores: Vec<u8> = if found.iter().any(|(_, n)| *n > 0) {
+            found.iter().map(|(_, n)| *n).collect()
+        } else {
+            Vec::new()
+        };
         if codes.iter().all(|c| *c == ResultCode::NotChecked) {
             continue;
         }
@@ -1173,6 +1222,7 @@ fn compose(
             count: chunk.len() as u32,
             codes: pack_codes(&codes),
             uptime: chunk.iter().map(uptime).collect(),
+            cores,
         });
     }
     out
@@ -1346,6 +1396,7 @@ mod tests {
             count: 1,
             codes: pack_codes(&[ResultCode::Pass]),
             uptime: vec![200],
+            cores: vec![],
         }
     }
 

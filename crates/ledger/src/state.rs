@@ -112,7 +112,7 @@ impl TallyWeight {
         {
             let (weight, units) = match class_weights.get(usize::from(d.class)) {
                 Some((ClassKind::Gpu, weight)) => (*weight, u64::from(d.spec.gpu_count)),
-                Some((ClassKind::Cpu, weight)) => (*weight, u64::from(d.spec.cpu_cores)),
+                Some((ClassKind::Cpu, weight)) => (*weight, u64::from(d.standing.cores)),
                 None => (0, 0),
             };
             let uptime_ppm = crate::assign::uptime_ppm(d.tally_uptime);
@@ -123,6 +123,15 @@ impl TallyWeight {
             w.stake = u128::from(d.pool.tokens.base());
         }
         Some(w)
+    }
+}
+
+/// The cores matching counts for a device: for a CPU class, those its latest pass counted
+/// (`Standing::cores`: measured, at most claimed); for a GPU class, the host cores it claims.
+pub(crate) fn counted_cores(d: &Device, class_kinds: &[(ClassKind, u32)]) -> u32 {
+    match class_kinds.get(usize::from(d.class)) {
+        Some((ClassKind::Cpu, _)) => d.standing.cores,
+        _ => d.spec.cpu_cores,
     }
 }
 

@@ -21,6 +21,12 @@ pub fn device_record(
     reputation_ppm: u32,
     stake: u64,
 ) -> cairn_primitives::Device {
+    // A CPU-class spec has no GPU: its pass counted the cores it claims.
+    let cores = if spec.gpu_count == 0 {
+        spec.cpu_cores
+    } else {
+        0
+    };
     cairn_primitives::Device {
         owner,
         class,
@@ -44,6 +50,7 @@ pub fn device_record(
         standing: cairn_primitives::Standing {
             status: cairn_primitives::CheckStatus::Verified,
             last_pass_epoch: Some(0),
+            cores,
             ..cairn_primitives::Standing::new(0)
         },
     }

@@ -38,13 +38,40 @@ pub fn genesis_checker(address: Address) -> cairn_primitives::GenesisChecker {
 }
 
 /// A `PostResults` from `checker` for the round started at `round`: `codes` for the devices
-/// named, at their positions in its list for the round's epoch, `not checked` for the rest; uptime 100 %
-/// for each.
+/// named, at their positions in its list for the round's epoch, `not checked` for the rest;
+/// uptime 100 % for each; a CPU-class pass measured at the cores claimed.
 pub fn results(
     ledger: &crate::Ledger,
     checker: &Address,
     round: u64,
     codes: &[(Address, cairn_primitives::ResultCode)],
+) -> TxBody {
+    let claimed = |d: &Address| {
+        let cpu = ledger.device(d).filter(|d| {
+            ledger
+                .params()
+                .classes
+                .get(usize::from(d.class))
+                .is_some_and(|c| c.kind == cairn_primitives::ClassKind::Cpu)
+        });
+        cpu.map_or(0, |d| u8::try_from(d.spec.cpu_cores).unwrap_or(u8::MAX))
+    };
+    let found: Vec<_> = codes
+        .iter()
+        .map(|(d, c)| {
+            let pass = *c == cairn_primitives::ResultCode::Pass;
+            (*d, *c, if pass { claimed(d) } else { 0 })
+        })
+        .collect();
+    measured(ledger, checker, round, &found)
+}
+
+/// As [`results`], with each device's measured cores given (0 for none).
+pub fn measured(
+    ledger: &crate::Ledger,
+    checker: &Address,
+    round: u64,
+    found: &[(Address, cairn_primitives::ResultCode, u8)],
 ) -> TxBody {
     use cairn_primitives::ResultCode;
     let epoch = ledger
@@ -52,12 +79,17 @@ pub fn results(
         .map_or(ledger.globals().epoch, |r| r.epoch);
     let list = ledger.devices_of(checker, epoch, 0, usize::MAX);
     let mut all = vec![ResultCode::NotChecked; list.len().max(1)];
-    for (d, c) in codes {
+    let mut cores = vec![0u8; all.len()];
+    for (d, c, n) in found {
         if let Some(i) = list.iter().position(|x| x == d)
-            && let Some(slot) = all.get_mut(i)
+            && let (Some(slot), Some(m)) = (all.get_mut(i), cores.get_mut(i))
         {
             *slot = *c;
+            *m = *n;
         }
+    }
+    if cores.iter().all(|n| *n == 0) {
+        cores.clear();
     }
     TxBody::PostResults(cairn_primitives::PostResults {
         round,
@@ -65,6 +97,7 @@ pub fn results(
         count: u32::try_from(all.len()).unwrap_or(u32::MAX),
         codes: cairn_primitives::pack_codes(&all),
         uptime: vec![200; all.len()],
+        cores,
     })
 }
 

@@ -49,8 +49,9 @@ pub use matrix::{
     leaf_over_chunks, row_leaf, rows_root,
 };
 pub use protocol::{
-    Answer, CPU_N, CPU_REQUIRED_FRACTION, GPU_N, GPU_REQUIRED_FRACTION, NETWORK_ALLOWANCE, Opening,
-    Params, WALK_MIN_BYTES, row_digest, table_challenge, table_nonce, walk_chain, walk_positions,
+    Answer, CPU_COUNTED_FRACTION, CPU_N, CPU_REQUIRED_FRACTION, CPU_TABLES_PER_CORE, GPU_N,
+    GPU_REQUIRED_FRACTION, MAX_CPU_TABLES, NETWORK_ALLOWANCE, Opening, Params, WALK_MIN_BYTES,
+    measured_cores, row_digest, table_challenge, table_nonce, walk_chain, walk_positions,
     walk_starts, walk_with,
 };
 pub use verify::{Fault, audit_requests, check_answer, check_audit, check_walk, freivalds};

@@ -40,6 +40,15 @@ pub const GPU_REQUIRED_FRACTION: f64 = 0.4;
 /// Fraction of the CPU class's reference rate (per core) a device must reach: autovectorized
 /// int8 on AVX2 reaches about a quarter of the catalog's per-core peak.
 pub const CPU_REQUIRED_FRACTION: f64 = 0.1;
+/// Fraction of the CPU class's per-core reference rate that counts as one core when a
+/// checker measures an answer ([`measured_cores`]): the CPU solver sustains about 28 GOP/s
+/// per core on this project's reference machine (`cairn bench popw`: 56.6 GOP/s on 2 cores),
+/// so at 0.2 (20 GOP/s) an honest core counts as one and two cores never count as three.
+pub const CPU_COUNTED_FRACTION: f64 = 0.2;
+/// Tables the CPU challenge holds per claimed core: about 3.4 s of work per core at the
+/// counted rate, long enough that a head start of a poll interval (docs/checkers.md,
+/// "Measured cores") changes the figure by a few per cent.
+pub const CPU_TABLES_PER_CORE: u32 = 4;
 /// The least the memory walk reads, whatever the claim.
 pub const WALK_MIN_BYTES: u64 = 256 << 20;
 /// What the network and scheduling may add to each timed phase.
@@ -75,8 +84,9 @@ pub struct Params {
 impl Params {
     /// The challenge for a device claiming `class` with `units` of it (GPUs, or cores for a
     /// CPU class) and, for a CPU class, `ram_mib` of memory. Tables fill 90 % of the claimed
-    /// VRAM (a GPU class) or one per 2 GiB of claimed RAM, at most 8 (the CPU class, scaled
-    /// so that it finishes in seconds).
+    /// VRAM (a GPU class); for the CPU class, [`CPU_TABLES_PER_CORE`] per claimed core (or
+    /// one per 2 GiB of claimed RAM, up to 8, if that is more), at most [`MAX_CPU_TABLES`]:
+    /// seconds of work, which the checker times to measure the cores ([`measured_cores`]).
     ///
     /// Sizes saturate rather than overflow: a claim so large that they would is far past any
     /// deadline it could meet, and the tables' count is clamped anyway.
@@ -90,7 +100,13 @@ impl Params {
                 (GPU_N, t, GPU_REQUIRED_FRACTION)
             }
             ClassKind::Cpu => {
-                let t = (ram_mib / 2048).clamp(1, 8) as u32;
+                // The work grows with the claimed cores (it is what the measured figure
+                // times) and, up to 8 tables, with the claimed RAM.
+                let by_ram = (ram_mib / 2048).min(8) as u32;
+                let t = units
+                    .saturating_mul(CPU_TABLES_PER_CORE)
+                    .max(by_ram)
+                    .clamp(1, MAX_CPU_TABLES);
                 (CPU_N, t, CPU_REQUIRED_FRACTION)
             }
         };
@@ -103,9 +119,14 @@ impl Params {
         // of a GPU table (16,384 long, and the 40 audited rows fall in ~33 different tables),
         // so that an audit stays under 50 ms of CPU. 64 columns still catch a row with 1 % of
         // its entries wrong with probability 1 − 0.99⁶⁴ ≈ 47 %, and 40 such rows ≈ 100 %.
+        // A CPU challenge of more than 8 tables (a claim of 3 cores or more) spreads the
+        // 32 audited rows over more tables: fewer columns each keep the audit's cost at that
+        // of 8 tables of 1,024 (at least 256 of a row's 2,048 columns are still checked).
         let audit_cols = match class.kind {
             ClassKind::Gpu => 64,
-            ClassKind::Cpu => 1_024,
+            ClassKind::Cpu => (8 * 1_024u32)
+                .checked_div(tables.clamp(8, 32))
+                .unwrap_or(1_024),
         };
         // The walk reads twice the tables (at least 256 MiB, so that for a small claim the
         // reading, not the network allowance, is what a cheater cannot fit in the deadline),
@@ -167,6 +188,22 @@ impl Params {
     pub fn table_bytes(&self) -> u64 {
         table_bytes(self.n, self.tables)
     }
+}
+
+/// Most tables of a CPU challenge: 256 claimed cores (16 GiB of tables). A larger claim's
+/// figure is still measured, over a shorter computation.
+pub const MAX_CPU_TABLES: u32 = 1_024;
+
+/// The cores a CPU-class answer's time shows: the challenge's work over `elapsed` (from the
+/// checker's `Round` to the signed answer), in units of [`CPU_COUNTED_FRACTION`] of the
+/// class's per-core reference rate, rounded down, at most `claimed` and 255; at least 1 for
+/// an answer within the deadline (the deadline already asks for 0.1 of the rate per core).
+pub fn measured_cores(class: &DeviceClass, params: &Params, elapsed: Duration, claimed: u32) -> u8 {
+    let per_core = class.int8_tops * 1e12 * CPU_COUNTED_FRACTION;
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    let cores = (params.ops() / secs / per_core.max(1.0)).floor();
+    // A float-to-int `as` saturates (NaN becomes 0), then the bounds apply.
+    (cores as u32).min(claimed).clamp(1, 255) as u8
 }
 
 /// Bytes of `tables` int32 tables of dimension `n`.
@@ -343,6 +380,36 @@ mod tests {
             .into_iter()
             .find(|c| c.name == name)
             .expect("class in the catalog")
+    }
+
+    #[test]
+    fn the_cpu_challenge_grows_with_the_cores_and_its_time_shows_them() {
+        let cpu = class("CPU");
+        let tables = |cores, ram| Params::for_class(&cpu, cores, ram).tables;
+        assert_eq!(tables(1, 1024), 4);
+        assert_eq!(tables(1, 32_768), 8);
+        assert_eq!(tables(16, 1024), 64);
+        assert_eq!(tables(4096, 1 << 20), MAX_CPU_TABLES);
+        // The deadline asks 0.1 of the per-core rate for any claim: about 7.4 s.
+        let p = Params::for_class(&cpu, 16, 1024);
+        let d = p.compute_deadline.as_secs_f64();
+        assert!((7.3..7.5).contains(&d), "{d}");
+        // 64 tables of 17.2 GOP each: 1.1 TOP. At 20 GOP/s per core (the counted rate), 16
+        // cores take 3.44 s.
+        let at =
+            |secs: f64, claimed| measured_cores(&cpu, &p, Duration::from_secs_f64(secs), claimed);
+        assert_eq!(at(3.43, 16), 16);
+        assert_eq!(at(3.45, 16), 15);
+        // Two such cores take eight times as long: they count as two, whatever the claim.
+        assert_eq!(at(3.43 * 8.0, 16), 2);
+        // Never more than claimed, never less than one for an answer that arrived at all.
+        assert_eq!(at(0.01, 16), 16);
+        assert_eq!(at(1e6, 16), 1);
+        assert_eq!(at(0.0, 300), 255);
+        // The audit's columns shrink as the tables spread the audited rows: 8 tables × 1,024.
+        assert_eq!(Params::for_class(&cpu, 2, 1024).audit_cols, 1_024);
+        assert_eq!(Params::for_class(&cpu, 4, 1024).audit_cols, 512);
+        assert_eq!(Params::for_class(&cpu, 64, 1024).audit_cols, 256);
     }
 
     #[test]

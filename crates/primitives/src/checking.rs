@@ -270,11 +270,15 @@ pub struct Vote {
     pub code: ResultCode,
     /// The device's heartbeat uptime it saw this epoch, in 1/200 steps (200: always up).
     pub uptime: u8,
+    /// For a pass of a CPU-class device: the cores its answer's time showed (at least 1);
+    /// 0 otherwise.
+    pub cores: u8,
 }
 codec_struct!(Vote {
     member: (),
     code: (),
-    uptime: ()
+    uptime: (),
+    cores: ()
 });
 
 impl Default for Vote {
@@ -283,6 +287,7 @@ impl Default for Vote {
             member: 0,
             code: ResultCode::NotChecked,
             uptime: 0,
+            cores: 0,
         }
     }
 }
@@ -388,6 +393,10 @@ pub struct Standing {
     pub verdict: Verdict,
     /// Block time its last lease ended: a round that started before then found it busy.
     pub lease_ended_ms: u64,
+    /// For a CPU class: the cores its latest pass counted, the median of what its passing
+    /// checkers measured, at most the cores it claims (0 before its first pass). Matching and
+    /// capacity rewards count these, not the claim. Unused (0) for a GPU class.
+    pub cores: u32,
 }
 codec_struct!(Standing {
     status: (),
@@ -399,6 +408,7 @@ codec_struct!(Standing {
     votes: (),
     verdict: (),
     lease_ended_ms: (),
+    cores: (),
 });
 
 impl Standing {
@@ -414,6 +424,7 @@ impl Standing {
             votes: Votes::default(),
             verdict: Verdict::Pending,
             lease_ended_ms: 0,
+            cores: 0,
         }
     }
 }

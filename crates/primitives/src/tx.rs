@@ -333,6 +333,10 @@ pub struct PostResults {
     pub codes: Vec<u8>,
     /// Empty, or one heartbeat uptime per device for the epoch so far, in 1/200 steps.
     pub uptime: Vec<u8>,
+    /// Empty (when no device covered is a CPU-class pass), or one byte per device: for a
+    /// CPU-class device whose code is pass, the cores its answer's time showed (1-255, see
+    /// `cairn_popw::measured_cores`); 0 for any other.
+    pub cores: Vec<u8>,
 }
 codec_struct!(PostResults {
     round: (),
@@ -340,6 +344,7 @@ codec_struct!(PostResults {
     count: (),
     codes: vec_cfg::<()>(crate::MAX_RESULTS / 4),
     uptime: vec_cfg::<()>(crate::MAX_RESULTS),
+    cores: vec_cfg::<()>(crate::MAX_RESULTS),
 });
 
 /// Evidence that a device signed a wrong answer to a challenge: its signed commitment and one

@@ -116,8 +116,13 @@ fn the_honest_cpu_solver_passes() {
     let cpu = class("CPU");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     let params = Params::for_class(&cpu, cores, 2048);
-    let r = self_challenge(&CpuSolver, params, [2; 32], |_, _| {}).unwrap();
+    assert_eq!(params.tables, cores.saturating_mul(4).min(1024));
+    let r = self_challenge(&CpuSolver, params.clone(), [2; 32], |_, _| {}).unwrap();
     assert_eq!(r.verdict, Ok(()), "{r:?}");
+    // The cores its time shows: at least one for an answer within the deadline, never more
+    // than claimed, whatever the machine's speed.
+    let measured = cairn_popw::measured_cores(&cpu, &params, r.solve, cores);
+    assert!((1..=cores).contains(&u32::from(measured)), "{measured}");
 }
 
 #[test]
@@ -273,12 +278,22 @@ fn claiming_a_faster_class_than_the_machine_is_caught() {
         "a CPU would finish an RTX 3050's challenge in {projected:.1} s; its deadline is {:?}",
         claimed.compute_deadline
     );
-    // And the CPU class claiming 64 times this machine's cores (with 16 GiB, eight tables, so
-    // that the work outweighs the network allowance) misses its deadline.
+    // And the CPU class claiming 64 times this machine's cores misses its deadline: its
+    // tables grow with the claim (four per core) while the deadline stays that of 0.1 of the
+    // class's per-core rate. Eight of its tables, computed for real under an eighth of the
+    // deadline (less the network allowance), are already late.
     let cpu = class("CPU");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    let params = Params::for_class(&cpu, cores * 64, 16_384);
-    assert_eq!(params.tables, 8);
+    let claimed = Params::for_class(&cpu, cores * 64, 16_384);
+    assert_eq!(claimed.tables, (cores * 256).min(1024));
+    let share = f64::from(claimed.tables) / 8.0;
+    let eight = Params::for_class(&cpu, 2, 16_384);
+    assert_eq!(eight.tables, 8);
+    let params = Params {
+        compute_deadline: cairn_popw::NETWORK_ALLOWANCE
+            + (claimed.compute_deadline - cairn_popw::NETWORK_ALLOWANCE).div_f64(share),
+        ..eight
+    };
     let r = self_challenge(&CpuSolver, params, [2; 32], |_, _| {}).unwrap();
     assert!(
         matches!(
@@ -299,8 +314,10 @@ fn tables_not_retained_are_caught() {
     // must recompute each run the walk reads (16 rows of n² multiply-adds) and misses the
     // memory deadline.
     let cpu = class("CPU");
-    let p = Params::for_class(&cpu, 1, 2048);
-    assert_eq!(p.tables, 1);
+    let p = Params {
+        tables: 1,
+        ..Params::for_class(&cpu, 1, 2048)
+    };
     let nonce = [1; 32];
     let c = table_challenge(&nonce, 0, p.n).unwrap();
     let inputs = Inputs::of(&c);

@@ -217,10 +217,17 @@ pub fn probe(quiet: bool) -> Result<serde_json::Value, ProbeError> {
     Ok(json!({
         "gpu": match &gpu { Ok(g) => g.clone(), Err(why) => json!({"unavailable": why}) },
         "solver": report.solver, "claimed_class": cpu.name, "cores": cores,
+        "cpu_core_tops": cpu.int8_tops,
         "ram_mib": ram, "n": params.n, "tables": params.tables,
         "compute_secs": report.solve.as_secs_f64(),
         "compute_deadline_secs": params.compute_deadline.as_secs_f64(),
         "int8_ops_per_sec": report.ops_per_sec,
+        // What a checker would count for this answer's time (docs/checkers.md, "Measured
+        // cores"): what matching and capacity rewards count for the CPU class.
+        "counted_cores": report
+            .verdict
+            .is_ok()
+            .then(|| cairn_popw::measured_cores(cpu, &params, report.solve, cores)),
         "kernel_peak_ops_per_sec": peak,
         "walk_secs": report.walk.as_secs_f64(),
         "walk_deadline_secs": params.walk_deadline.as_secs_f64(),
@@ -265,6 +272,16 @@ pub fn probe_lines(r: &serde_json::Value) -> Vec<String> {
             r["walk_rows"],
             walk_bytes / f64::from(1u32 << 20),
             walk_bytes / f("walk_secs").max(1e-9) / 1e9
+        ),
+        format!(
+            "counted cores   {} of {} claimed (a core counts at {:.0} GOP/s: {} of the class's \
+             per-core rate; the network adds to a checker's timing)",
+            r["counted_cores"]
+                .as_u64()
+                .map_or("none".into(), |n| n.to_string()),
+            r["cores"],
+            f("cpu_core_tops") * 1e3 * cairn_popw::CPU_COUNTED_FRACTION,
+            cairn_popw::CPU_COUNTED_FRACTION
         ),
         format!("audit           {:.1} ms", f("audit_ms")),
         format!("verdict         {}", r["verdict"].as_str().unwrap_or("?")),

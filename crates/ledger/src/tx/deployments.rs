@@ -248,6 +248,7 @@ impl Ledger {
         // A verification lapses after the genesis number of epochs without a passing round.
         let epoch = self.state.globals.epoch;
         let lapse = self.params.checking.verified_epochs;
+        let kinds = &self.state.class_weights;
         let (picked, scanned) = self.state.market.pick(
             &classes,
             o.region.as_ref(),
@@ -262,7 +263,7 @@ impl Ledger {
                         .is_some_and(|e| e.saturating_add(lapse) >= epoch)
                         && d.spec.gpu_count >= r.gpu_count
                         && d.spec.vram_mib >= r.min_vram_mib
-                        && d.spec.cpu_cores >= r.cpu_cores
+                        && crate::state::counted_cores(d, kinds) >= r.cpu_cores
                         && d.spec.ram_mib >= r.ram_mib
                 })
             },

@@ -5,8 +5,8 @@ use crate::assign::{Assignment, Draw, round_seed};
 use crate::events::Event;
 use crate::{Ledger, Result, TxError};
 use cairn_primitives::{
-    Address, CheckStatus, Device, DeviceStatus, LeaseState, PostResults, ResultCode, Round,
-    UPTIME_STEPS, Verdict, Vote, code_at,
+    Address, CheckStatus, ClassKind, Device, DeviceStatus, LeaseState, PostResults, ResultCode,
+    Round, UPTIME_STEPS, Verdict, Vote, code_at,
 };
 
 /// Uptime byte meaning "not reported".
@@ -210,6 +210,9 @@ impl Ledger {
                 "uptime must be empty or one per device",
             ));
         }
+        if !p.cores.is_empty() && p.cores.len() != count {
+            return Err(TxError::BadResults("cores must be empty or one per device"));
+        }
         if let Some(u) = p
             .uptime
             .iter()
@@ -236,8 +239,13 @@ impl Ledger {
             if code == ResultCode::NotChecked {
                 continue;
             }
-            let uptime = p.uptime.get(i).copied().unwrap_or(NO_UPTIME);
-            if self.vote((sender, slot), p.round, &round, *device, code, uptime)? {
+            let found = Vote {
+                member: slot,
+                code,
+                uptime: p.uptime.get(i).copied().unwrap_or(NO_UPTIME),
+                cores: p.cores.get(i).copied().unwrap_or(0),
+            };
+            if self.vote(sender, p.round, &round, *device, found)? {
                 results = results.saturating_add(1);
             }
         }
@@ -270,16 +278,16 @@ impl Ledger {
     /// between the round and the results), and one whose results for a later round landed
     /// first (a slow or restarted checker) are skipped: its checker could not know, the
     /// result changes nothing and is not counted, and the rest of its results stand.
-    /// The checker comes with its position in the round's committee.
+    /// The result names the checker by its position in the round's committee.
     fn vote(
         &mut self,
-        (checker, member): (Address, u8),
+        checker: Address,
         height: u64,
         round: &Round,
         device: Address,
-        code: ResultCode,
-        uptime: u8,
+        found: Vote,
     ) -> Result<bool> {
+        let (member, code) = (found.member, found.code);
         // A tally of a closed epoch is settled first, as any write to the device does: the
         // checking fields written below then count for the open epoch.
         let current = self.state.globals.epoch;
@@ -301,6 +309,22 @@ impl Ledger {
             .get(&device)
             .ok_or(TxError::UnknownDevice(device))?;
         let s = &d.standing;
+        let cpu = matches!(
+            self.state.class_weights.get(usize::from(d.class)),
+            Some((ClassKind::Cpu, _))
+        );
+        match (cpu && code == ResultCode::Pass, found.cores) {
+            (true, 0) => {
+                return Err(TxError::BadResults(
+                    "a CPU-class pass must name the cores its answer showed (1-255)",
+                ));
+            }
+            (false, c) if c != 0 => {
+                return Err(TxError::BadResults("cores are only for a CPU-class pass"));
+            }
+            _ => {}
+        }
+        let claimed_cores = d.spec.cpu_cores;
         if d.status != DeviceStatus::Active {
             return Ok(false);
         }
@@ -348,11 +372,7 @@ impl Ledger {
             .map(|c| c.members.as_slice())
             .unwrap_or_default();
         let assigned = usize::from(self.params.checking.committee).min(members.len());
-        if !standing.votes.push(Vote {
-            member,
-            code,
-            uptime,
-        }) {
+        if !standing.votes.push(found) {
             // At most `assigned` distinct members vote, and `assigned` ≤ MAX_ASSIGNED.
             return Err(TxError::DuplicateResult(device));
         }
@@ -361,6 +381,9 @@ impl Ledger {
             // Decided before this result: it only counts (and is paid if it agrees).
             if agrees(code, before) {
                 self.cx.agreed.push(checker);
+            }
+            if cpu && before == Verdict::Pass {
+                standing.cores = counted_cores(standing.votes.as_slice(), claimed_cores);
             }
             self.state
                 .set_checking(device, standing, tally_uptime, tally_verdict);
@@ -384,6 +407,9 @@ impl Ledger {
         let uptime = median_uptime(standing.votes.as_slice());
         if verdict == Verdict::Pass {
             passed(&mut standing, &mut tally_verdict, current);
+            if cpu {
+                standing.cores = counted_cores(standing.votes.as_slice(), claimed_cores);
+            }
             if standing.status != CheckStatus::Jailed {
                 // Nothing but the checking fields changes (no lease ends, nothing is
                 // slashed): written in place.
@@ -564,15 +590,31 @@ fn agrees(code: ResultCode, verdict: Verdict) -> bool {
 
 /// The median of the reported uptimes (the lower one of an even count; 0 when none).
 fn median_uptime(votes: &[Vote]) -> u8 {
-    let mut u: Vec<u8> = votes
-        .iter()
-        .map(|v| v.uptime)
-        .filter(|u| *u != NO_UPTIME)
-        .collect();
-    u.sort_unstable();
-    u.len()
-        .checked_sub(1)
-        .and_then(|last| u.get(last / 2))
+    lower_median(votes.iter().map(|v| v.uptime).filter(|u| *u != NO_UPTIME))
+}
+
+/// The cores a CPU-class device's pass counts: the median of the passing results' figures
+/// (the lower one of an even count, so two checkers of three decide it as they decide the
+/// verdict), at most `claimed`.
+fn counted_cores(votes: &[Vote], claimed: u32) -> u32 {
+    let measured = lower_median(
+        votes
+            .iter()
+            .filter(|v| v.code == ResultCode::Pass)
+            .map(|v| v.cores),
+    );
+    u32::from(measured).min(claimed)
+}
+
+/// The middle value (the lower one of an even count; 0 when none).
+fn lower_median(values: impl Iterator<Item = u8>) -> u8 {
+    // At most `MAX_ASSIGNED` results: a small array, sorted in place.
+    let mut v = [0u8; cairn_primitives::MAX_ASSIGNED];
+    let len = v.iter_mut().zip(values).map(|(slot, x)| *slot = x).count();
+    let v = v.get_mut(..len).unwrap_or_default();
+    v.sort_unstable();
+    len.checked_sub(1)
+        .and_then(|last| v.get(last / 2))
         .copied()
         .unwrap_or(0)
 }
@@ -589,8 +631,43 @@ mod tests {
                 member: i as u8,
                 code: *c,
                 uptime: 200,
+                cores: 0,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_counted_cores_are_the_passing_results_median_within_the_claim() {
+        use ResultCode::*;
+        let with = |found: &[(ResultCode, u8)]| -> Vec<Vote> {
+            found
+                .iter()
+                .enumerate()
+                .map(|(i, (code, cores))| Vote {
+                    member: i as u8,
+                    code: *code,
+                    uptime: 200,
+                    cores: *cores,
+                })
+                .collect()
+        };
+        // Two passes decide: the lower figure, so one liar cannot raise it.
+        assert_eq!(counted_cores(&with(&[(Pass, 2), (Pass, 200)]), 16), 2);
+        // Three: the middle one, so one liar either way changes nothing.
+        assert_eq!(
+            counted_cores(&with(&[(Pass, 3), (Pass, 1), (Pass, 4)]), 16),
+            3
+        );
+        assert_eq!(
+            counted_cores(&with(&[(Pass, 3), (Pass, 255), (Pass, 4)]), 16),
+            4
+        );
+        // A fail's figure does not count; the claim caps it.
+        assert_eq!(
+            counted_cores(&with(&[(Pass, 8), (Fail, 0), (Pass, 9)]), 4),
+            4
+        );
+        assert_eq!(counted_cores(&with(&[(Fail, 0)]), 4), 0);
     }
 
     #[test]

@@ -46,7 +46,15 @@ fn posts(count: u32, codes: Vec<u8>, uptime: Vec<u8>, round: u64, first: u32) ->
         count,
         codes,
         uptime,
+        cores: vec![],
     })
+}
+
+fn with_cores(body: TxBody, cores: Vec<u8>) -> TxBody {
+    match body {
+        TxBody::PostResults(p) => TxBody::PostResults(PostResults { cores, ..p }),
+        other => other,
+    }
 }
 
 #[test]
@@ -95,6 +103,30 @@ fn malformed_unassigned_and_foreign_results_are_refused_stale_ones_skipped_nothi
             checker.clone(),
             posts(1, pass1.clone(), vec![], round, 7),
             "results_out_of_range",
+        ),
+        (
+            checker.clone(),
+            with_cores(posts(1, pass1.clone(), vec![], round, 0), vec![2, 2]),
+            "bad_results",
+        ),
+        // A CPU-class pass names the cores measured; nothing else does.
+        (
+            checker.clone(),
+            posts(1, pass1.clone(), vec![], round, 0),
+            "bad_results",
+        ),
+        (
+            checker.clone(),
+            with_cores(posts(1, pass1.clone(), vec![], round, 0), vec![0]),
+            "bad_results",
+        ),
+        (
+            checker.clone(),
+            with_cores(
+                posts(1, pack_codes(&[ResultCode::Fail]), vec![], round, 0),
+                vec![3],
+            ),
+            "bad_results",
         ),
     ];
     for (key, body, code) in cases {
@@ -494,6 +526,64 @@ fn unverified_devices_are_never_matched_nor_paid_and_verification_lapses() {
     ));
     w.verify(dev);
     assert_eq!(w.run(&customer, deploy_one()), None);
+}
+
+#[test]
+fn cpu_cores_beyond_those_measured_are_neither_matched_nor_rewarded() {
+    let mut w = World::new(PaymentModel::Bme);
+    with_credits(&mut w);
+    // Two CPU devices: one claims 8 cores, one claims 2.
+    w.register_cpu(0, 0, 8, 100);
+    w.register_cpu(0, 1, 2, 100);
+    let (big, small) = (w.devices[0].address(), w.devices[1].address());
+    // A round: the first device's answers show 2, 3 and (a liar) 255 cores; the second's 2,
+    // 2 and 2.
+    let round = w.ledger.globals().height + 1;
+    let post = |w: &World, i: usize, big_cores: u8| {
+        let k = w.checkers[i].clone();
+        let found = [
+            (big, ResultCode::Pass, big_cores),
+            (small, ResultCode::Pass, 2),
+        ];
+        let body = testing::measured(&w.ledger, &k.address(), round, &found);
+        w.tx(&k, body)
+    };
+    let txs = vec![post(&w, 0, 2), post(&w, 1, 3)];
+    let o = w.block(1, txs);
+    assert!(o.results.iter().all(|r| r.error.is_none()), "{o:?}");
+    // Two passes decide: the lower figure counts until the third lands.
+    assert_eq!(w.ledger.device(&big).unwrap().standing.cores, 2);
+    let t = post(&w, 2, 255);
+    let o = w.block(1, vec![t]);
+    assert!(o.results.iter().all(|r| r.error.is_none()), "{o:?}");
+    let d = w.ledger.device(&big).unwrap();
+    assert_eq!(
+        (d.standing.status, d.standing.cores),
+        (CheckStatus::Verified, 3)
+    );
+    assert_eq!(d.spec.cpu_cores, 8);
+    assert_eq!(w.ledger.device(&small).unwrap().standing.cores, 2);
+    // Capacity rewards count 3 and 2 cores, not 8 and 2.
+    w.block(w.ledger.params().epoch_ms, vec![]);
+    let cap = |a: &Address| w.ledger.pending_settlement(a).unwrap().capacity.base();
+    let (b, s) = (cap(&big), cap(&small));
+    assert!(s > 0 && (b * 2).abs_diff(s * 3) <= 3, "{b} vs {s}");
+    // Matching counts the measured cores: 4 finds nobody, though 8 are claimed; 3 finds it.
+    let customer = w.users[1].clone();
+    let wanting = |cores: u32| match deploy_one() {
+        TxBody::OpenDeployment(mut o) => {
+            o.resources.cpu_cores = cores;
+            TxBody::OpenDeployment(o)
+        }
+        other => other,
+    };
+    assert!(matches!(
+        w.run(&customer, wanting(4)),
+        Some(TxError::NotEnoughCapacity { .. })
+    ));
+    assert_eq!(w.run(&customer, wanting(3)), None);
+    assert!(w.ledger.device(&big).unwrap().lease.is_some());
+    w.check_supply();
 }
 
 /// A `SubmitFraudProof` against `device`: its signed answer to `nonce` (8 × 8) with entry

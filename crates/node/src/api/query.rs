@@ -107,10 +107,9 @@ pub(super) fn device_json(a: &Address, d: &Device, l: &Ledger) -> Value {
             "reputation_ppm": s.reputation_ppm,
         })
     });
-    let class = p
-        .classes
-        .get(usize::from(d.class))
-        .map_or("?", |c| c.name.as_str());
+    let class = p.classes.get(usize::from(d.class));
+    let cpu = class.is_some_and(|c| c.kind == cairn_primitives::ClassKind::Cpu);
+    let class = class.map_or("?", |c| c.name.as_str());
     json!({
         "address": a.to_string(),
         "owner": d.owner.to_string(),
@@ -137,10 +136,14 @@ pub(super) fn device_json(a: &Address, d: &Device, l: &Ledger) -> Value {
             "round": d.standing.round,
             "verdict": d.standing.verdict,
             "lease_ended_ms": d.standing.lease_ended_ms,
+            // A CPU class's cores as its latest pass measured them (what matching and
+            // capacity rewards count, at most `spec.cpu_cores`); null for a GPU class.
+            "cores": cpu.then_some(d.standing.cores),
             "results": l.results_of(d).iter().map(|(checker, v)| json!({
                 "checker": checker.map(|c| c.to_string()),
                 "code": v.code,
                 "uptime": v.uptime,
+                "cores": cpu.then_some(v.cores),
             })).collect::<Vec<_>>(),
             "checkers": l.checkers_of(a).iter().map(|c| c.to_string()).collect::<Vec<_>>(),
         },
@@ -563,7 +566,7 @@ pub(super) async fn stats(State(s): State<AppState>) -> Json<Value> {
         let g = l.globals();
         let mut by_class: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
         let (mut active, mut retired, mut slashed, mut leased) = (0u64, 0u64, 0u64, 0u64);
-        let (mut gpus, mut cores) = (0u64, 0u64);
+        let (mut gpus, mut cores, mut counted) = (0u64, 0u64, 0u64);
         for (_, d) in l.devices() {
             match d.status {
                 DeviceStatus::Active => active += 1,
@@ -573,10 +576,13 @@ pub(super) async fn stats(State(s): State<AppState>) -> Json<Value> {
             if d.status != DeviceStatus::Active {
                 continue;
             }
-            let name = p
-                .classes
-                .get(usize::from(d.class))
-                .map_or("?", |c| c.name.as_str());
+            let class = p.classes.get(usize::from(d.class));
+            if class.is_some_and(|c| c.kind == cairn_primitives::ClassKind::Cpu)
+                && d.standing.status == cairn_primitives::CheckStatus::Verified
+            {
+                counted += u64::from(d.standing.cores);
+            }
+            let name = class.map_or("?", |c| c.name.as_str());
             let e = by_class.entry(name).or_default();
             e.0 += 1;
             if d.lease.is_some() {
@@ -605,6 +611,7 @@ pub(super) async fn stats(State(s): State<AppState>) -> Json<Value> {
                 "marketable": l.marketable_devices(),
                 "gpus": gpus,
                 "cpu_cores": cores,
+                "cpu_cores_counted": counted,
                 "by_class": by_class.iter().map(|(k, (n, busy, _))| {
                     (k.to_string(), json!({"active": n, "leased": busy}))
                 }).collect::<serde_json::Map<_, _>>(),

@@ -129,6 +129,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                     ResultCode::Pass,
                 ]),
                 uptime: vec![200, 199, 0, 255, 100],
+                cores: vec![2, 0, 0, 0, 16],
             }),
         ),
         (
@@ -253,11 +254,13 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                     member: 4,
                     code: ResultCode::Pass,
                     uptime: 200,
+                    cores: 3,
                 });
                 v
             },
             verdict: Verdict::Pending,
             lease_ended_ms: 10,
+            cores: 3,
         },
     };
     out.push(("device", device.encode().to_vec()));
