@@ -6,7 +6,10 @@
 
 #![allow(clippy::disallowed_types)]
 
-use std::collections::HashMap;
+// hashbrown's map with its default hasher, foldhash, seeded at random per process (so
+// nobody can choose keys that collide on every node): about 3 times faster than SipHash on
+// a 33-byte key, where a round's results look up a million of them.
+use hashbrown::HashMap;
 use std::hash::Hash;
 
 /// Lookups by key; no ordered iteration.
@@ -15,7 +18,7 @@ pub(crate) struct LookupMap<K, V>(HashMap<K, V>);
 
 impl<K, V> Default for LookupMap<K, V> {
     fn default() -> Self {
-        Self(HashMap::new())
+        Self(HashMap::default())
     }
 }
 
