@@ -24,7 +24,8 @@ enum Op {
     Finish(usize, u64),
     /// Checker `.0` posts a result (0-3: not checked, pass, fail, no answer) for device `.1`
     /// in the latest round.
-    Results(usize, usize, u8),
+    /// Checker, device, result code, and the cores measured (sent with a pass).
+    Results(usize, usize, u8, u8),
     /// Checkers `.0` and the next one both post code `.2` for device `.1` in the latest round
     /// (two transactions): enough to decide it.
     Quorum(usize, usize, u8),
@@ -59,9 +60,12 @@ fn op() -> impl Strategy<Value = Op> {
         (0..4usize, 0..6u64).prop_map(|(a, b)| Op::Close(a, b)),
         (0..4usize, 0..6u64, 0..7200u64).prop_map(|(a, b, s)| Op::Extend(a, b, s)),
         (0..4usize, 0..8u64).prop_map(|(a, b)| Op::Finish(a, b)),
-        (0..3usize, 0..4usize, 0..4u8).prop_map(|(c, d, code)| Op::Results(c, d, code)),
-        (0..3usize, 0..2usize, 1..2u8).prop_map(|(c, d, code)| Op::Results(c, d, code)),
-        (0..3usize, 0..2usize, 1..4u8).prop_map(|(c, d, code)| Op::Results(c, d, code)),
+        (0..3usize, 0..4usize, 0..4u8, 1..12u8)
+            .prop_map(|(c, d, code, n)| Op::Results(c, d, code, n)),
+        (0..3usize, 0..2usize, 1..2u8, 1..12u8)
+            .prop_map(|(c, d, code, n)| Op::Results(c, d, code, n)),
+        (0..3usize, 0..2usize, 1..4u8, 1..12u8)
+            .prop_map(|(c, d, code, n)| Op::Results(c, d, code, n)),
         (0..3usize, 0..4usize, 1..4u8).prop_map(|(c, d, code)| Op::Quorum(c, d, code)),
         (0..4usize, 0..3usize, 0..4usize).prop_map(|(u, c, d)| Op::Dispute(u, c, d)),
         (0..3usize, 0..4usize, any::<bool>()).prop_map(|(c, d, forged)| Op::Back(c, d, forged)),
@@ -170,11 +174,19 @@ fn to_tx(w: &World, op: &Op) -> SignedTx {
                 usage: Default::default(),
             },
         ),
-        Op::Results(c, d, code) => {
+        Op::Results(c, d, code, cores) => {
             let k = w.checkers[*c].clone();
             let round = w.ledger.globals().last_round;
             let code = cairn_primitives::ResultCode::from_bits(*code);
-            let body = w.results(&k.address(), round, &[(w.devices[*d].address(), code)]);
+            // Every device here is of the CPU class: a pass names the cores measured, which
+            // may be more or fewer than it claims.
+            let n = if code == cairn_primitives::ResultCode::Pass {
+                *cores
+            } else {
+                0
+            };
+            let found = [(w.devices[*d].address(), code, n)];
+            let body = testing::measured(&w.ledger, &k.address(), round, &found);
             w.tx(&k, body)
         }
         Op::Quorum(..) => unreachable!("expanded by block_txs"),
@@ -267,8 +279,8 @@ fn block_txs(w: &World, ops: &[Op]) -> Vec<SignedTx> {
     let mut bumps: std::collections::BTreeMap<cairn_primitives::Address, u64> = Default::default();
     let ops = ops.iter().flat_map(|op| match op {
         Op::Quorum(c, d, code) => vec![
-            Op::Results(*c, *d, *code),
-            Op::Results((c + 1) % 3, *d, *code),
+            Op::Results(*c, *d, *code, (*c as u8) % 5 + 1),
+            Op::Results((c + 1) % 3, *d, *code, (*c as u8) % 7 + 2),
         ],
         o => vec![o.clone()],
     });
