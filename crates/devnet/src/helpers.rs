@@ -120,8 +120,14 @@ fn wait_verified(client: &Client, device: &cairn_primitives::Address, stop: &Ato
         if let Ok(d) = client.get(&format!("/v1/devices/{device}")) {
             let v = &d["verification"];
             if v["status"] == "verified" {
+                // A CPU-class device: the cores its answers' times showed, which matching
+                // and rewards count (docs/checkers.md, "Measured cores").
+                let cores = match (v["cores"].as_u64(), d["spec"]["cpu_cores"].as_u64()) {
+                    (Some(n), Some(claimed)) => format!(" ({n} of {claimed} cores counted)"),
+                    _ => String::new(),
+                };
                 eprintln!(
-                    "worker: device {} verified by its checkers in round {}: ready for `cairn deploy`",
+                    "worker: device {} verified by its checkers in round {}{cores}: ready for `cairn deploy`",
                     device.short(),
                     v["round"]
                 );

@@ -142,7 +142,7 @@ pub enum TxError {
     EmptyJob,
     /// Fewer matching verified devices than replicas asked for.
     #[error(
-        "no verified capacity for this request: {wanted} devices wanted, {found} verified and free at up to {max_price} per hour (devices are matched only once their checkers verify them)"
+        "no verified capacity for this request: {wanted} devices wanted, {found} verified and free at up to {max_price} per hour (devices are matched only once their checkers verify them, a CPU-class device by the cores its checkers measured)"
     )]
     NotEnoughCapacity {
         /// Devices wanted.

@@ -706,3 +706,132 @@ fn failed(reason: &str) -> LeaseReportKind {
         reason: BoundedString::new(r).unwrap_or_default(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_primitives::SignedTx;
+    use cairn_primitives::wire::DecodeExt;
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    /// A node's API reduced to what a reporter reads, over real HTTP on loopback: every
+    /// transaction's status is `status` (a JSON body, or a 404), the account's nonce is
+    /// `nonce`, and each submitted transaction is kept. Stops once no request came for
+    /// half a second.
+    fn node(
+        status: Option<&'static str>,
+        nonce: u64,
+    ) -> (String, std::thread::JoinHandle<Vec<SignedTx>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let serve = std::thread::spawn(move || {
+            let mut posted = Vec::new();
+            let mut heard = Instant::now();
+            while heard.elapsed() < Duration::from_millis(500) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                heard = Instant::now();
+                stream.set_nonblocking(false).unwrap();
+                let mut stream = stream;
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut length = 0usize;
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let (code, answer) = if line.starts_with("POST /v1/txs") {
+                    let tx = SignedTx::decode(cairn_primitives::wire::Copying(&body[..])).unwrap();
+                    let hash = tx.hash();
+                    posted.push(tx);
+                    (200, format!(r#"{{"hash":"{hash}"}}"#))
+                } else if line.starts_with("GET /v1/txs/") {
+                    match status {
+                        Some(s) => (200, format!(r#"{{"status":"{s}"}}"#)),
+                        None => (
+                            404,
+                            r#"{"error":{"code":"not_found","message":"unknown transaction"}}"#
+                                .to_string(),
+                        ),
+                    }
+                } else if line.starts_with("GET /v1/accounts/") {
+                    (200, format!(r#"{{"nonce":{nonce}}}"#))
+                } else {
+                    (
+                        404,
+                        r#"{"error":{"code":"not_found","message":"?"}}"#.to_string(),
+                    )
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+            posted
+        });
+        (url, serve)
+    }
+
+    fn reporter(url: &str, kept: u64, outstanding: Hash) -> Reporter {
+        Reporter {
+            gpus: Vec::new(),
+            client: Client::new(url),
+            chain_id: "cairn-test".into(),
+            min_fee: 1,
+            key: Keypair::from_seed([9; 32]),
+            next_nonce: Mutex::new(Some(kept)),
+            unconfirmed: Mutex::new(Vec::new()),
+            outstanding: Mutex::new(vec![outstanding]),
+        }
+    }
+
+    fn heartbeat(r: &Reporter) {
+        r.report(7, LeaseReportKind::Running, Usage::default());
+    }
+
+    #[test]
+    fn a_report_that_failed_in_its_block_or_left_the_mempool_makes_the_next_read_the_nonce() {
+        // The reporter kept nonce 6 after a report with nonce 5 that then failed in its
+        // block (or was dropped: unknown to the node): 5 is still the account's next nonce,
+        // and a report sent with 6 would wait behind a gap forever.
+        for status in [Some("failed"), None] {
+            let (url, node) = node(status, 5);
+            let r = reporter(&url, 6, Hash([1; 32]));
+            heartbeat(&r);
+            let posted = node.join().unwrap();
+            assert_eq!(posted.len(), 1, "{status:?}");
+            assert_eq!(posted[0].tx.nonce, 5, "{status:?}");
+            assert_eq!(*r.next_nonce.lock().unwrap(), Some(6));
+            assert_eq!(r.outstanding.lock().unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_report_still_pending_or_final_keeps_the_nonce() {
+        for status in ["pending", "final"] {
+            let (url, node) = node(Some(status), 5);
+            let r = reporter(&url, 6, Hash([1; 32]));
+            heartbeat(&r);
+            let posted = node.join().unwrap();
+            assert_eq!(posted.len(), 1, "{status}");
+            assert_eq!(posted[0].tx.nonce, 6, "{status}");
+            assert_eq!(*r.next_nonce.lock().unwrap(), Some(7));
+            // A final one is forgotten; a pending one is watched until its fate is known.
+            let watched = r.outstanding.lock().unwrap().len();
+            assert_eq!(watched, if status == "final" { 1 } else { 2 }, "{status}");
+        }
+    }
+}
