@@ -108,7 +108,57 @@ fn main() {
         Command::Jobs(a) => jobs_cmd::jobs(a),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", describe(&e));
         std::process::exit(1);
+    }
+}
+
+/// An error and its causes on one line, each cause once: most of the project's errors name
+/// their source in their own message already, which `{:#}` would repeat at every level.
+fn describe(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    /// An error that names its source in its message, as the project's errors do.
+    #[derive(Debug)]
+    struct Open(Corrupt);
+    impl std::fmt::Display for Open {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "opening the chain: {}", self.0)
+        }
+    }
+    impl std::error::Error for Open {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    #[derive(Debug)]
+    struct Corrupt;
+    impl std::fmt::Display for Corrupt {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("data directory is corrupt")
+        }
+    }
+    impl std::error::Error for Corrupt {}
+
+    #[test]
+    fn each_cause_is_said_once() {
+        // A source named in its wrapper's message is not repeated; a context's cause is added.
+        let e = anyhow::Error::new(Open(Corrupt));
+        assert_eq!(describe(&e), "opening the chain: data directory is corrupt");
+        let e = anyhow::Error::new(Corrupt).context("resuming");
+        assert_eq!(describe(&e), "resuming: data directory is corrupt");
     }
 }
