@@ -237,6 +237,9 @@ impl Ledger {
         for (i, device) in devices.iter().enumerate() {
             let code = code_at(&p.codes, i);
             if code == ResultCode::NotChecked {
+                if p.cores.get(i).is_some_and(|n| *n != 0) {
+                    return Err(TxError::BadResults("cores are only for a CPU-class pass"));
+                }
                 continue;
             }
             let found = Vote {

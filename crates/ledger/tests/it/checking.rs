@@ -128,6 +128,14 @@ fn malformed_unassigned_and_foreign_results_are_refused_stale_ones_skipped_nothi
             ),
             "bad_results",
         ),
+        (
+            checker.clone(),
+            with_cores(
+                posts(1, pack_codes(&[ResultCode::NotChecked]), vec![], round, 0),
+                vec![3],
+            ),
+            "bad_results",
+        ),
     ];
     for (key, body, code) in cases {
         let err = w.run(&key, body).expect("refused");
